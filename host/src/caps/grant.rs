@@ -1,0 +1,60 @@
+//! The grant: who an invocation runs as and which agents it may reach.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::StateView;
+use crate::model::{AgentId, AppId, ChannelRef, InstallId, OrgId};
+
+/// Which agents an installation may reach besides its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Only its own agent (a plain processor).
+    OwnAgent,
+    /// Its own agent plus these (extended permissions).
+    Agents(BTreeSet<AgentId>),
+    /// Every agent of its organisation (an integration).
+    Organisation,
+}
+
+/// Who an invocation runs as; built by the host, never by the guest.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The tenant. No agent of another organisation is ever reachable.
+    pub organisation_id: OrgId,
+    /// The installation's own agent.
+    pub agent_id: AgentId,
+    /// The app.
+    pub app_id: AppId,
+    /// The installation.
+    pub install_id: InstallId,
+    /// The installation's key (its namespace in tags and UI).
+    pub app_key: String,
+    /// The installation's display name.
+    pub display_name: String,
+    /// The installation's validated configuration.
+    pub config: Value,
+    /// Which other agents it may reach.
+    pub reach: Reach,
+    /// The channel whose change raised the event, if any.
+    pub invoking_channel: Option<ChannelRef>,
+    /// Whether writes to the invoking channel are allowed (manifest).
+    pub allow_invoking_channel: bool,
+}
+
+impl Grant {
+    /// Whether this grant reaches `agent`: same organisation, and either its
+    /// own agent or permitted by [`Reach`].
+    pub fn may_reach(&self, agent: AgentId, view: &dyn StateView) -> bool {
+        if view.agent_org(agent) != Some(self.organisation_id) {
+            return false;
+        }
+        match &self.reach {
+            _ if agent == self.agent_id => true,
+            Reach::OwnAgent => false,
+            Reach::Agents(set) => set.contains(&agent),
+            Reach::Organisation => true,
+        }
+    }
+}

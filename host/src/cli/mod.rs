@@ -1,0 +1,1 @@
+//! The `paddock` command line.

@@ -1,0 +1,18 @@
+//! Paddock: a self-hosted, multi-tenant WebAssembly host for IoT cloud apps.
+//!
+//! Apps are `wasm32-wasip2` components implementing the `paddock:app` WIT
+//! world (`wit/`). Each event runs in a fresh, sandboxed instance with fuel,
+//! time and memory limits; what the app wants to write comes back as
+//! effects, to be committed atomically with the event's acknowledgement.
+//!
+//! - [`model`]: ids, channels, payload rules, events, the aggregate merge;
+//! - [`manifest`]: app manifests (`paddock.toml`, Doover's `doover_config.json`);
+//! - [`caps`]: capabilities and their policy, over a read view and an effect buffer;
+//! - [`runtime`]: the wasmtime sandbox that runs one event and returns a [`runtime::Report`];
+//! - [`cli`]: the `paddock` command line (`invoke`).
+
+pub mod caps;
+pub mod cli;
+pub mod manifest;
+pub mod model;
+pub mod runtime;

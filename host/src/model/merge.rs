@@ -1,0 +1,116 @@
+//! Aggregate write semantics, compatible with Doover's `apply_diff`.
+//!
+//! - objects merge recursively; a key missing from the old value starts as `{}`;
+//! - `null` in the diff deletes the key;
+//! - arrays and scalars replace;
+//! - if the old value or the diff is not an object, the diff replaces it whole.
+//!
+//! `../shared/conformance/doover/diffs.json` (616 cases) pins this down; the
+//! conformance test in `tests/` runs every case.
+
+use serde_json::{Map, Value};
+
+/// How an aggregate write combines with the current aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode", content = "paths")]
+pub enum WriteMode {
+    /// PATCH: merge with [`apply_diff`].
+    Merge,
+    /// PUT: replace the whole aggregate.
+    Replace,
+    /// PATCH with `replace_paths`: merge, except that each dotted path's
+    /// subtree is replaced by the diff's subtree at that path.
+    ReplacePaths(Vec<String>),
+}
+
+/// Apply `diff` to `old` (Doover's `apply_diff`).
+pub fn apply_diff(old: &Value, diff: &Value) -> Value {
+    match (old, diff) {
+        (Value::Object(old), Value::Object(diff)) => Value::Object(merge_maps(old, diff)),
+        // A diff object over a non-object starts from an empty object, so the
+        // result never carries the diff's `null` deletions as values.
+        (_, Value::Object(diff)) => Value::Object(merge_maps(&Map::new(), diff)),
+        _ => diff.clone(),
+    }
+}
+
+fn merge_maps(old: &Map<String, Value>, diff: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = old.clone();
+    for (key, change) in diff {
+        if change.is_null() {
+            out.remove(key);
+            continue;
+        }
+        let merged = match out.get(key) {
+            Some(current) => apply_diff(current, change),
+            None => apply_diff(&Value::Object(Map::new()), change),
+        };
+        out.insert(key.clone(), merged);
+    }
+    out
+}
+
+/// Apply a write of `data` in `mode` to the current aggregate `old`.
+pub fn apply_write(old: &Value, data: &Value, mode: &WriteMode) -> Value {
+    match mode {
+        WriteMode::Merge => apply_diff(old, data),
+        WriteMode::Replace => data.clone(),
+        WriteMode::ReplacePaths(paths) => {
+            let mut merged = apply_diff(old, data);
+            for path in paths {
+                replace_path(&mut merged, data, path);
+            }
+            merged
+        }
+    }
+}
+
+/// Set `target`'s subtree at dotted `path` to `source`'s subtree there
+/// (removing it when `source` has none there or has `null`).
+fn replace_path(target: &mut Value, source: &Value, path: &str) {
+    let keys: Vec<&str> = path.split('.').filter(|k| !k.is_empty()).collect();
+    let Some((last, parents)) = keys.split_last() else { return };
+    let replacement = keys.iter().try_fold(source, |v, k| v.get(k)).filter(|v| !v.is_null()).cloned();
+    let mut node = target;
+    for key in parents {
+        let Value::Object(map) = node else { return };
+        node = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+    }
+    if let Value::Object(map) = node {
+        match replacement {
+            Some(v) => {
+                map.insert(last.to_string(), v);
+            }
+            None => {
+                map.remove(*last);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_recurses_deletes_and_replaces() {
+        let old = json!({"a": {"x": 1, "y": 2}, "b": [1, 2], "c": 1});
+        let diff = json!({"a": {"y": null, "z": 3}, "b": [3], "c": null, "d": {"e": null, "f": 1}});
+        assert_eq!(apply_diff(&old, &diff), json!({"a": {"x": 1, "z": 3}, "b": [3], "d": {"f": 1}}));
+    }
+
+    #[test]
+    fn replace_paths_replaces_only_those_subtrees() {
+        let old = json!({"a": {"b": {"keep": 1, "old": 2}}, "other": {"x": 1}});
+        let data = json!({"a": {"b": {"new": 3}}, "other": {"y": 2}});
+        let out = apply_write(&old, &data, &WriteMode::ReplacePaths(vec!["a.b".into()]));
+        assert_eq!(out, json!({"a": {"b": {"new": 3}}, "other": {"x": 1, "y": 2}}));
+    }
+
+    #[test]
+    fn replace_replaces_everything() {
+        let out = apply_write(&json!({"a": 1}), &json!({"b": 2}), &WriteMode::Replace);
+        assert_eq!(out, json!({"b": 2}));
+    }
+}

@@ -1,0 +1,17 @@
+//! The domain model: ids, channel names, payload rules, messages, aggregates,
+//! agents, events and the aggregate merge. Pure data and rules; no I/O.
+
+mod channel;
+mod event;
+mod ids;
+mod merge;
+mod payload;
+
+pub use channel::{Agent, Aggregate, ChannelName, ChannelRef, Message, well_known};
+pub use event::{Event, EventEnvelope, EventError, Hook};
+pub use ids::{
+    AgentId, AppId, BadId, EventId, Id, IdKind, IngestionId, InstallId, MessageId, OrgId, SNOWFLAKE_EPOCH_MS,
+    ScheduleId, now_ms,
+};
+pub use merge::{WriteMode, apply_diff, apply_write};
+pub use payload::{MAX_DEPTH, PayloadError, check_object, is_valid_key, kind_of, parse_object};
