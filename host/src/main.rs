@@ -1,1 +1,5 @@
-fn main() {}
+//! The `paddock` binary: the composition root.
+
+fn main() -> std::process::ExitCode {
+    paddock::cli::main()
+}

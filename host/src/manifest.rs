@@ -188,6 +188,29 @@ impl Manifest {
         })
     }
 
+    /// A manifest with every default, for a bare component file: named
+    /// after the file, a processor, default limits, no config schema.
+    pub fn for_component(component: PathBuf) -> Manifest {
+        let stem = component.file_stem().and_then(|s| s.to_str()).unwrap_or("app");
+        let name: String = stem
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .collect();
+        Manifest {
+            display_name: name.clone(),
+            name,
+            description: String::new(),
+            kind: AppKind::Processor,
+            component,
+            limits: AppLimits::default(),
+            config_schema: None,
+            subscriptions: Vec::new(),
+            schedules: Vec::new(),
+            allowed_hosts: Vec::new(),
+            allow_invoking_channel: false,
+        }
+    }
+
     /// Load one manifest file; the format follows the file's extension.
     pub fn load(file: &Path) -> Result<Manifest, ManifestError> {
         let err = |field: &str, reason: String| ManifestError { file: file.to_path_buf(), field: field.into(), reason };

@@ -1,1 +1,79 @@
-//! The `paddock` command line.
+//! The `paddock` command line. This is the composition root: it picks the
+//! concrete state, runtime settings and output format.
+
+mod invoke;
+mod render;
+mod schema;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use invoke::InvokeArgs;
+
+/// Exit code for a run whose outcome was an error (retry, fail, trap, ...).
+pub const EXIT_OUTCOME_ERROR: u8 = 1;
+/// Exit code for unusable input (bad file, bad manifest, bad config).
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Paddock: run sandboxed WebAssembly IoT apps, once per event.
+#[derive(Debug, Parser)]
+#[command(name = "paddock", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter for Paddock's own diagnostics (e.g. `info`, `paddock=debug`).
+    #[arg(long, global = true, default_value = "warn", env = "PADDOCK_LOG")]
+    pub log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one event through an app against in-memory state and print what
+    /// it would do: outcome, effects, logs, fuel and duration.
+    ///
+    /// Nothing is written anywhere. Exit code 0 on success or skip, 1 when
+    /// the outcome is an error, 2 when an input file is unusable.
+    Invoke(InvokeArgs),
+    /// Print the JSON Schema an app exports for its config, or write it to
+    /// the file its manifest names (`config_schema_file`).
+    Schema {
+        /// The app directory (with paddock.toml).
+        app: PathBuf,
+        /// Write the schema file instead of printing it.
+        #[arg(long)]
+        write: bool,
+    },
+}
+
+/// Parse arguments and run; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("paddock: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Invoke(args) => invoke::run(args).await,
+            Command::Schema { app, write } => schema::run(&app, write).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("paddock: {e:#}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
