@@ -68,12 +68,12 @@ pub use event::{
     MessageCreate, OauthCallback, Schedule,
 };
 pub use schemars::JsonSchema;
-pub use serde_json::{Value, json};
+pub use serde_json::{Map, Value, json};
 
 /// Everything an app usually needs, in one import.
 pub mod prelude {
     pub use crate::{
-        AggregateUpdate, App, AppError, Context, Deployment, Error, Event, Hook, Ingestion, JsonSchema, ManualInvoke,
+        AggregateUpdate, App, AppError, Context, Deployment, Error, Event, Hook, Ingestion, JsonSchema, ManualInvoke, Map,
         Message, MessageCreate, OauthCallback, Schedule, Value, agents, channels, connection, json, notifications,
         tags, ui,
     };

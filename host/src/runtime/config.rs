@@ -6,11 +6,12 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Fuel granted per millisecond of timeout. Measured with the `hostile`
-/// fixture's busy loop on this machine kind (2 vCPU, see the per_event
-/// bench's `fuel-rate` line): ~700k fuel per ms of guest execution. Fuel is
-/// the deterministic CPU budget, so the timeout's worth of fuel lets a
-/// CPU-bound guest run about as long as its wall-clock budget.
-pub const FUEL_PER_MS: u64 = 700_000;
+/// fixture's spin loop on this machine kind (2 vCPU): the per_event bench's
+/// `fuel-rate` line reports fuel burned per ms of guest execution (~6.5M,
+/// see docs/benchmarks.md). Fuel is the deterministic CPU budget: a
+/// timeout's worth of fuel lets a CPU-bound guest run about as long as its
+/// wall-clock budget here, and exactly as far on any machine.
+pub const FUEL_PER_MS: u64 = 6_000_000;
 /// Epoch tick. 10 ms bounds how late a timeout fires while keeping the
 /// ticker thread's wake-ups negligible.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);

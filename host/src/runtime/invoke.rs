@@ -160,8 +160,9 @@ impl Prepared {
                 message: panic_message(&self.stderr),
                 backtrace: backtrace(err),
             },
-            None if instantiating => Outcome::HostError { reason: format!("{err:#}") },
-            None => Outcome::InvalidOutput { reason: format!("{err:#}") },
+            // The root cause alone: the full chain repeats the backtrace.
+            None if instantiating => Outcome::HostError { reason: err.root_cause().to_string() },
+            None => Outcome::InvalidOutput { reason: err.root_cause().to_string() },
         }
     }
 
@@ -242,8 +243,10 @@ fn backtrace(err: &wasmtime::Error) -> Vec<String> {
         .take(MAX_BACKTRACE_FRAMES)
         .map(|f| {
             let module = f.module().name().unwrap_or("?");
-            let func = f.func_name().unwrap_or("<unnamed>");
-            format!("{module}!{func}")
+            match f.func_name() {
+                Some(name) => format!("{module}!{:#}", rustc_demangle::demangle(name)),
+                None => format!("{module}!<func {}>", f.func_index()),
+            }
         })
         .collect()
 }
