@@ -1,12 +1,15 @@
-//! Aggregate write semantics, compatible with Doover's `apply_diff`.
+//! Aggregate write semantics, compatible with pydoover's
+//! `apply_diff(old, diff, do_delete)`.
 //!
 //! - objects merge recursively; a key missing from the old value starts as `{}`;
-//! - `null` in the diff deletes the key;
+//! - `null` in the diff deletes the key (with `do_delete = false`, Doover
+//!   stores the `null` instead; Paddock's PATCH always deletes);
 //! - arrays and scalars replace;
-//! - if the old value or the diff is not an object, the diff replaces it whole.
+//! - if the old value or the diff is not an object, the diff replaces it
+//!   whole, verbatim (nested `null`s included).
 //!
 //! `../shared/conformance/doover/diffs.json` (616 cases) pins this down; the
-//! conformance test in `tests/` runs every case.
+//! conformance test in `tests/` runs every case with its own `do_delete`.
 
 use serde_json::{Map, Value};
 
@@ -23,27 +26,31 @@ pub enum WriteMode {
     ReplacePaths(Vec<String>),
 }
 
-/// Apply `diff` to `old` (Doover's `apply_diff`).
+/// Apply `diff` to `old`, `null` deleting keys: Paddock's PATCH.
 pub fn apply_diff(old: &Value, diff: &Value) -> Value {
+    apply_diff_with(old, diff, true)
+}
+
+/// Apply `diff` to `old`; `delete_nulls` is pydoover's `do_delete`.
+pub fn apply_diff_with(old: &Value, diff: &Value, delete_nulls: bool) -> Value {
     match (old, diff) {
-        (Value::Object(old), Value::Object(diff)) => Value::Object(merge_maps(old, diff)),
-        // A diff object over a non-object starts from an empty object, so the
-        // result never carries the diff's `null` deletions as values.
-        (_, Value::Object(diff)) => Value::Object(merge_maps(&Map::new(), diff)),
+        (Value::Object(old), Value::Object(diff)) => Value::Object(merge_maps(old, diff, delete_nulls)),
         _ => diff.clone(),
     }
 }
 
-fn merge_maps(old: &Map<String, Value>, diff: &Map<String, Value>) -> Map<String, Value> {
+fn merge_maps(old: &Map<String, Value>, diff: &Map<String, Value>, delete_nulls: bool) -> Map<String, Value> {
     let mut out = old.clone();
     for (key, change) in diff {
-        if change.is_null() {
+        if change.is_null() && delete_nulls {
             out.remove(key);
             continue;
         }
-        let merged = match out.get(key) {
-            Some(current) => apply_diff(current, change),
-            None => apply_diff(&Value::Object(Map::new()), change),
+        let merged = match (out.get(key), change) {
+            (Some(current), _) => apply_diff_with(current, change, delete_nulls),
+            // A missing key starts as `{}`, so nested nulls are applied too.
+            (None, Value::Object(_)) => apply_diff_with(&Value::Object(Map::new()), change, delete_nulls),
+            (None, _) => change.clone(),
         };
         out.insert(key.clone(), merged);
     }

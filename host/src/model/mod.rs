@@ -13,5 +13,5 @@ pub use ids::{
     AgentId, AppId, BadId, EventId, Id, IdKind, IngestionId, InstallId, MessageId, OrgId, SNOWFLAKE_EPOCH_MS,
     ScheduleId, now_ms,
 };
-pub use merge::{WriteMode, apply_diff, apply_write};
+pub use merge::{WriteMode, apply_diff, apply_diff_with, apply_write};
 pub use payload::{MAX_DEPTH, PayloadError, check_object, is_valid_key, kind_of, parse_object};
