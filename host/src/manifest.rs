@@ -220,7 +220,10 @@ impl Manifest {
             let value: Value = serde_json::from_str(&text).map_err(|e| err("-", format!("not JSON: {e}")))?;
             Manifest::from_doover(value, dir).map_err(|(f, r)| err(&f, r))
         } else {
-            let value: Value = toml::from_str(&text).map_err(|e| err("-", format!("not TOML: {}", e.message())))?;
+            let value: Value = toml::from_str(&text).map_err(|e| {
+                let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
+                err("-", format!("not TOML (line {line}): {}", e.message()))
+            })?;
             Manifest::from_native(value, dir).map_err(|(f, r)| err(&f, r))
         }
     }
@@ -341,8 +344,16 @@ impl Manifest {
 fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "-".to_owned() } else { path };
-        (field, e.into_inner().to_string())
+        let reason = e.into_inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let missing = reason.strip_prefix("missing field `").and_then(|r| r.strip_suffix('`'));
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => name.to_owned(),
+            (".", None) => "-".to_owned(),
+            (parent, Some(name)) => format!("{parent}.{name}"),
+            (parent, None) => parent.to_owned(),
+        };
+        (field, reason)
     })
 }
 
