@@ -3,28 +3,34 @@ CARGO ?= cargo
 PLUGIN_TARGET := plugins/target/wasm32-wasip2/release
 APPS := tank-level webhook daily-summary hostile
 
-.PHONY: all plugins schemas build run demo test fmt fmt-check clippy doc bench ci clean-plugins
+.PHONY: all toolchain plugins schemas build run test fmt fmt-check clippy doc bench ci
 
 all: plugins build
 
+## The wasm target guests build for (idempotent; quick when present).
+toolchain:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
 ## Build every example app for wasm32-wasip2 and copy each component next to its manifest.
-plugins:
+plugins: toolchain
 	cd plugins && $(CARGO) build --release --target-dir target
 	@for app in $(APPS); do \
 		f=$$(echo $$app | tr - _).wasm; \
 		cp $(PLUGIN_TARGET)/$$f plugins/$$app/$$f; \
 	done
 
+PADDOCK := $(CARGO) run --quiet --bin paddock --
+
 ## Regenerate each app's config.schema.json from its Config type.
-schemas: plugins build
-	@for app in tank-level webhook daily-summary; do ./target/debug/paddock schema plugins/$$app --write; done
+schemas: plugins
+	@for app in tank-level webhook daily-summary; do $(PADDOCK) schema plugins/$$app --write; done
 
 build:
 	$(CARGO) build
 
 ## Run the tank-level example against its sample event.
-run: plugins build
-	./target/debug/paddock invoke plugins/tank-level --event plugins/tank-level/events/reading.json \
+run: plugins
+	$(PADDOCK) invoke plugins/tank-level --event plugins/tank-level/events/reading.json \
 		--state plugins/tank-level/events/state.json --config plugins/tank-level/events/config.json
 
 ## The test suite (builds the example components first: tests run them for real).

@@ -1,5 +1,7 @@
 //! The invocation context, with the installation's config typed.
 
+use std::cell::OnceCell;
+
 use serde_json::Value;
 
 use crate::event::json;
@@ -28,21 +30,32 @@ pub struct Context<C> {
     pub app_display_name: String,
     /// The installation's configuration, typed.
     pub config: C,
-    /// The configuration as JSON.
-    pub raw_config: Value,
-    /// This installation's tags when the invocation started.
-    pub tags: Value,
-    /// The agent's `doover_connection` aggregate, if any.
-    pub connection: Option<Value>,
     /// The channel that raised this event, if any.
     pub invoking_channel: Option<String>,
+    // JSON documents parsed on first use: most hooks never look at them, and
+    // parsing in wasm is a visible share of a short hook's cost.
+    raw_config: String,
+    tags: String,
+    connection: Option<String>,
+    parsed: OnceCell<Parsed>,
+}
+
+#[derive(Debug, Clone)]
+struct Parsed {
+    raw_config: Value,
+    tags: Value,
+    connection: Option<Value>,
 }
 
 impl<C: serde::de::DeserializeOwned> Context<C> {
-    pub(crate) fn from_wit(ctx: crate::bindings::paddock::app::types::Context) -> Result<Self, crate::AppError> {
-        let raw_config = json(&ctx.deployment_config);
-        let config = serde_json::from_value(raw_config.clone())
-            .map_err(|e| crate::AppError::fail(format!("deployment config does not match the app's Config: {e}")))?;
+    pub(crate) fn from_wit(
+        ctx: crate::bindings::paddock::app::types::Context,
+    ) -> Result<Self, crate::AppError> {
+        let config = serde_json::from_str(&ctx.deployment_config).map_err(|e| {
+            crate::AppError::fail(format!(
+                "deployment config does not match the app's Config: {e}"
+            ))
+        })?;
         Ok(Context {
             event_id: ctx.event_id,
             attempt: ctx.attempt,
@@ -54,10 +67,44 @@ impl<C: serde::de::DeserializeOwned> Context<C> {
             app_key: ctx.app_key,
             app_display_name: ctx.app_display_name,
             config,
-            raw_config,
-            tags: json(&ctx.tags),
-            connection: ctx.connection.as_deref().map(json),
             invoking_channel: ctx.invoking_channel,
+            raw_config: ctx.deployment_config,
+            tags: ctx.tags,
+            connection: ctx.connection,
+            parsed: OnceCell::new(),
         })
+    }
+}
+
+impl<C> Context<C> {
+    fn parsed(&self) -> &Parsed {
+        self.parsed.get_or_init(|| Parsed {
+            raw_config: json(&self.raw_config),
+            tags: json(&self.tags),
+            connection: self.connection.as_deref().map(json),
+        })
+    }
+
+    /// The configuration as JSON.
+    pub fn raw_config(&self) -> &Value {
+        &self.parsed().raw_config
+    }
+
+    /// This installation's tags as they were when the invocation started
+    /// (a JSON object). Use [`tags::get`](crate::tags::get) to see writes
+    /// made during the invocation.
+    pub fn tags(&self) -> &Value {
+        &self.parsed().tags
+    }
+
+    /// One tag from the start-of-invocation snapshot, without a host call
+    /// (pydoover's `get_tag`).
+    pub fn tag<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.tags().get(key).and_then(|v| T::deserialize(v).ok())
+    }
+
+    /// The agent's `doover_connection` aggregate, if any.
+    pub fn connection(&self) -> Option<&Value> {
+        self.parsed().connection.as_ref()
     }
 }

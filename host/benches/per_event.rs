@@ -1,1 +1,431 @@
-fn main() {}
+//! Per-event cost: fresh store + instantiate + handle + drop.
+//!
+//! All measured in one process, on the same engine settings, interleaved in
+//! rounds so that machine-speed drift hits every case alike:
+//! - `raw-trivial`:    raw wasmtime, instantiate + call of a trivial WAT component;
+//! - `raw-tank`:       raw wasmtime, instantiate the tank-level component (WASI
+//!   linked, paddock imports stubbed) + call its `hooks` export;
+//! - `native`:         the tank-level logic as native Rust over a JSON state;
+//! - `paddock`:        `Runtime::invoke` of tank-level on a reading (fuel on);
+//! - `paddock-epoch`:  the same with fuel off (epoch deadline only);
+//! - `paddock-filter`: a reading on another channel, dropped by the app's
+//!   `pre_hook_filter`: the host's fixed cost per event;
+//! - `fuel-rate`:      fuel burned per ms by the hostile spin loop (calibrates
+//!   `FUEL_PER_MS`).
+//!
+//! Run: `make bench` (or `cargo bench -p paddock --bench per_event`).
+//! Iterations per case: `PADDOCK_BENCH_ITERS` (default 3000).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: failures should stop loudly"
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use paddock::caps::{Grant, MemoryState, Reach};
+use paddock::model::{Agent, ChannelName, ChannelRef, Event, EventId, Message, MessageId, OrgId};
+use paddock::runtime::{Invocation, LoadedApp, Runtime, RuntimeConfig};
+use serde_json::{Value, json};
+use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, Val};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+const WARMUP: usize = 300;
+/// Rounds the iterations are split into (see the module docs).
+const ROUNDS: usize = 20;
+
+fn iters() -> usize {
+    std::env::var("PADDOCK_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000)
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn must<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Case {
+    RawTrivial,
+    RawTank,
+    Native,
+    Paddock,
+    PaddockEpoch,
+    PaddockFilter,
+}
+
+const CASES: [Case; 6] = [
+    Case::RawTrivial,
+    Case::RawTank,
+    Case::Native,
+    Case::Paddock,
+    Case::PaddockEpoch,
+    Case::PaddockFilter,
+];
+
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Case::RawTrivial => "raw-trivial",
+            Case::RawTank => "raw-tank",
+            Case::Native => "native",
+            Case::Paddock => "paddock",
+            Case::PaddockEpoch => "paddock-epoch",
+            Case::PaddockFilter => "paddock-filter",
+        }
+    }
+}
+
+struct Bare {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+const TRIVIAL: &str = r#"(component
+    (core module $m (func (export "run")))
+    (core instance $i (instantiate $m))
+    (func (export "run") (canon lift (core func $i "run"))))"#;
+
+/// Everything the cases need, prepared once.
+struct Bench {
+    rt: Runtime,
+    epoch_rt: Runtime,
+    trivial: InstancePre<Bare>,
+    raw_tank: InstancePre<Bare>,
+    app: LoadedApp,
+    epoch_app: LoadedApp,
+    state: Arc<MemoryState>,
+    grant: Grant,
+    reading: Event,
+    other: Event,
+    native_tags: Value,
+}
+
+impl Bench {
+    async fn new() -> Self {
+        let rt = must(Runtime::new(RuntimeConfig::default()));
+        let epoch_rt = must(Runtime::new(RuntimeConfig {
+            fuel: false,
+            ..RuntimeConfig::default()
+        }));
+        let engine = rt.engine();
+        let trivial = must(
+            Linker::<Bare>::new(engine)
+                .instantiate_pre(&must(Component::new(engine, must(wat::parse_str(TRIVIAL))))),
+        );
+        let tank = must(Component::from_file(
+            engine,
+            repo().join("plugins/tank-level/tank_level.wasm"),
+        ));
+        let mut linker = Linker::<Bare>::new(engine);
+        must(wasmtime_wasi::p2::add_to_linker_async(&mut linker));
+        must(linker.define_unknown_imports_as_traps(&tank));
+        let raw_tank = must(linker.instantiate_pre(&tank));
+        let app = must(rt.load_dir(&repo().join("plugins/tank-level")).await);
+        let epoch_app = must(epoch_rt.load_dir(&repo().join("plugins/tank-level")).await);
+        let grant = grant(&app);
+        let native_tags = json!({"tank_level": {"last_level": 35.0, "min_level": 30.0, "max_level": 80.0, "readings": 12}});
+        Bench {
+            rt,
+            epoch_rt,
+            trivial,
+            raw_tank,
+            app,
+            epoch_app,
+            state: Arc::new(tank_state()),
+            grant,
+            reading: reading_on("sensor_data"),
+            other: reading_on("gps"),
+            native_tags,
+        }
+    }
+
+    fn bare_store(&self) -> Store<Bare> {
+        let wasi = WasiCtxBuilder::new().build();
+        let mut store = Store::new(
+            self.rt.engine(),
+            Bare {
+                wasi,
+                table: ResourceTable::new(),
+            },
+        );
+        let _ = store.set_fuel(u64::MAX / 2);
+        store.set_epoch_deadline(1000);
+        store
+    }
+
+    async fn run(&mut self, case: Case) {
+        match case {
+            Case::RawTrivial => {
+                let mut store = self.bare_store();
+                let instance = must(self.trivial.instantiate_async(&mut store).await);
+                let f = must(instance.get_typed_func::<(), ()>(&mut store, "run"));
+                must(f.call_async(&mut store, ()).await);
+            }
+            Case::RawTank => {
+                let mut store = self.bare_store();
+                let instance = must(self.raw_tank.instantiate_async(&mut store).await);
+                let iface =
+                    instance.get_export_index(&mut store, None, "paddock:app/handler@0.1.0");
+                let idx =
+                    iface.and_then(|i| instance.get_export_index(&mut store, Some(&i), "hooks"));
+                let func = idx.and_then(|i| instance.get_func(&mut store, i));
+                let Some(func) = func else {
+                    panic!("hooks export missing")
+                };
+                let mut results = [Val::Bool(false)];
+                must(func.call_async(&mut store, &[], &mut results).await);
+            }
+            Case::Native => {
+                std::hint::black_box(native_tank(
+                    &mut self.native_tags,
+                    r#"{"distance_mm":1100}"#,
+                ));
+            }
+            Case::Paddock => {
+                invoke(&self.rt, &self.app, &self.grant, &self.reading, &self.state).await
+            }
+            Case::PaddockEpoch => {
+                invoke(
+                    &self.epoch_rt,
+                    &self.epoch_app,
+                    &self.grant,
+                    &self.reading,
+                    &self.state,
+                )
+                .await
+            }
+            Case::PaddockFilter => {
+                invoke(&self.rt, &self.app, &self.grant, &self.other, &self.state).await
+            }
+        }
+    }
+}
+
+async fn invoke(
+    rt: &Runtime,
+    app: &LoadedApp,
+    grant: &Grant,
+    event: &Event,
+    state: &Arc<MemoryState>,
+) {
+    let inv = Invocation {
+        event_id: EventId::generate(),
+        attempt: 1,
+        event: event.clone(),
+        grant: grant.clone(),
+    };
+    let r = rt.invoke(app, inv, state.clone()).await;
+    assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+}
+
+fn tank_state() -> MemoryState {
+    let mut s = MemoryState::default();
+    let agent = Agent {
+        id: 7002.into(),
+        name: "North Tank".into(),
+        serial_number: None,
+        group: None,
+        metadata: json!({}),
+    };
+    s.add_agent(OrgId::from(7001), agent);
+    s.set_tags(
+        7002.into(),
+        "tank_level",
+        json!({"last_level": 35.0, "min_level": 30.0, "max_level": 80.0, "readings": 12}),
+    );
+    s
+}
+
+fn reading_on(channel: &str) -> Event {
+    let channel = ChannelRef {
+        agent_id: 7002.into(),
+        name: must(ChannelName::new(channel)),
+    };
+    let message = Message {
+        id: MessageId::at(paddock::model::now_ms()),
+        author_id: 7002.into(),
+        channel,
+        data: json!({"distance_mm": 1100}),
+        timestamp: None,
+        attachments: None,
+    };
+    Event::MessageCreate {
+        organisation_id: OrgId::from(7001),
+        message,
+    }
+}
+
+fn grant(app: &LoadedApp) -> Grant {
+    Grant {
+        organisation_id: OrgId::from(7001),
+        agent_id: 7002.into(),
+        app_id: 1.into(),
+        install_id: 2.into(),
+        app_key: "tank_level".into(),
+        display_name: "North Tank".into(),
+        config: app
+            .manifest
+            .validate_config(&json!({}))
+            .unwrap_or_else(|e| panic!("{e:?}")),
+        reach: Reach::OwnAgent,
+        invoking_channel: None,
+        allow_invoking_channel: false,
+    }
+}
+
+/// The tank-level handler's work in native Rust: parse the reading, update
+/// tags in a JSON document, build the published message, serialize.
+fn native_tank(tags: &mut Value, data: &str) -> String {
+    let data: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+    let distance = data
+        .get("distance_mm")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    let level =
+        (((2000.0 - distance) / 1800.0 * 100.0_f64).clamp(0.0, 100.0) * 10.0).round() / 10.0;
+    let t = &mut tags["tank_level"];
+    let min = t["min_level"].as_f64().map_or(level, |m| m.min(level));
+    let max = t["max_level"].as_f64().map_or(level, |m| m.max(level));
+    let readings = t["readings"].as_u64().unwrap_or(0) + 1;
+    *t = json!({"last_level": level, "min_level": min, "max_level": max, "readings": readings, "low_alarm": level < 20.0});
+    json!({"level_percent": level, "distance_mm": distance}).to_string()
+}
+
+struct Stats {
+    median: Duration,
+    p99: Duration,
+    mean: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let n = samples.len().max(1);
+    let mean = samples.iter().sum::<Duration>() / n as u32;
+    Stats {
+        median: samples[n / 2],
+        p99: samples[(n * 99 / 100).min(n - 1)],
+        mean,
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+async fn fuel_rate(rt: &Runtime) -> f64 {
+    let app = must(rt.load_dir(&repo().join("plugins/hostile")).await);
+    let mut g = grant(&app);
+    g.config = json!({});
+    let event = Event::ManualInvoke {
+        organisation_id: OrgId::from(7001),
+        payload: json!({"mode": "loop"}),
+    };
+    let mut rates = Vec::new();
+    for _ in 0..5 {
+        let inv = Invocation {
+            event_id: EventId::generate(),
+            attempt: 1,
+            event: event.clone(),
+            grant: g.clone(),
+        };
+        let r = rt.invoke(&app, inv, Arc::new(tank_state())).await;
+        assert!(
+            matches!(r.outcome, paddock::runtime::Outcome::FuelExhausted { .. }),
+            "{:?}",
+            r.outcome
+        );
+        rates.push(r.fuel_consumed as f64 / (r.duration.as_secs_f64() * 1000.0));
+    }
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+fn main() {
+    let tokio = must(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    );
+    tokio.block_on(async {
+        let mut bench = Bench::new().await;
+        println!(
+            "allocator: {:?}, iterations per case: {}, rounds: {ROUNDS}",
+            bench.rt.allocator(),
+            iters()
+        );
+        for case in CASES {
+            for _ in 0..WARMUP {
+                bench.run(case).await;
+            }
+        }
+        // PADDOCK_BENCH_ONLY=<case name> loops one case, for profiling.
+        if let Ok(only) = std::env::var("PADDOCK_BENCH_ONLY") {
+            let Some(case) = CASES.into_iter().find(|c| c.name() == only) else {
+                panic!("no case {only}")
+            };
+            for _ in 0..iters() {
+                bench.run(case).await;
+            }
+            return;
+        }
+        let per_round = iters().div_ceil(ROUNDS);
+        let mut samples: Vec<Vec<Duration>> =
+            CASES.iter().map(|_| Vec::with_capacity(iters())).collect();
+        for _ in 0..ROUNDS {
+            for (i, case) in CASES.into_iter().enumerate() {
+                for _ in 0..per_round {
+                    let t = Instant::now();
+                    bench.run(case).await;
+                    samples[i].push(t.elapsed());
+                }
+            }
+        }
+        let results: Vec<Stats> = samples.into_iter().map(stats).collect();
+        let raw_tank = results[1].median;
+        for (case, s) in CASES.iter().zip(&results) {
+            println!(
+                "{:<15} median {:>8.2} us  p99 {:>8.2} us  mean {:>8.2} us  {:>5.2}x raw-tank",
+                case.name(),
+                us(s.median),
+                us(s.p99),
+                us(s.mean),
+                s.median.as_secs_f64() / raw_tank.as_secs_f64()
+            );
+        }
+        let by = |c: Case| {
+            results[CASES.iter().position(|x| *x == c).unwrap_or(0)]
+                .median
+                .as_secs_f64()
+        };
+        println!(
+            "paddock/raw-trivial {:.2}x; paddock/native {:.1}x; fuel on/off {:.2}x",
+            by(Case::Paddock) / by(Case::RawTrivial),
+            by(Case::Paddock) / by(Case::Native),
+            by(Case::Paddock) / by(Case::PaddockEpoch)
+        );
+        println!(
+            "fuel-rate       {:.0} fuel/ms (FUEL_PER_MS = {})",
+            fuel_rate(&bench.rt).await,
+            paddock::runtime::FUEL_PER_MS
+        );
+    });
+}

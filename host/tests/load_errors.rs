@@ -1,5 +1,11 @@
 //! Components that cannot be loaded get a typed error naming why. Inline
 //! WAT, so no guest toolchain is needed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: failures should stop loudly"
+)]
 
 use std::path::PathBuf;
 
@@ -34,7 +40,9 @@ async fn a_component_without_the_handler_export_does_not_fit_the_world() {
     .unwrap_or_else(|e| panic!("{e}"));
     let err = rt().load(manifest(), &component).await.unwrap_err();
     match err {
-        LoadError::Link { reason, .. } => assert!(reason.contains("paddock:app/handler"), "{reason}"),
+        LoadError::Link { reason, .. } => {
+            assert!(reason.contains("paddock:app/handler"), "{reason}")
+        }
         other => panic!("expected a link error, got {other}"),
     }
 }
@@ -49,7 +57,9 @@ async fn a_component_importing_something_unknown_is_refused() {
     .unwrap_or_else(|e| panic!("{e}"));
     let err = rt().load(manifest(), &component).await.unwrap_err();
     match err {
-        LoadError::Link { reason, .. } => assert!(reason.contains("evil:net/raw-socket"), "{reason}"),
+        LoadError::Link { reason, .. } => {
+            assert!(reason.contains("evil:net/raw-socket"), "{reason}")
+        }
         other => panic!("expected a link error, got {other}"),
     }
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::model::{Aggregate, ChannelRef, Message, MessageId, WriteMode, apply_write};
+use crate::model::{ChannelRef, Message, MessageId, WriteMode};
 
 /// One aggregate write.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,17 +37,15 @@ impl Effects {
         self.messages.is_empty() && self.aggregates.is_empty()
     }
 
-    /// `base` with this buffer's writes to `channel` applied, in order.
-    pub fn overlay(&self, channel: &ChannelRef, base: Option<Aggregate>, now: u64) -> Option<Aggregate> {
-        self.aggregates.iter().filter(|w| &w.channel == channel).fold(base, |agg, w| {
-            let old = agg.map(|a| a.data).unwrap_or_else(|| Value::Object(Default::default()));
-            Some(Aggregate { data: apply_write(&old, &w.data, &w.mode), last_updated: Some(now) })
-        })
-    }
-
     /// Buffered messages on `channel`, newest first.
-    pub fn messages_on<'a>(&'a self, channel: &'a ChannelRef) -> impl Iterator<Item = &'a Message> + 'a {
-        self.messages.iter().rev().filter(move |m| &m.channel == channel)
+    pub fn messages_on<'a>(
+        &'a self,
+        channel: &'a ChannelRef,
+    ) -> impl Iterator<Item = &'a Message> + 'a {
+        self.messages
+            .iter()
+            .rev()
+            .filter(move |m| &m.channel == channel)
     }
 
     /// Whether a message with `id` is already buffered.

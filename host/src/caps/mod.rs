@@ -19,16 +19,18 @@ mod tags;
 mod ui;
 mod view;
 
-pub use connection::{ConnectionStatus, Determination, DEFAULT_OFFLINE_AFTER_SECS};
+pub use connection::{ConnectionStatus, DEFAULT_OFFLINE_AFTER_SECS, Determination};
 pub use effects::{AggregateWrite, Effects};
 pub use grant::{Grant, Reach};
 pub use logs::{LogBuffer, LogLevel, LogLine, MAX_LOG_BYTES, MAX_LOG_LINE_BYTES};
 pub use notifications::Notification;
 pub use view::{MemoryState, StateError, StateView};
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::model::{AgentId, ChannelName, ChannelRef, PayloadError, now_ms};
+use crate::model::{AgentId, Aggregate, ChannelName, ChannelRef, PayloadError, now_ms};
 
 /// Most messages (including notifications, connection pings and tag logs)
 /// one invocation may create. Doover processors typically write a handful;
@@ -77,12 +79,23 @@ pub struct Session {
     view: Arc<dyn StateView>,
     effects: Effects,
     logs: LogBuffer,
+    /// Aggregates read or written in this invocation, with the buffered
+    /// writes applied, so that a read borrows instead of replaying the
+    /// effect list (tags are read and written several times per event).
+    /// A `RefCell` because reads fill it lazily through `&self`.
+    overlays: RefCell<HashMap<ChannelRef, Option<Aggregate>>>,
 }
 
 impl Session {
     /// A session for `grant` over `view`, with empty buffers.
     pub fn new(grant: Grant, view: Arc<dyn StateView>) -> Self {
-        Self { grant, view, effects: Effects::default(), logs: LogBuffer::default() }
+        Self {
+            grant,
+            view,
+            effects: Effects::default(),
+            logs: LogBuffer::default(),
+            overlays: RefCell::default(),
+        }
     }
 
     /// Who is invoking and what it may touch.
@@ -111,23 +124,30 @@ impl Session {
         if self.grant.may_reach(id, self.view.as_ref()) {
             Ok(id)
         } else {
-            Err(CapError::Denied(format!("agent {id} is outside this installation's reach")))
+            Err(CapError::Denied(format!(
+                "agent {id} is outside this installation's reach"
+            )))
         }
     }
 
     fn channel(&self, name: &str, agent: Option<u64>) -> Result<ChannelRef, CapError> {
         let name = ChannelName::new(name).map_err(|e| CapError::Invalid(e.to_string()))?;
-        Ok(ChannelRef { agent_id: self.reach(agent)?, name })
+        Ok(ChannelRef {
+            agent_id: self.reach(agent)?,
+            name,
+        })
     }
 
     /// The anti-recursion guard (Doover's `_check_invoking_channel`): a write
     /// to a channel named like the invoking one is refused unless allowed.
     fn guard_invoking(&self, channel: &ChannelRef) -> Result<(), CapError> {
         match &self.grant.invoking_channel {
-            Some(inv) if inv.name == channel.name && !self.grant.allow_invoking_channel => Err(CapError::Denied(format!(
-                "writing to the invoking channel {:?} would re-trigger this app; set allow_invoking_channel in the manifest if that is intended",
-                channel.name.as_str()
-            ))),
+            Some(inv) if inv.name == channel.name && !self.grant.allow_invoking_channel => {
+                Err(CapError::Denied(format!(
+                    "writing to the invoking channel {:?} would re-trigger this app; set allow_invoking_channel in the manifest if that is intended",
+                    channel.name.as_str()
+                )))
+            }
             _ => Ok(()),
         }
     }

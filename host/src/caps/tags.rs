@@ -17,26 +17,35 @@ impl Session {
     pub fn tag_get_from(&self, app_key: &str, key: &str) -> Result<Option<Value>, CapError> {
         check_key("tag key", key)?;
         check_key("app key", app_key)?;
-        let agg = self.aggregate_of(&self.tag_channel());
-        Ok(agg.and_then(|a| a.data.get(app_key).and_then(|t| t.get(key)).cloned()))
+        Ok(self.with_aggregate(&self.tag_channel(), |a| {
+            a.and_then(|a| a.data.get(app_key)?.get(key).cloned())
+        }))
     }
 
     /// All of this installation's tags (for the invocation context).
     pub fn tags_snapshot(&self) -> Value {
-        let agg = self.aggregate_of(&self.tag_channel());
-        agg.and_then(|a| a.data.get(&self.grant.app_key).cloned()).unwrap_or_else(|| json!({}))
+        let own = |a: Option<&crate::model::Aggregate>| {
+            a.and_then(|a| a.data.get(&self.grant.app_key).cloned())
+        };
+        self.with_aggregate(&self.tag_channel(), own)
+            .unwrap_or_else(|| json!({}))
     }
 
     /// `tags.set`: a no-op when the value is unchanged (as in pydoover). With
     /// `log`, the change is also written as a `tag_values` message.
     pub fn tag_set(&mut self, key: &str, value: &str, log: bool) -> Result<(), CapError> {
         check_key("tag key", key)?;
-        let value: Value =
-            serde_json::from_str(value).map_err(|e| CapError::Invalid(format!("tag {key:?} value is not JSON: {e}")))?;
+        let value: Value = serde_json::from_str(value)
+            .map_err(|e| CapError::Invalid(format!("tag {key:?} value is not JSON: {e}")))?;
         if value.is_null() {
             return self.tag_delete(key);
         }
-        if self.tag_get(key)?.as_ref() == Some(&value) {
+        let app_key = &self.grant.app_key;
+        let unchanged = self.with_aggregate(&self.tag_channel(), |a| {
+            a.and_then(|a| a.data.get(app_key)?.get(key))
+                .is_some_and(|current| current == &value)
+        });
+        if unchanged {
             return Ok(());
         }
         self.write_tag(key, value, log)
@@ -61,7 +70,10 @@ impl Session {
     }
 
     fn tag_channel(&self) -> ChannelRef {
-        ChannelRef { agent_id: self.grant.agent_id, name: ChannelName::from_static(well_known::TAG_VALUES) }
+        ChannelRef {
+            agent_id: self.grant.agent_id,
+            name: ChannelName::from_static(well_known::TAG_VALUES),
+        }
     }
 }
 

@@ -89,7 +89,10 @@ pub struct BadId(pub String);
 impl FromStr for Id {
     type Err = BadId;
     fn from_str(s: &str) -> Result<Self, BadId> {
-        s.trim().parse::<u64>().map(Id).map_err(|_| BadId(s.to_owned()))
+        s.trim()
+            .parse::<u64>()
+            .map(Id)
+            .map_err(|_| BadId(s.to_owned()))
     }
 }
 
@@ -111,7 +114,9 @@ impl<'de> Deserialize<'de> for Id {
                 Ok(Id(v))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Id, E> {
-                u64::try_from(v).map(Id).map_err(|_| E::custom(format!("negative id {v}")))
+                u64::try_from(v)
+                    .map(Id)
+                    .map_err(|_| E::custom(format!("negative id {v}")))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Id, E> {
                 v.parse().map_err(E::custom)

@@ -34,12 +34,18 @@ pub fn apply_diff(old: &Value, diff: &Value) -> Value {
 /// Apply `diff` to `old`; `delete_nulls` is pydoover's `do_delete`.
 pub fn apply_diff_with(old: &Value, diff: &Value, delete_nulls: bool) -> Value {
     match (old, diff) {
-        (Value::Object(old), Value::Object(diff)) => Value::Object(merge_maps(old, diff, delete_nulls)),
+        (Value::Object(old), Value::Object(diff)) => {
+            Value::Object(merge_maps(old, diff, delete_nulls))
+        }
         _ => diff.clone(),
     }
 }
 
-fn merge_maps(old: &Map<String, Value>, diff: &Map<String, Value>, delete_nulls: bool) -> Map<String, Value> {
+fn merge_maps(
+    old: &Map<String, Value>,
+    diff: &Map<String, Value>,
+    delete_nulls: bool,
+) -> Map<String, Value> {
     let mut out = old.clone();
     for (key, change) in diff {
         if change.is_null() && delete_nulls {
@@ -49,12 +55,43 @@ fn merge_maps(old: &Map<String, Value>, diff: &Map<String, Value>, delete_nulls:
         let merged = match (out.get(key), change) {
             (Some(current), _) => apply_diff_with(current, change, delete_nulls),
             // A missing key starts as `{}`, so nested nulls are applied too.
-            (None, Value::Object(_)) => apply_diff_with(&Value::Object(Map::new()), change, delete_nulls),
+            (None, Value::Object(_)) => {
+                apply_diff_with(&Value::Object(Map::new()), change, delete_nulls)
+            }
             (None, _) => change.clone(),
         };
         out.insert(key.clone(), merged);
     }
     out
+}
+
+/// [`apply_diff`] applied to `target` in place (no copy of untouched
+/// subtrees): the same result, used where an aggregate is updated often.
+pub fn apply_diff_in_place(target: &mut Value, diff: &Value) {
+    match (target, diff) {
+        (Value::Object(target), Value::Object(diff)) => {
+            for (key, change) in diff {
+                if change.is_null() {
+                    target.remove(key);
+                } else if let Some(current) = target.get_mut(key) {
+                    apply_diff_in_place(current, change);
+                } else {
+                    target.insert(key.clone(), apply_diff(&Value::Object(Map::new()), change));
+                }
+            }
+        }
+        (target, diff) => *target = diff.clone(),
+    }
+}
+
+/// [`apply_write`] in place.
+pub fn apply_write_in_place(target: &mut Value, data: &Value, mode: &WriteMode) {
+    match mode {
+        WriteMode::Merge => apply_diff_in_place(target, data),
+        WriteMode::Replace | WriteMode::ReplacePaths(_) => {
+            *target = apply_write(target, data, mode)
+        }
+    }
 }
 
 /// Apply a write of `data` in `mode` to the current aggregate `old`.
@@ -76,12 +113,20 @@ pub fn apply_write(old: &Value, data: &Value, mode: &WriteMode) -> Value {
 /// (removing it when `source` has none there or has `null`).
 fn replace_path(target: &mut Value, source: &Value, path: &str) {
     let keys: Vec<&str> = path.split('.').filter(|k| !k.is_empty()).collect();
-    let Some((last, parents)) = keys.split_last() else { return };
-    let replacement = keys.iter().try_fold(source, |v, k| v.get(k)).filter(|v| !v.is_null()).cloned();
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
+    let replacement = keys
+        .iter()
+        .try_fold(source, |v, k| v.get(k))
+        .filter(|v| !v.is_null())
+        .cloned();
     let mut node = target;
     for key in parents {
         let Value::Object(map) = node else { return };
-        node = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        node = map
+            .entry(key.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
     if let Value::Object(map) = node {
         match replacement {
@@ -104,7 +149,10 @@ mod tests {
     fn merge_recurses_deletes_and_replaces() {
         let old = json!({"a": {"x": 1, "y": 2}, "b": [1, 2], "c": 1});
         let diff = json!({"a": {"y": null, "z": 3}, "b": [3], "c": null, "d": {"e": null, "f": 1}});
-        assert_eq!(apply_diff(&old, &diff), json!({"a": {"x": 1, "z": 3}, "b": [3], "d": {"f": 1}}));
+        assert_eq!(
+            apply_diff(&old, &diff),
+            json!({"a": {"x": 1, "z": 3}, "b": [3], "d": {"f": 1}})
+        );
     }
 
     #[test]
@@ -112,7 +160,19 @@ mod tests {
         let old = json!({"a": {"b": {"keep": 1, "old": 2}}, "other": {"x": 1}});
         let data = json!({"a": {"b": {"new": 3}}, "other": {"y": 2}});
         let out = apply_write(&old, &data, &WriteMode::ReplacePaths(vec!["a.b".into()]));
-        assert_eq!(out, json!({"a": {"b": {"new": 3}}, "other": {"x": 1, "y": 2}}));
+        assert_eq!(
+            out,
+            json!({"a": {"b": {"new": 3}}, "other": {"x": 1, "y": 2}})
+        );
+    }
+
+    #[test]
+    fn in_place_merge_equals_apply_diff() {
+        let old = json!({"a": {"x": 1, "y": 2}, "b": [1, 2], "c": 1, "s": 5});
+        let diff = json!({"a": {"y": null, "z": 3}, "b": [3], "c": null, "d": {"e": null, "f": 1}, "s": {"n": null}});
+        let mut target = old.clone();
+        apply_diff_in_place(&mut target, &diff);
+        assert_eq!(target, apply_diff(&old, &diff));
     }
 
     #[test]

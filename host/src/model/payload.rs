@@ -33,7 +33,8 @@ pub enum PayloadError {
 
 /// Parse `text` as a payload object and check every key.
 pub fn parse_object(text: &str) -> Result<Value, PayloadError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| PayloadError::NotJson(e.to_string()))?;
     check_object(&value)?;
     Ok(value)
 }
@@ -43,31 +44,61 @@ pub fn check_object(value: &Value) -> Result<(), PayloadError> {
     if !value.is_object() {
         return Err(PayloadError::NotObject(kind_of(value)));
     }
-    check_keys(value, "$", 0)
+    check_keys(value, 0).map_err(|bad| match bad {
+        BadAt::Key { mut path, key } => {
+            path.push("$".into());
+            path.reverse();
+            PayloadError::BadKey {
+                path: path.concat(),
+                key,
+            }
+        }
+        BadAt::TooDeep => PayloadError::TooDeep,
+    })
 }
 
 /// Whether `key` follows the key rule.
 pub fn is_valid_key(key: &str) -> bool {
-    !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn check_keys(value: &Value, path: &str, depth: usize) -> Result<(), PayloadError> {
+/// A failed check; the path (innermost segment first) is built only on the
+/// way out of a failure, so valid payloads allocate nothing.
+enum BadAt {
+    Key { path: Vec<String>, key: String },
+    TooDeep,
+}
+
+fn check_keys(value: &Value, depth: usize) -> Result<(), BadAt> {
     if depth > MAX_DEPTH {
-        return Err(PayloadError::TooDeep);
+        return Err(BadAt::TooDeep);
     }
+    let within = |segment: String, r: Result<(), BadAt>| match r {
+        Err(BadAt::Key { mut path, key }) => {
+            path.push(segment);
+            Err(BadAt::Key { path, key })
+        }
+        other => other,
+    };
     match value {
         Value::Object(map) => {
             for (key, child) in map {
                 if !is_valid_key(key) {
-                    return Err(PayloadError::BadKey { path: path.to_owned(), key: key.clone() });
+                    return Err(BadAt::Key {
+                        path: Vec::new(),
+                        key: key.clone(),
+                    });
                 }
-                check_keys(child, &format!("{path}.{key}"), depth + 1)?;
+                within(format!(".{key}"), check_keys(child, depth + 1))?;
             }
             Ok(())
         }
         Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
-                check_keys(child, &format!("{path}[{i}]"), depth + 1)?;
+                within(format!("[{i}]"), check_keys(child, depth + 1))?;
             }
             Ok(())
         }
@@ -100,16 +131,31 @@ mod tests {
     #[test]
     fn rejects_bad_keys_naming_where() {
         let err = check_object(&json!({"ok": {"bad.key": 1}})).unwrap_err();
-        assert_eq!(err, PayloadError::BadKey { path: "$.ok".into(), key: "bad.key".into() });
+        assert_eq!(
+            err,
+            PayloadError::BadKey {
+                path: "$.ok".into(),
+                key: "bad.key".into()
+            }
+        );
         let err = check_object(&json!({"list": [{"sp ace": 1}]})).unwrap_err();
         assert!(matches!(err, PayloadError::BadKey { ref path, .. } if path == "$.list[0]"));
-        assert!(matches!(check_object(&json!({"": 1})), Err(PayloadError::BadKey { .. })));
+        assert!(matches!(
+            check_object(&json!({"": 1})),
+            Err(PayloadError::BadKey { .. })
+        ));
     }
 
     #[test]
     fn rejects_non_objects_and_non_json() {
-        assert_eq!(check_object(&json!([1])), Err(PayloadError::NotObject("an array")));
-        assert!(matches!(parse_object("{nope"), Err(PayloadError::NotJson(_))));
+        assert_eq!(
+            check_object(&json!([1])),
+            Err(PayloadError::NotObject("an array"))
+        );
+        assert!(matches!(
+            parse_object("{nope"),
+            Err(PayloadError::NotJson(_))
+        ));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Fuel granted per millisecond of timeout. Measured with the `hostile`
 /// fixture's spin loop on this machine kind (2 vCPU): the per_event bench's
@@ -39,7 +39,11 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { fuel: true, pool_slots: 64, cache_dir: None }
+        Self {
+            fuel: true,
+            pool_slots: 64,
+            cache_dir: None,
+        }
     }
 }
 

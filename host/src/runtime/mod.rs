@@ -18,7 +18,9 @@ mod stdio;
 mod ticker;
 
 pub use app::{LoadError, LoadedApp};
-pub use config::{Allocator, EPOCH_TICK, FUEL_PER_MS, HOSTCALL_FUEL, MAX_WASM_STACK, RuntimeConfig, TIMEOUT_GRACE};
+pub use config::{
+    Allocator, EPOCH_TICK, FUEL_PER_MS, HOSTCALL_FUEL, MAX_WASM_STACK, RuntimeConfig, TIMEOUT_GRACE,
+};
 pub use invoke::Invocation;
 pub use limiter::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, MemoryLimiter};
 pub use outcome::{Outcome, Report};
@@ -45,16 +47,29 @@ pub struct Runtime {
 impl Runtime {
     /// Build the engine (pooling if the address space allows) and linker.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        let (engine, allocator) = config::build_engine(&config).map_err(|e| RuntimeError(e.to_string()))?;
+        let (engine, allocator) =
+            config::build_engine(&config).map_err(|e| RuntimeError(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         bindings::link(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
         let ticker = ticker::EpochTicker::start(engine.clone(), EPOCH_TICK);
-        Ok(Self { engine, linker, allocator, config, _ticker: ticker })
+        Ok(Self {
+            engine,
+            linker,
+            allocator,
+            config,
+            _ticker: ticker,
+        })
     }
 
     /// Which instance allocator is in use.
     pub fn allocator(&self) -> Allocator {
         self.allocator
+    }
+
+    /// The wasmtime engine, for benchmarks and tools that compare raw
+    /// wasmtime against the runtime in the same process.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The settings this runtime was built with.

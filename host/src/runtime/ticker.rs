@@ -28,7 +28,9 @@ impl EpochTicker {
             })
             .ok();
         if thread.is_none() {
-            tracing::error!("cannot spawn the epoch ticker; timeouts rely on the tokio timeout alone");
+            tracing::error!(
+                "cannot spawn the epoch ticker; timeouts rely on the tokio timeout alone"
+            );
         }
         Self { stop, thread }
     }

@@ -57,14 +57,21 @@ impl App for DailySummary {
         summarise(ctx)
     }
 
-    fn on_manual_invoke(&mut self, ctx: &Context<Config>, _event: &ManualInvoke) -> Result<(), AppError> {
+    fn on_manual_invoke(
+        &mut self,
+        ctx: &Context<Config>,
+        _event: &ManualInvoke,
+    ) -> Result<(), AppError> {
         summarise(ctx)
     }
 }
 
 fn summarise(ctx: &Context<Config>) -> Result<(), AppError> {
     let cfg = &ctx.config;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     let since = now.saturating_sub(cfg.window_hours * 3_600_000);
     let mut values = Vec::new();
     let mut before = None;
@@ -82,7 +89,13 @@ fn summarise(ctx: &Context<Config>) -> Result<(), AppError> {
         }
     }
     let summary = stats(&values);
-    paddock_sdk::info!("{} value(s) of {} on {} in the last {} h", values.len(), cfg.field, cfg.source_channel, cfg.window_hours);
+    paddock_sdk::info!(
+        "{} value(s) of {} on {} in the last {} h",
+        values.len(),
+        cfg.field,
+        cfg.source_channel,
+        cfg.window_hours
+    );
     channels::put_aggregate(
         &cfg.summary_channel,
         &json!({

@@ -33,11 +33,19 @@ impl App for Hostile {
     type Config = Config;
     const HOOKS: &'static [Hook] = &[Hook::ManualInvoke, Hook::MessageCreate];
 
-    fn on_manual_invoke(&mut self, _ctx: &Context<Config>, event: &ManualInvoke) -> Result<(), AppError> {
+    fn on_manual_invoke(
+        &mut self,
+        _ctx: &Context<Config>,
+        event: &ManualInvoke,
+    ) -> Result<(), AppError> {
         misbehave(&event.payload, None)
     }
 
-    fn on_message_create(&mut self, _ctx: &Context<Config>, event: &MessageCreate) -> Result<(), AppError> {
+    fn on_message_create(
+        &mut self,
+        _ctx: &Context<Config>,
+        event: &MessageCreate,
+    ) -> Result<(), AppError> {
         misbehave(&event.message.data, Some(&event.message.channel.name))
     }
 }
@@ -60,7 +68,10 @@ fn misbehave(args: &Value, invoking: Option<&str>) -> Result<(), AppError> {
         }
         "stack" => {
             // With "depth", recurse that deep and return; without, forever.
-            let depth = args.get("depth").and_then(Value::as_u64).map_or(1, |d| u64::MAX - d);
+            let depth = args
+                .get("depth")
+                .and_then(Value::as_u64)
+                .map_or(1, |d| u64::MAX - d);
             black_box(recurse(black_box(depth)));
             Ok(())
         }
@@ -73,9 +84,16 @@ fn misbehave(args: &Value, invoking: Option<&str>) -> Result<(), AppError> {
             black_box(recurse_in_memory(black_box(0)));
             Ok(())
         }
-        "panic" => panic!("hostile panic: {}", args.get("message").and_then(Value::as_str).unwrap_or("boom")),
+        "panic" => panic!(
+            "hostile panic: {}",
+            args.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("boom")
+        ),
         "flood" => {
-            let refused = (0..10_000).filter(|i| channels::publish("flood", &json!({ "i": i })).is_err()).count();
+            let refused = (0..10_000)
+                .filter(|i| channels::publish("flood", &json!({ "i": i })).is_err())
+                .count();
             paddock_sdk::info!("{refused} publishes refused");
             Ok(())
         }
@@ -99,7 +117,13 @@ fn misbehave(args: &Value, invoking: Option<&str>) -> Result<(), AppError> {
             let dir = std::fs::read_dir("/").map(|d| d.count());
             let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
             let args: Vec<String> = std::env::args().collect();
-            paddock_sdk::info!("file={} dir={} env={} args={}", file.is_ok(), dir.is_ok(), env.len(), args.len());
+            paddock_sdk::info!(
+                "file={} dir={} env={} args={}",
+                file.is_ok(),
+                dir.is_ok(),
+                env.len(),
+                args.len()
+            );
             Ok(())
         }
         "retry" => {

@@ -38,17 +38,28 @@ impl App for Webhook {
     type Config = Config;
     const HOOKS: &'static [Hook] = &[Hook::Ingestion];
 
-    fn on_ingestion_endpoint(&mut self, ctx: &Context<Config>, event: &Ingestion) -> Result<(), AppError> {
+    fn on_ingestion_endpoint(
+        &mut self,
+        ctx: &Context<Config>,
+        event: &Ingestion,
+    ) -> Result<(), AppError> {
         let readings = parse(event)?;
         let (mut routed, mut unknown) = (0u64, Vec::new());
         for mut reading in readings {
-            let Some(serial) = reading.remove(&ctx.config.serial_field).and_then(|s| as_serial(&s)) else {
+            let Some(serial) = reading
+                .remove(&ctx.config.serial_field)
+                .and_then(|s| as_serial(&s))
+            else {
                 unknown.push("<missing serial>".to_string());
                 continue;
             };
             match agents::find_by_serial(&serial)? {
                 Some(device) => {
-                    channels::publish_to(device.id, &ctx.config.target_channel, &Value::Object(reading))?;
+                    channels::publish_to(
+                        device.id,
+                        &ctx.config.target_channel,
+                        &Value::Object(reading),
+                    )?;
                     routed += 1;
                 }
                 None => unknown.push(serial),
@@ -58,7 +69,10 @@ impl App for Webhook {
             paddock_sdk::warn!("no device for serial(s): {}", unknown.join(", "));
         }
         paddock_sdk::info!("routed {routed} reading(s), {} unknown", unknown.len());
-        tags::set("last_batch", &json!({"routed": routed, "unknown": unknown.len(), "event_id": ctx.event_id}))?;
+        tags::set(
+            "last_batch",
+            &json!({"routed": routed, "unknown": unknown.len(), "event_id": ctx.event_id}),
+        )?;
         Ok(())
     }
 }
@@ -77,7 +91,9 @@ fn parse(event: &Ingestion) -> Result<Vec<Map<String, Value>>, AppError> {
     if ct.starts_with("text/csv") {
         return parse_csv(&event.text());
     }
-    let body: Value = event.json().map_err(|e| AppError::fail(format!("body is not JSON ({}): {e}", event.content_type)))?;
+    let body: Value = event
+        .json()
+        .map_err(|e| AppError::fail(format!("body is not JSON ({}): {e}", event.content_type)))?;
     let items = match body {
         Value::Array(items) => items,
         Value::Object(mut o) => match o.remove("readings") {
@@ -90,7 +106,9 @@ fn parse(event: &Ingestion) -> Result<Vec<Map<String, Value>>, AppError> {
         .into_iter()
         .map(|v| match v {
             Value::Object(o) => Ok(o),
-            other => Err(AppError::fail(format!("a reading must be an object, got {other}"))),
+            other => Err(AppError::fail(format!(
+                "a reading must be an object, got {other}"
+            ))),
         })
         .collect()
 }
@@ -98,21 +116,38 @@ fn parse(event: &Ingestion) -> Result<Vec<Map<String, Value>>, AppError> {
 /// CSV with a header row; numeric cells become numbers.
 fn parse_csv(text: &str) -> Result<Vec<Map<String, Value>>, AppError> {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let header: Vec<&str> = lines.next().ok_or_else(|| AppError::fail("CSV body is empty"))?.split(',').map(str::trim).collect();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| AppError::fail("CSV body is empty"))?
+        .split(',')
+        .map(str::trim)
+        .collect();
     lines
         .enumerate()
         .map(|(i, line)| {
             let cells: Vec<&str> = line.split(',').map(str::trim).collect();
             if cells.len() != header.len() {
-                return Err(AppError::fail(format!("CSV row {} has {} cells, the header {}", i + 2, cells.len(), header.len())));
+                return Err(AppError::fail(format!(
+                    "CSV row {} has {} cells, the header {}",
+                    i + 2,
+                    cells.len(),
+                    header.len()
+                )));
             }
-            Ok(header.iter().zip(cells).map(|(k, v)| (k.to_string(), cell(v))).collect())
+            Ok(header
+                .iter()
+                .zip(cells)
+                .map(|(k, v)| (k.to_string(), cell(v)))
+                .collect())
         })
         .collect()
 }
 
 fn cell(v: &str) -> Value {
-    v.parse::<i64>().map(Value::from).or_else(|_| v.parse::<f64>().map(Value::from)).unwrap_or_else(|_| Value::from(v))
+    v.parse::<i64>()
+        .map(Value::from)
+        .or_else(|_| v.parse::<f64>().map(Value::from))
+        .unwrap_or_else(|_| Value::from(v))
 }
 
 paddock_sdk::export_app!(Webhook);

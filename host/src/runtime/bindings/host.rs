@@ -1,7 +1,7 @@
 //! Host trait impls: each is a one-line adapter onto a `Session` method.
 
 use super::Sandbox;
-use super::convert::{aggregate_to_wit, agent_to_wit, cap_err, message_to_wit, write_mode};
+use super::convert::{agent_to_wit, aggregate_to_wit, cap_err, message_to_wit, write_mode};
 use super::paddock::app::{agents, channels, connection, logging, notifications, tags, types, ui};
 use crate::caps::{self, LogLevel};
 
@@ -11,10 +11,16 @@ impl types::Host for Sandbox {}
 
 impl tags::Host for Sandbox {
     fn get(&mut self, key: String) -> R<Option<String>> {
-        self.session.tag_get(&key).map(|v| v.map(|v| v.to_string())).map_err(cap_err)
+        self.session
+            .tag_get(&key)
+            .map(|v| v.map(|v| v.to_string()))
+            .map_err(cap_err)
     }
     fn get_from(&mut self, app_key: String, key: String) -> R<Option<String>> {
-        self.session.tag_get_from(&app_key, &key).map(|v| v.map(|v| v.to_string())).map_err(cap_err)
+        self.session
+            .tag_get_from(&app_key, &key)
+            .map(|v| v.map(|v| v.to_string()))
+            .map_err(cap_err)
     }
     fn set(&mut self, key: String, value: String, log: bool) -> R<()> {
         self.session.tag_set(&key, &value, log).map_err(cap_err)
@@ -33,20 +39,55 @@ impl channels::Host for Sandbox {
             timestamp: msg.timestamp,
             message_id: msg.message_id,
         };
-        self.session.create_message(msg).map(|id| id.get()).map_err(cap_err)
+        self.session
+            .create_message(msg)
+            .map(|id| id.get())
+            .map_err(cap_err)
     }
-    fn update_aggregate(&mut self, channel: String, agent: Option<u64>, data: String, mode: channels::WriteMode) -> R<()> {
-        self.session.update_aggregate(&channel, agent, &data, write_mode(mode)).map_err(cap_err)
+    fn update_aggregate(
+        &mut self,
+        channel: String,
+        agent: Option<u64>,
+        data: String,
+        mode: channels::WriteMode,
+    ) -> R<()> {
+        self.session
+            .update_aggregate(&channel, agent, &data, write_mode(mode))
+            .map_err(cap_err)
     }
-    fn fetch_aggregate(&mut self, channel: String, agent: Option<u64>) -> R<Option<types::Aggregate>> {
-        self.session.fetch_aggregate(&channel, agent).map(|a| a.map(aggregate_to_wit)).map_err(cap_err)
+    fn fetch_aggregate(
+        &mut self,
+        channel: String,
+        agent: Option<u64>,
+    ) -> R<Option<types::Aggregate>> {
+        self.session
+            .fetch_aggregate(&channel, agent)
+            .map(|a| a.map(aggregate_to_wit))
+            .map_err(cap_err)
     }
-    fn list_messages(&mut self, channel: String, agent: Option<u64>, before: Option<u64>, limit: u32) -> R<Vec<types::Message>> {
-        let msgs = self.session.list_messages(&channel, agent, before, limit).map_err(cap_err)?;
+    fn list_messages(
+        &mut self,
+        channel: String,
+        agent: Option<u64>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> R<Vec<types::Message>> {
+        let msgs = self
+            .session
+            .list_messages(&channel, agent, before, limit)
+            .map_err(cap_err)?;
         Ok(msgs.iter().map(message_to_wit).collect())
     }
-    fn fetch_message(&mut self, channel: String, agent: Option<u64>, id: u64) -> R<Option<types::Message>> {
-        self.session.fetch_message(&channel, agent, id).map(|m| m.as_ref().map(message_to_wit)).map_err(cap_err)
+    fn fetch_message(
+        &mut self,
+        channel: String,
+        agent: Option<u64>,
+        id: u64,
+    ) -> R<Option<types::Message>> {
+        self.session
+            .fetch_message(&channel, agent, id)
+            .map(|m| m.as_ref().map(message_to_wit))
+            .map_err(cap_err)
     }
 }
 
@@ -55,7 +96,10 @@ impl ui::Host for Sandbox {
         self.session.ui_publish(&schema).map_err(cap_err)
     }
     fn commands(&mut self) -> R<String> {
-        self.session.ui_commands().map(|v| v.to_string()).map_err(cap_err)
+        self.session
+            .ui_commands()
+            .map(|v| v.to_string())
+            .map_err(cap_err)
     }
 }
 
@@ -74,7 +118,11 @@ impl connection::Host for Sandbox {
             W::ContinuousOffline => caps::ConnectionStatus::ContinuousOffline,
             W::PeriodicUnknown => caps::ConnectionStatus::PeriodicUnknown,
         };
-        match self.session.connection_ping(online_at, status, offline_at).map_err(cap_err)? {
+        match self
+            .session
+            .connection_ping(online_at, status, offline_at)
+            .map_err(cap_err)?
+        {
             caps::Determination::Online => Ok(connection::Determination::Online),
             caps::Determination::Offline => Ok(connection::Determination::Offline),
         }
@@ -83,20 +131,34 @@ impl connection::Host for Sandbox {
 
 impl notifications::Host for Sandbox {
     fn send(&mut self, n: notifications::Notification) -> R<u64> {
-        let n = caps::Notification { message: n.message, title: n.title, severity: n.severity, topic: n.topic };
+        let n = caps::Notification {
+            message: n.message,
+            title: n.title,
+            severity: n.severity,
+            topic: n.topic,
+        };
         self.session.notify(n).map(|id| id.get()).map_err(cap_err)
     }
 }
 
 impl agents::Host for Sandbox {
     fn list(&mut self) -> R<Vec<agents::Agent>> {
-        self.session.agents_list().map(|v| v.iter().map(agent_to_wit).collect()).map_err(cap_err)
+        self.session
+            .agents_list()
+            .map(|v| v.iter().map(agent_to_wit).collect())
+            .map_err(cap_err)
     }
     fn get(&mut self, id: u64) -> R<Option<agents::Agent>> {
-        self.session.agent_get(id).map(|a| a.as_ref().map(agent_to_wit)).map_err(cap_err)
+        self.session
+            .agent_get(id)
+            .map(|a| a.as_ref().map(agent_to_wit))
+            .map_err(cap_err)
     }
     fn find_by_serial(&mut self, serial: String) -> R<Option<agents::Agent>> {
-        self.session.agent_by_serial(&serial).map(|a| a.as_ref().map(agent_to_wit)).map_err(cap_err)
+        self.session
+            .agent_by_serial(&serial)
+            .map(|a| a.as_ref().map(agent_to_wit))
+            .map_err(cap_err)
     }
 }
 
