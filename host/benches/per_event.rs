@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use paddock::caps::{Grant, MemoryState, Reach};
 use paddock::model::{Agent, ChannelName, ChannelRef, Event, EventId, Message, MessageId, OrgId};
-use paddock::runtime::{Invocation, LoadedApp, Runtime, RuntimeConfig};
+use paddock::runtime::{Invocation, LoadedApp, Outcome, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, Val};
@@ -348,11 +348,13 @@ async fn fuel_rate(rt: &Runtime) -> f64 {
             grant: g.clone(),
         };
         let r = rt.invoke(&app, inv, Arc::new(tank_state())).await;
-        assert!(
-            matches!(r.outcome, paddock::runtime::Outcome::FuelExhausted { .. }),
-            "{:?}",
-            r.outcome
+        // Fuel normally runs out first; on a loaded machine the epoch deadline
+        // may win. Either way fuel consumed over time is the rate.
+        let stopped = matches!(
+            r.outcome,
+            Outcome::FuelExhausted { .. } | Outcome::Timeout { .. }
         );
+        assert!(stopped && r.fuel_consumed > 0, "{:?}", r.outcome);
         rates.push(r.fuel_consumed as f64 / (r.duration.as_secs_f64() * 1000.0));
     }
     rates.sort_by(f64::total_cmp);

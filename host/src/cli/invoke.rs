@@ -43,8 +43,8 @@ pub struct InvokeArgs {
     pub json: bool,
 }
 
-pub(super) async fn run(args: InvokeArgs) -> anyhow::Result<u8> {
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+pub(super) async fn run(args: InvokeArgs, config: RuntimeConfig) -> anyhow::Result<u8> {
+    let runtime = Runtime::new(config)?;
     let manifest = load_manifest(&args.app)?;
     let event = read_event(&args.event)?;
     let config = match &args.config {
@@ -135,10 +135,18 @@ fn grant(
     let org = event_org(event)
         .or_else(|| state.organisation())
         .unwrap_or(OrgId::from(1));
+    // The event's agent, else the state's first agent (a schedule or manual
+    // invoke names none), else a placeholder agent 1.
+    let first = || {
+        crate::caps::StateView::agents(state, org, 1)
+            .first()
+            .map(|a| a.id)
+    };
     let agent = args
         .agent
         .map(AgentId::from)
         .or_else(|| event_agent(event))
+        .or_else(first)
         .unwrap_or(AgentId::from(1));
     if crate::caps::StateView::agent(state, agent).is_none() {
         let name = format!("agent {agent}");

@@ -24,6 +24,13 @@ pub struct Cli {
     /// Log filter for Paddock's own diagnostics (e.g. `info`, `paddock=debug`).
     #[arg(long, global = true, default_value = "warn", env = "PADDOCK_LOG")]
     pub log: String,
+    /// Where compiled components are cached [default: $XDG_CACHE_HOME/paddock
+    /// or ~/.cache/paddock].
+    #[arg(long, global = true, env = "PADDOCK_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every component afresh; write no cache.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,10 +68,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let config = runtime_config(&cli);
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Invoke(args) => invoke::run(args).await,
-            Command::Schema { app, write } => schema::run(&app, write).await,
+            Command::Invoke(args) => invoke::run(args, config).await,
+            Command::Schema { app, write } => schema::run(&app, write, config).await,
         }
     });
     match result {
@@ -73,6 +81,24 @@ pub fn main() -> ExitCode {
             eprintln!("paddock: {e:#}");
             ExitCode::from(EXIT_BAD_INPUT)
         }
+    }
+}
+
+fn runtime_config(cli: &Cli) -> crate::runtime::RuntimeConfig {
+    let default_dir = || {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("paddock"))
+    };
+    let cache_dir = if cli.no_cache {
+        None
+    } else {
+        cli.cache_dir.clone().or_else(default_dir)
+    };
+    crate::runtime::RuntimeConfig {
+        cache_dir,
+        ..Default::default()
     }
 }
 

@@ -7,8 +7,8 @@ use anyhow::{Context as _, bail};
 use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::runtime::{Runtime, RuntimeConfig};
 
-pub(super) async fn run(app: &Path, write: bool) -> anyhow::Result<u8> {
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+pub(super) async fn run(app: &Path, write: bool, config: RuntimeConfig) -> anyhow::Result<u8> {
+    let runtime = Runtime::new(config)?;
     let manifest_path = app.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("reading {}", manifest_path.display()))?;

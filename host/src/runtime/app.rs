@@ -164,14 +164,18 @@ impl Runtime {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         let file = dir.join(format!("{digest}-{:016x}.cwasm", h.finish()));
-        if file.exists() {
-            // SAFETY: the file is one this function wrote into the host's own
-            // cache directory, named by the source digest and the engine's
-            // compatibility hash; wasmtime also checks its header and version.
-            match unsafe { Component::deserialize_file(&self.engine, &file) } {
+        // Read the artefact into memory rather than mmap it
+        // (`deserialize_file`): a file truncated under a live mapping would
+        // SIGBUS the whole host.
+        if let Ok(cached) = std::fs::read(&file) {
+            // SAFETY: the bytes come from the host's own cache directory,
+            // written by this function under the source digest and the
+            // engine's compatibility hash; wasmtime also checks the
+            // artefact's header and version before using it.
+            match unsafe { Component::deserialize(&self.engine, &cached) } {
                 Ok(c) => return Ok(c),
                 Err(e) => {
-                    tracing::warn!(file = %file.display(), error = %e, "stale compile cache entry; recompiling")
+                    tracing::warn!(file = %file.display(), error = %e, "unusable compile cache entry; recompiling")
                 }
             }
         }

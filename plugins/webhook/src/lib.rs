@@ -71,7 +71,7 @@ impl App for Webhook {
         paddock_sdk::info!("routed {routed} reading(s), {} unknown", unknown.len());
         tags::set(
             "last_batch",
-            &json!({"routed": routed, "unknown": unknown.len(), "event_id": ctx.event_id}),
+            &json!({"routed": routed, "unknown": unknown.len(), "event_id": ctx.event_id.to_string()}),
         )?;
         Ok(())
     }
