@@ -29,13 +29,7 @@ pub struct Agent {
 }
 
 fn agent(a: wit::Agent) -> Agent {
-    Agent {
-        id: a.id,
-        name: a.name,
-        serial_number: a.serial_number,
-        group: a.group,
-        metadata: json(&a.metadata),
-    }
+    Agent { id: a.id, name: a.name, serial_number: a.serial_number, group: a.group, metadata: json(&a.metadata) }
 }
 
 /// Every reachable agent, own agent first.

@@ -50,19 +50,11 @@ pub struct NewMessage {
 
 /// Publish `data` on the own agent's `channel`; returns the message id.
 pub fn publish<T: Serialize + ?Sized>(channel: &str, data: &T) -> Result<u64, Error> {
-    create_message(NewMessage {
-        channel: channel.into(),
-        data: serde_json::to_value(data)?,
-        ..Default::default()
-    })
+    create_message(NewMessage { channel: channel.into(), data: serde_json::to_value(data)?, ..Default::default() })
 }
 
 /// Publish `data` on another agent's `channel`.
-pub fn publish_to<T: Serialize + ?Sized>(
-    agent_id: u64,
-    channel: &str,
-    data: &T,
-) -> Result<u64, Error> {
+pub fn publish_to<T: Serialize + ?Sized>(agent_id: u64, channel: &str, data: &T) -> Result<u64, Error> {
     create_message(NewMessage {
         channel: channel.into(),
         agent_id: Some(agent_id),
@@ -105,12 +97,7 @@ pub fn write_aggregate<T: Serialize + ?Sized>(
         WriteMode::Replace => wit::WriteMode::Replace,
         WriteMode::ReplacePaths(p) => wit::WriteMode::ReplacePaths(p),
     };
-    Ok(wit::update_aggregate(
-        channel,
-        agent_id,
-        &serde_json::to_string(data)?,
-        &mode,
-    )?)
+    Ok(wit::update_aggregate(channel, agent_id, &serde_json::to_string(data)?, &mode)?)
 }
 
 /// The own agent's `channel` aggregate (including this invocation's writes).
@@ -119,10 +106,7 @@ pub fn fetch_aggregate(channel: &str) -> Result<Option<Aggregate>, Error> {
 }
 
 /// Any reachable agent's `channel` aggregate.
-pub fn fetch_aggregate_of(
-    agent_id: Option<u64>,
-    channel: &str,
-) -> Result<Option<Aggregate>, Error> {
+pub fn fetch_aggregate_of(agent_id: Option<u64>, channel: &str) -> Result<Option<Aggregate>, Error> {
     Ok(wit::fetch_aggregate(channel, agent_id)?.map(aggregate))
 }
 
@@ -138,17 +122,10 @@ pub fn list_messages_of(
     before: Option<u64>,
     limit: u32,
 ) -> Result<Vec<Message>, Error> {
-    Ok(wit::list_messages(channel, agent_id, before, limit)?
-        .into_iter()
-        .map(message)
-        .collect())
+    Ok(wit::list_messages(channel, agent_id, before, limit)?.into_iter().map(message).collect())
 }
 
 /// One message by id.
-pub fn fetch_message(
-    agent_id: Option<u64>,
-    channel: &str,
-    id: u64,
-) -> Result<Option<Message>, Error> {
+pub fn fetch_message(agent_id: Option<u64>, channel: &str, id: u64) -> Result<Option<Message>, Error> {
     Ok(wit::fetch_message(channel, agent_id, id)?.map(message))
 }

@@ -20,10 +20,6 @@ pub fn ping(status: Status) -> Result<Determination, Error> {
 
 /// The device was seen at `online_at` (Unix ms; default now) and counts as
 /// offline after `offline_at` (default: the agent's offline window, 1 h).
-pub fn ping_at(
-    online_at: Option<u64>,
-    status: Status,
-    offline_at: Option<u64>,
-) -> Result<Determination, Error> {
+pub fn ping_at(online_at: Option<u64>, status: Status, offline_at: Option<u64>) -> Result<Determination, Error> {
     Ok(wit::ping(online_at, status, offline_at)?)
 }

@@ -48,14 +48,9 @@ struct Parsed {
 }
 
 impl<C: serde::de::DeserializeOwned> Context<C> {
-    pub(crate) fn from_wit(
-        ctx: crate::bindings::paddock::app::types::Context,
-    ) -> Result<Self, crate::AppError> {
-        let config = serde_json::from_str(&ctx.deployment_config).map_err(|e| {
-            crate::AppError::fail(format!(
-                "deployment config does not match the app's Config: {e}"
-            ))
-        })?;
+    pub(crate) fn from_wit(ctx: crate::bindings::paddock::app::types::Context) -> Result<Self, crate::AppError> {
+        let config = serde_json::from_str(&ctx.deployment_config)
+            .map_err(|e| crate::AppError::fail(format!("deployment config does not match the app's Config: {e}")))?;
         Ok(Context {
             event_id: ctx.event_id,
             attempt: ctx.attempt,

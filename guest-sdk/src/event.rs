@@ -177,10 +177,7 @@ pub(crate) fn json(text: &str) -> Value {
 }
 
 pub(crate) fn channel(c: wit::ChannelRef) -> ChannelRef {
-    ChannelRef {
-        agent_id: c.agent_id,
-        name: c.name,
-    }
+    ChannelRef { agent_id: c.agent_id, name: c.name }
 }
 
 pub(crate) fn message(m: wit::Message) -> Message {
@@ -194,19 +191,15 @@ pub(crate) fn message(m: wit::Message) -> Message {
 }
 
 pub(crate) fn aggregate(a: wit::Aggregate) -> Aggregate {
-    Aggregate {
-        data: json(&a.data),
-        last_updated: a.last_updated,
-    }
+    Aggregate { data: json(&a.data), last_updated: a.last_updated }
 }
 
 impl From<wit::Event> for Event {
     fn from(e: wit::Event) -> Self {
         match e {
-            wit::Event::MessageCreate(m) => Event::MessageCreate(MessageCreate {
-                organisation_id: m.organisation_id,
-                message: message(m.message),
-            }),
+            wit::Event::MessageCreate(m) => {
+                Event::MessageCreate(MessageCreate { organisation_id: m.organisation_id, message: message(m.message) })
+            }
             wit::Event::AggregateUpdate(a) => Event::AggregateUpdate(AggregateUpdate {
                 organisation_id: a.organisation_id,
                 author_id: a.author_id,
@@ -221,10 +214,9 @@ impl From<wit::Event> for Event {
                 app_key: d.app_key,
                 app_display_name: d.app_display_name,
             }),
-            wit::Event::Schedule(s) => Event::Schedule(Schedule {
-                schedule_id: s.schedule_id,
-                organisation_id: s.organisation_id,
-            }),
+            wit::Event::Schedule(s) => {
+                Event::Schedule(Schedule { schedule_id: s.schedule_id, organisation_id: s.organisation_id })
+            }
             wit::Event::Ingestion(i) => Event::Ingestion(Ingestion {
                 ingestion_id: i.ingestion_id,
                 agent_id: i.agent_id,
@@ -233,15 +225,12 @@ impl From<wit::Event> for Event {
                 content_type: i.content_type,
                 invocation_url: i.invocation_url,
             }),
-            wit::Event::ManualInvoke(m) => Event::ManualInvoke(ManualInvoke {
-                organisation_id: m.organisation_id,
-                payload: json(&m.payload),
-            }),
-            wit::Event::OauthCallback(o) => Event::OauthCallback(OauthCallback {
-                code: o.code,
-                state: o.state,
-                params: o.params,
-            }),
+            wit::Event::ManualInvoke(m) => {
+                Event::ManualInvoke(ManualInvoke { organisation_id: m.organisation_id, payload: json(&m.payload) })
+            }
+            wit::Event::OauthCallback(o) => {
+                Event::OauthCallback(OauthCallback { code: o.code, state: o.state, params: o.params })
+            }
         }
     }
 }

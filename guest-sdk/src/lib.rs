@@ -64,8 +64,8 @@ pub mod bindings {
 pub use context::Context;
 pub use error::{AppError, Error};
 pub use event::{
-    Aggregate, AggregateUpdate, ChannelRef, Deployment, Event, Hook, Ingestion, ManualInvoke,
-    Message, MessageCreate, OauthCallback, Schedule,
+    Aggregate, AggregateUpdate, ChannelRef, Deployment, Event, Hook, Ingestion, ManualInvoke, Message, MessageCreate,
+    OauthCallback, Schedule,
 };
 pub use schemars::JsonSchema;
 pub use serde_json::{Map, Value, json};
@@ -73,9 +73,9 @@ pub use serde_json::{Map, Value, json};
 /// Everything an app usually needs, in one import.
 pub mod prelude {
     pub use crate::{
-        AggregateUpdate, App, AppError, Context, Deployment, Error, Event, Hook, Ingestion,
-        JsonSchema, ManualInvoke, Map, Message, MessageCreate, OauthCallback, Schedule, Value,
-        agents, channels, connection, json, notifications, tags, ui,
+        AggregateUpdate, App, AppError, Context, Deployment, Error, Event, Hook, Ingestion, JsonSchema, ManualInvoke,
+        Map, Message, MessageCreate, OauthCallback, Schedule, Value, agents, channels, connection, json, notifications,
+        tags, ui,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -110,65 +110,37 @@ pub trait App: Default {
     fn close(&mut self, _ctx: &Context<Self::Config>) {}
 
     /// A message was created on a subscribed channel.
-    fn on_message_create(
-        &mut self,
-        _ctx: &Context<Self::Config>,
-        _event: &MessageCreate,
-    ) -> Result<(), AppError> {
+    fn on_message_create(&mut self, _ctx: &Context<Self::Config>, _event: &MessageCreate) -> Result<(), AppError> {
         Ok(())
     }
 
     /// A subscribed channel's aggregate changed.
-    fn on_aggregate_update(
-        &mut self,
-        _ctx: &Context<Self::Config>,
-        _event: &AggregateUpdate,
-    ) -> Result<(), AppError> {
+    fn on_aggregate_update(&mut self, _ctx: &Context<Self::Config>, _event: &AggregateUpdate) -> Result<(), AppError> {
         Ok(())
     }
 
     /// The installation was created, reconfigured or upgraded.
-    fn on_deployment(
-        &mut self,
-        _ctx: &Context<Self::Config>,
-        _event: &Deployment,
-    ) -> Result<(), AppError> {
+    fn on_deployment(&mut self, _ctx: &Context<Self::Config>, _event: &Deployment) -> Result<(), AppError> {
         Ok(())
     }
 
     /// A schedule fired.
-    fn on_schedule(
-        &mut self,
-        _ctx: &Context<Self::Config>,
-        _event: &Schedule,
-    ) -> Result<(), AppError> {
+    fn on_schedule(&mut self, _ctx: &Context<Self::Config>, _event: &Schedule) -> Result<(), AppError> {
         Ok(())
     }
 
     /// An external system posted to the installation's ingestion endpoint.
-    fn on_ingestion_endpoint(
-        &mut self,
-        _ctx: &Context<Self::Config>,
-        _event: &Ingestion,
-    ) -> Result<(), AppError> {
+    fn on_ingestion_endpoint(&mut self, _ctx: &Context<Self::Config>, _event: &Ingestion) -> Result<(), AppError> {
         Ok(())
     }
 
     /// A user invoked the app by hand.
-    fn on_manual_invoke(
-        &mut self,
-        _ctx: &Context<Self::Config>,
-        _event: &ManualInvoke,
-    ) -> Result<(), AppError> {
+    fn on_manual_invoke(&mut self, _ctx: &Context<Self::Config>, _event: &ManualInvoke) -> Result<(), AppError> {
         Ok(())
     }
 
     /// An OAuth2 provider redirected back with a code.
-    fn on_oauth_callback(
-        &mut self,
-        _ctx: &Context<Self::Config>,
-        _event: &OauthCallback,
-    ) -> Result<(), AppError> {
+    fn on_oauth_callback(&mut self, _ctx: &Context<Self::Config>, _event: &OauthCallback) -> Result<(), AppError> {
         Ok(())
     }
 }

@@ -33,12 +33,7 @@ pub fn send(message: &str, severity: Severity) -> Result<u64, Error> {
 }
 
 /// Send a notification with a title and a topic.
-pub fn send_full(
-    message: &str,
-    title: Option<&str>,
-    severity: Severity,
-    topic: Option<&str>,
-) -> Result<u64, Error> {
+pub fn send_full(message: &str, title: Option<&str>, severity: Severity, topic: Option<&str>) -> Result<u64, Error> {
     let n = wit::Notification {
         message: message.into(),
         title: title.map(Into::into),

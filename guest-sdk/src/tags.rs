@@ -44,7 +44,5 @@ pub fn delete(key: &str) -> Result<(), Error> {
 }
 
 fn decode<T: DeserializeOwned>(text: Option<String>) -> Result<Option<T>, Error> {
-    text.map(|t| serde_json::from_str(&t))
-        .transpose()
-        .map_err(Into::into)
+    text.map(|t| serde_json::from_str(&t)).transpose().map_err(Into::into)
 }

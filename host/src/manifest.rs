@@ -50,10 +50,7 @@ pub struct AppLimits {
 
 impl Default for AppLimits {
     fn default() -> Self {
-        Self {
-            timeout: DEFAULT_TIMEOUT,
-            memory_bytes: u64::from(DEFAULT_MEMORY_MB) << 20,
-        }
+        Self { timeout: DEFAULT_TIMEOUT, memory_bytes: u64::from(DEFAULT_MEMORY_MB) << 20 }
     }
 }
 
@@ -194,20 +191,9 @@ impl Manifest {
     /// A manifest with every default, for a bare component file: named
     /// after the file, a processor, default limits, no config schema.
     pub fn for_component(component: PathBuf) -> Manifest {
-        let stem = component
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("app");
-        let name: String = stem
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect();
+        let stem = component.file_stem().and_then(|s| s.to_str()).unwrap_or("app");
+        let name: String =
+            stem.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
         Manifest {
             display_name: name.clone(),
             name,
@@ -225,23 +211,15 @@ impl Manifest {
 
     /// Load one manifest file; the format follows the file's extension.
     pub fn load(file: &Path) -> Result<Manifest, ManifestError> {
-        let err = |field: &str, reason: String| ManifestError {
-            file: file.to_path_buf(),
-            field: field.into(),
-            reason,
-        };
-        let text =
-            std::fs::read_to_string(file).map_err(|e| err("-", format!("cannot read: {e}")))?;
+        let err = |field: &str, reason: String| ManifestError { file: file.to_path_buf(), field: field.into(), reason };
+        let text = std::fs::read_to_string(file).map_err(|e| err("-", format!("cannot read: {e}")))?;
         let dir = file.parent().unwrap_or(Path::new("."));
         if file.extension().is_some_and(|e| e == "json") {
-            let value: Value =
-                serde_json::from_str(&text).map_err(|e| err("-", format!("not JSON: {e}")))?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| err("-", format!("not JSON: {e}")))?;
             Manifest::from_doover(value, dir).map_err(|(f, r)| err(&f, r))
         } else {
             let value: Value = toml::from_str(&text).map_err(|e| {
-                let line = e.span().map_or(0, |s| {
-                    text[..s.start.min(text.len())].lines().count().max(1)
-                });
+                let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
                 err("-", format!("not TOML (line {line}): {}", e.message()))
             })?;
             Manifest::from_native(value, dir).map_err(|(f, r)| err(&f, r))
@@ -252,10 +230,7 @@ impl Manifest {
         let raw: RawManifest = typed(value)?;
         let schema = match (raw.config_schema, raw.config_schema_file) {
             (Some(_), Some(_)) => {
-                return Err((
-                    "config_schema_file".into(),
-                    "give config_schema or config_schema_file, not both".into(),
-                ));
+                return Err(("config_schema_file".into(), "give config_schema or config_schema_file, not both".into()));
             }
             (Some(s), None) => Some(s),
             (None, Some(f)) => Some(read_schema_file(&dir.join(f))?),
@@ -267,9 +242,7 @@ impl Manifest {
             "limits.timeout_ms",
             "limits.memory_mb",
         )?;
-        let component = raw
-            .component
-            .unwrap_or_else(|| format!("{}.wasm", raw.name.replace('-', "_")));
+        let component = raw.component.unwrap_or_else(|| format!("{}.wasm", raw.name.replace('-', "_")));
         Manifest {
             display_name: raw.display_name.unwrap_or_else(|| raw.name.clone()),
             name: raw.name,
@@ -289,9 +262,8 @@ impl Manifest {
     /// Doover's file is `{app_name: {...}}` (one or more apps, the first with
     /// a `lambda_config` or `type` is used) or the app object itself.
     fn from_doover(value: Value, dir: &Path) -> Result<Manifest, (String, String)> {
-        let is_app = |v: &Value| {
-            v.get("name").is_some() && (v.get("lambda_config").is_some() || v.get("type").is_some())
-        };
+        let is_app =
+            |v: &Value| v.get("name").is_some() && (v.get("lambda_config").is_some() || v.get("type").is_some());
         let (prefix, app) = if is_app(&value) {
             (String::new(), value)
         } else {
@@ -301,25 +273,14 @@ impl Manifest {
             map.into_iter()
                 .find(|(_, v)| is_app(v))
                 .map(|(k, v)| (format!("{k}."), v))
-                .ok_or_else(|| {
-                    (
-                        "-".to_string(),
-                        "no app entry with a name and lambda_config or type".to_string(),
-                    )
-                })?
+                .ok_or_else(|| ("-".to_string(), "no app entry with a name and lambda_config or type".to_string()))?
         };
         let raw: DooverApp = typed(app).map_err(|(f, r)| (format!("{prefix}{f}"), r))?;
         let timeout = raw.lambda_config.timeout.map(Duration::from_secs);
-        let limits = limits(
-            timeout,
-            raw.lambda_config.memory_size,
-            "lambda_config.Timeout",
-            "lambda_config.MemorySize",
-        )
-        .map_err(|(f, r)| (format!("{prefix}{f}"), r))?;
-        let component = raw
-            .component
-            .unwrap_or_else(|| format!("{}.wasm", raw.name.replace('-', "_")));
+        let limits =
+            limits(timeout, raw.lambda_config.memory_size, "lambda_config.Timeout", "lambda_config.MemorySize")
+                .map_err(|(f, r)| (format!("{prefix}{f}"), r))?;
+        let component = raw.component.unwrap_or_else(|| format!("{}.wasm", raw.name.replace('-', "_")));
         Manifest {
             display_name: raw.display_name.unwrap_or_else(|| raw.name.clone()),
             name: raw.name,
@@ -340,28 +301,18 @@ impl Manifest {
     fn validated(self) -> Result<Manifest, (String, String)> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !name_ok {
-            return Err((
-                "name".into(),
-                format!("{:?} must be 1-64 characters from [a-z0-9_-]", self.name),
-            ));
+            return Err(("name".into(), format!("{:?} must be 1-64 characters from [a-z0-9_-]", self.name)));
         }
         if let Some(schema) = &self.config_schema {
             check_schema(schema)?;
         }
         for (i, s) in self.schedules.iter().enumerate() {
             if !is_valid_key(&s.name) {
-                return Err((
-                    format!("schedules[{i}].name"),
-                    format!("{:?} must match [a-zA-Z0-9_-]+", s.name),
-                ));
+                return Err((format!("schedules[{i}].name"), format!("{:?} must match [a-zA-Z0-9_-]+", s.name)));
             }
-            if !(s.expression.starts_with("rate(") || s.expression.starts_with("cron("))
-                || !s.expression.ends_with(')')
+            if !(s.expression.starts_with("rate(") || s.expression.starts_with("cron(")) || !s.expression.ends_with(')')
             {
                 return Err((
                     format!("schedules[{i}].expression"),
@@ -372,14 +323,9 @@ impl Manifest {
         for (i, h) in self.allowed_hosts.iter().enumerate() {
             let host = h.strip_prefix("*.").unwrap_or(h);
             let ok = !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':');
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':');
             if !ok {
-                return Err((
-                    format!("allowed_hosts[{i}]"),
-                    format!("{h:?} is not a host name (or *.suffix)"),
-                ));
+                return Err((format!("allowed_hosts[{i}]"), format!("{h:?} is not a host name (or *.suffix)")));
             }
         }
         Ok(self)
@@ -390,15 +336,10 @@ impl Manifest {
     pub fn validate_config(&self, config: &Value) -> Result<Value, Vec<String>> {
         let mut config = config.clone();
         let Some(schema) = &self.config_schema else {
-            return if config.is_object() {
-                Ok(config)
-            } else {
-                Err(vec!["config must be a JSON object".into()])
-            };
+            return if config.is_object() { Ok(config) } else { Err(vec!["config must be a JSON object".into()]) };
         };
         apply_defaults(schema, &mut config);
-        let validator =
-            jsonschema::draft202012::new(schema).map_err(|e| vec![format!("schema: {e}")])?;
+        let validator = jsonschema::draft202012::new(schema).map_err(|e| vec![format!("schema: {e}")])?;
         let errors: Vec<String> = validator
             .iter_errors(&config)
             .map(|e| {
@@ -406,11 +347,7 @@ impl Manifest {
                 format!("{}: {e}", if path.is_empty() { "/" } else { &path })
             })
             .collect();
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
 }
 
@@ -419,9 +356,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, Str
         let path = e.path().to_string();
         let reason = e.into_inner().to_string();
         // serde reports a missing field at its parent; name the field itself.
-        let missing = reason
-            .strip_prefix("missing field `")
-            .and_then(|r| r.strip_suffix('`'));
+        let missing = reason.strip_prefix("missing field `").and_then(|r| r.strip_suffix('`'));
         let field = match (path.as_str(), missing) {
             (".", Some(name)) => name.to_owned(),
             (".", None) => "-".to_owned(),
@@ -440,61 +375,34 @@ fn limits(
 ) -> Result<AppLimits, (String, String)> {
     let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
     if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&timeout) {
-        return Err((
-            timeout_field.into(),
-            format!("{timeout:?} is outside {MIN_TIMEOUT:?}..={MAX_TIMEOUT:?}"),
-        ));
+        return Err((timeout_field.into(), format!("{timeout:?} is outside {MIN_TIMEOUT:?}..={MAX_TIMEOUT:?}")));
     }
     let memory_mb = memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
     if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&memory_mb) {
-        return Err((
-            memory_field.into(),
-            format!("{memory_mb} MB is outside {MIN_MEMORY_MB}..={MAX_MEMORY_MB} MB"),
-        ));
+        return Err((memory_field.into(), format!("{memory_mb} MB is outside {MIN_MEMORY_MB}..={MAX_MEMORY_MB} MB")));
     }
-    Ok(AppLimits {
-        timeout,
-        memory_bytes: u64::from(memory_mb) << 20,
-    })
+    Ok(AppLimits { timeout, memory_bytes: u64::from(memory_mb) << 20 })
 }
 
 fn read_schema_file(path: &Path) -> Result<Value, (String, String)> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        (
-            "config_schema_file".to_string(),
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
-    serde_json::from_str(&text).map_err(|e| {
-        (
-            "config_schema_file".to_string(),
-            format!("{} is not JSON: {e}", path.display()),
-        )
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ("config_schema_file".to_string(), format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ("config_schema_file".to_string(), format!("{} is not JSON: {e}", path.display())))
 }
 
 fn check_schema(schema: &Value) -> Result<(), (String, String)> {
     if !schema.is_object() {
-        return Err((
-            "config_schema".into(),
-            "must be a JSON Schema object".into(),
-        ));
+        return Err(("config_schema".into(), "must be a JSON Schema object".into()));
     }
     jsonschema::draft202012::new(schema)
         .map(|_| ())
-        .map_err(|e| {
-            (
-                "config_schema".into(),
-                format!("not a valid JSON Schema: {e}"),
-            )
-        })
+        .map_err(|e| ("config_schema".into(), format!("not a valid JSON Schema: {e}")))
 }
 
 /// Fill missing top-level properties from their schema `default`.
 fn apply_defaults(schema: &Value, config: &mut Value) {
-    let (Some(props), Value::Object(cfg)) =
-        (schema.get("properties").and_then(Value::as_object), config)
-    else {
+    let (Some(props), Value::Object(cfg)) = (schema.get("properties").and_then(Value::as_object), config) else {
         return;
     };
     for (key, prop) in props {

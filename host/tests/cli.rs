@@ -1,11 +1,6 @@
 //! `paddock invoke` and `paddock schema` through the real binary, on the
 //! example apps (built by `make plugins`).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code: failures should stop loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -15,10 +10,7 @@ fn repo() -> PathBuf {
 }
 
 fn paddock(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_paddock"))
-        .args(args)
-        .current_dir(repo())
-        .output();
+    let out = Command::new(env!("CARGO_BIN_EXE_paddock")).args(args).current_dir(repo()).output();
     out.unwrap_or_else(|e| panic!("running paddock: {e}"))
 }
 
@@ -39,18 +31,10 @@ fn invoke_prints_the_effects_of_the_tank_example() {
         "plugins/tank-level/events/config.json",
     ]);
     let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("outcome   success"), "{stdout}");
     assert!(stdout.contains("tank_level.last_level = 16.7"), "{stdout}");
-    assert!(
-        stdout.contains("tank_level.readings = 13"),
-        "state seeded 12 readings: {stdout}"
-    );
+    assert!(stdout.contains("tank_level.readings = 13"), "state seeded 12 readings: {stdout}");
     assert!(stdout.contains("notification  severity 6"), "{stdout}");
 }
 
@@ -64,51 +48,26 @@ fn invoke_accepts_the_legacy_message_shape_and_emits_json() {
         "--json",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report["report"]["outcome"]["status"], "ok");
     assert!(report["report"]["fuel_consumed"].as_u64().unwrap_or(0) > 0);
-    let aggs = report["report"]["effects"]["aggregates"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        aggs.iter()
-            .any(|w| w["data"]["tank_level"]["last_level"] == 77.8),
-        "raw_mm 600 -> 77.8%: {aggs:?}"
-    );
+    let aggs = report["report"]["effects"]["aggregates"].as_array().cloned().unwrap_or_default();
+    assert!(aggs.iter().any(|w| w["data"]["tank_level"]["last_level"] == 77.8), "raw_mm 600 -> 77.8%: {aggs:?}");
 }
 
 #[test]
 fn an_error_outcome_exits_1_and_bad_input_exits_2_naming_the_problem() {
-    let out = paddock(&[
-        "invoke",
-        "plugins/hostile",
-        "--event",
-        "plugins/hostile/events/panic.json",
-    ]);
+    let out = paddock(&["invoke", "plugins/hostile", "--event", "plugins/hostile/events/panic.json"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("trap unreachable_code_reached: hostile panic: boom"));
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let bad = dir.path().join("bad.json");
-    std::fs::write(
-        &bad,
-        r#"{"op":"on_message_create","d":{"organisation_id":1}}"#,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let out = paddock(&[
-        "invoke",
-        "plugins/tank-level",
-        "--event",
-        bad.to_str().unwrap_or(""),
-    ]);
+    std::fs::write(&bad, r#"{"op":"on_message_create","d":{"organisation_id":1}}"#).unwrap_or_else(|e| panic!("{e}"));
+    let out = paddock(&["invoke", "plugins/tank-level", "--event", bad.to_str().unwrap_or("")]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("bad.json") && err.contains("missing field `message`"),
-        "{err}"
-    );
+    assert!(err.contains("bad.json") && err.contains("missing field `message`"), "{err}");
 
     std::fs::write(&bad, r#"{"low_level_percent": 500}"#).unwrap_or_else(|e| panic!("{e}"));
     let out = paddock(&[
@@ -120,18 +79,9 @@ fn an_error_outcome_exits_1_and_bad_input_exits_2_naming_the_problem() {
         bad.to_str().unwrap_or(""),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("/low_level_percent"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("/low_level_percent"), "{}", text(&out.stderr));
 
-    let out = paddock(&[
-        "invoke",
-        "plugins/nope",
-        "--event",
-        "plugins/tank-level/events/reading.json",
-    ]);
+    let out = paddock(&["invoke", "plugins/nope", "--event", "plugins/tank-level/events/reading.json"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("plugins/nope"));
 }
@@ -140,10 +90,6 @@ fn an_error_outcome_exits_1_and_bad_input_exits_2_naming_the_problem() {
 fn schema_prints_the_exported_config_schema() {
     let out = paddock(&["schema", "plugins/webhook"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let schema: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        schema["properties"]["target_channel"]["default"],
-        "sensor_data"
-    );
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(schema["properties"]["target_channel"]["default"], "sensor_data");
 }

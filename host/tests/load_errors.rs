@@ -1,11 +1,6 @@
 //! Components that cannot be loaded get a typed error naming why. Inline
 //! WAT, so no guest toolchain is needed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code: failures should stop loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
 
 use std::path::PathBuf;
 
@@ -67,23 +62,14 @@ async fn a_component_importing_something_unknown_is_refused() {
 #[tokio::test]
 async fn compiled_components_are_cached_by_digest_and_engine() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let config = RuntimeConfig {
-        cache_dir: Some(dir.path().to_path_buf()),
-        ..RuntimeConfig::default()
-    };
+    let config = RuntimeConfig { cache_dir: Some(dir.path().to_path_buf()), ..RuntimeConfig::default() };
     let rt = Runtime::new(config).unwrap_or_else(|e| panic!("{e}"));
     let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/tank-level");
     let first = rt.load_dir(&app).await.unwrap_or_else(|e| panic!("{e}"));
-    let cached: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .flatten()
-        .collect();
+    let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap_or_else(|e| panic!("{e}")).flatten().collect();
     assert_eq!(cached.len(), 1, "one artefact per component");
     let name = cached[0].file_name().to_string_lossy().into_owned();
-    assert!(
-        name.starts_with(&first.digest) && name.ends_with(".cwasm"),
-        "{name}"
-    );
+    assert!(name.starts_with(&first.digest) && name.ends_with(".cwasm"), "{name}");
     let second = rt.load_dir(&app).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(first.hooks, second.hooks);
 
@@ -91,9 +77,5 @@ async fn compiled_components_are_cached_by_digest_and_engine() {
     std::fs::write(cached[0].path(), b"garbage").unwrap_or_else(|e| panic!("{e}"));
     let third = rt.load_dir(&app).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(first.hooks, third.hooks);
-    assert!(
-        std::fs::metadata(cached[0].path())
-            .map(|m| m.len() > 1000)
-            .unwrap_or(false)
-    );
+    assert!(std::fs::metadata(cached[0].path()).map(|m| m.len() > 1000).unwrap_or(false));
 }

@@ -3,21 +3,14 @@
 //!
 //! The example components are built by `make plugins` (which `make test`
 //! runs first); a missing component fails the test with that hint.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code: failures should stop loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use paddock::caps::{Grant, MemoryState, Reach};
 use paddock::manifest::AppKind;
-use paddock::model::{
-    Agent, AgentId, ChannelName, ChannelRef, Event, EventId, Message, MessageId, OrgId,
-};
+use paddock::model::{Agent, AgentId, ChannelName, ChannelRef, Event, EventId, Message, MessageId, OrgId};
 use paddock::runtime::{Invocation, LoadedApp, Report, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 
@@ -73,10 +66,7 @@ pub fn state() -> MemoryState {
     };
     s.add_agent(OrgId::from(ORG), agent(TANK, "North Tank", "TANK-001"));
     s.add_agent(OrgId::from(ORG), agent(TANK2, "South Tank", "TANK-002"));
-    s.add_agent(
-        OrgId::from(8001),
-        agent(FOREIGN, "Foreign Tank", "TANK-999"),
-    );
+    s.add_agent(OrgId::from(8001), agent(FOREIGN, "Foreign Tank", "TANK-999"));
     s
 }
 
@@ -95,11 +85,7 @@ pub fn grant(app: &LoadedApp, config: Value) -> Grant {
         app_key: app.manifest.name.replace('-', "_"),
         display_name: app.manifest.display_name.clone(),
         config,
-        reach: if app.manifest.kind == AppKind::Integration {
-            Reach::Organisation
-        } else {
-            Reach::OwnAgent
-        },
+        reach: if app.manifest.kind == AppKind::Integration { Reach::Organisation } else { Reach::OwnAgent },
         invoking_channel: None,
         allow_invoking_channel: app.manifest.allow_invoking_channel,
     }
@@ -107,10 +93,7 @@ pub fn grant(app: &LoadedApp, config: Value) -> Grant {
 
 /// A message-create event on `agent`'s `channel`.
 pub fn message_event(agent: u64, channel: &str, data: Value) -> Event {
-    let channel = ChannelRef {
-        agent_id: agent.into(),
-        name: must(ChannelName::new(channel)),
-    };
+    let channel = ChannelRef { agent_id: agent.into(), name: must(ChannelName::new(channel)) };
     let message = Message {
         id: MessageId::at(paddock::model::now_ms()),
         author_id: agent.into(),
@@ -119,34 +102,17 @@ pub fn message_event(agent: u64, channel: &str, data: Value) -> Event {
         timestamp: None,
         attachments: None,
     };
-    Event::MessageCreate {
-        organisation_id: OrgId::from(ORG),
-        message,
-    }
+    Event::MessageCreate { organisation_id: OrgId::from(ORG), message }
 }
 
 /// A manual-invoke event with `payload`.
 pub fn manual(payload: Value) -> Event {
-    Event::ManualInvoke {
-        organisation_id: OrgId::from(ORG),
-        payload,
-    }
+    Event::ManualInvoke { organisation_id: OrgId::from(ORG), payload }
 }
 
 /// Run one event.
-pub async fn run(
-    rt: &Runtime,
-    app: &LoadedApp,
-    grant: Grant,
-    event: Event,
-    state: &MemoryState,
-) -> Report {
-    let inv = Invocation {
-        event_id: EventId::generate(),
-        attempt: 1,
-        event,
-        grant,
-    };
+pub async fn run(rt: &Runtime, app: &LoadedApp, grant: Grant, event: Event, state: &MemoryState) -> Report {
+    let inv = Invocation { event_id: EventId::generate(), attempt: 1, event, grant };
     rt.invoke(app, inv, Arc::new(state.clone())).await
 }
 
@@ -154,13 +120,8 @@ pub async fn run(
 /// would, so that a sequence of events sees its own history.
 pub fn commit(state: &mut MemoryState, report: &Report) {
     for w in &report.effects.aggregates {
-        let old = paddock::caps::StateView::aggregate(state, &w.channel)
-            .map(|a| a.data)
-            .unwrap_or_else(|| json!({}));
-        state.set_aggregate(
-            w.channel.clone(),
-            paddock::model::apply_write(&old, &w.data, &w.mode),
-        );
+        let old = paddock::caps::StateView::aggregate(state, &w.channel).map(|a| a.data).unwrap_or_else(|| json!({}));
+        state.set_aggregate(w.channel.clone(), paddock::model::apply_write(&old, &w.data, &w.mode));
     }
     for m in &report.effects.messages {
         state.add_message(m.clone());

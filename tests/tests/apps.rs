@@ -1,10 +1,5 @@
 //! The example apps through their real components.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code: failures should stop loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
 
 use paddock::model::{Event, IngestionId, OrgId};
 use paddock::runtime::Outcome;
@@ -16,35 +11,22 @@ fn tags_of(state: &paddock::caps::MemoryState, agent: u64, app_key: &str) -> Val
         agent_id: agent.into(),
         name: must(paddock::model::ChannelName::new("tag_values")),
     };
-    paddock::caps::StateView::aggregate(state, &ch)
-        .map(|a| a.data[app_key].clone())
-        .unwrap_or(Value::Null)
+    paddock::caps::StateView::aggregate(state, &ch).map(|a| a.data[app_key].clone()).unwrap_or(Value::Null)
 }
 
 fn notifications(r: &paddock::runtime::Report) -> usize {
-    r.effects
-        .messages
-        .iter()
-        .filter(|m| m.channel.name.as_str() == "notifications")
-        .count()
+    r.effects.messages.iter().filter(|m| m.channel.name.as_str() == "notifications").count()
 }
 
 #[tokio::test]
 async fn tank_level_tracks_levels_and_alarms_once_per_crossing() {
     let rt = runtime();
     let app = load(&rt, "tank-level").await;
-    let config =
-        json!({"empty_distance_mm": 2000, "full_distance_mm": 200, "low_level_percent": 20});
+    let config = json!({"empty_distance_mm": 2000, "full_distance_mm": 200, "low_level_percent": 20});
     let mut st = state();
     // 1100 mm -> 50 %, 1700 -> 16.7 % (alarm), 1750 -> 13.9 % (still low: no
     // second alarm), 1000 -> 55.6 % (re-arms), 1800 -> 11.1 % (alarm again).
-    let readings = [
-        (1100, 50.0, 1),
-        (1700, 16.7, 1),
-        (1750, 13.9, 1),
-        (1000, 55.6, 0),
-        (1800, 11.1, 1),
-    ];
+    let readings = [(1100, 50.0, 1), (1700, 16.7, 1), (1750, 13.9, 1), (1000, 55.6, 0), (1800, 11.1, 1)];
     let mut alarms = Vec::new();
     for (distance, level, _) in readings {
         let ev = message_event(TANK, "sensor_data", json!({"distance_mm": distance}));
@@ -52,29 +34,12 @@ async fn tank_level_tracks_levels_and_alarms_once_per_crossing() {
         assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.logs);
         commit(&mut st, &r);
         assert_eq!(tags_of(&st, TANK, "tank_level")["last_level"], json!(level));
-        let published = r
-            .effects
-            .messages
-            .iter()
-            .find(|m| m.channel.name.as_str() == "tank_level");
-        assert_eq!(
-            published.map(|m| m.data["level_percent"].clone()),
-            Some(json!(level))
-        );
-        assert!(
-            r.effects
-                .messages
-                .iter()
-                .any(|m| m.channel.name.as_str() == "doover_connection"),
-            "pings"
-        );
+        let published = r.effects.messages.iter().find(|m| m.channel.name.as_str() == "tank_level");
+        assert_eq!(published.map(|m| m.data["level_percent"].clone()), Some(json!(level)));
+        assert!(r.effects.messages.iter().any(|m| m.channel.name.as_str() == "doover_connection"), "pings");
         alarms.push(notifications(&r));
     }
-    assert_eq!(
-        alarms,
-        vec![0, 1, 0, 0, 1],
-        "one notification per downward crossing"
-    );
+    assert_eq!(alarms, vec![0, 1, 0, 0, 1], "one notification per downward crossing");
     let tags = tags_of(&st, TANK, "tank_level");
     assert_eq!(tags["min_level"], json!(11.1));
     assert_eq!(tags["max_level"], json!(55.6));
@@ -87,11 +52,7 @@ async fn tank_level_notification_is_severity_6_and_ui_is_published_on_deployment
     let app = load(&rt, "tank-level").await;
     let low = message_event(TANK, "sensor_data", json!({"distance_mm": 1900}));
     let r = run(&rt, &app, grant(&app, json!({})), low, &state()).await;
-    let n = r
-        .effects
-        .messages
-        .iter()
-        .find(|m| m.channel.name.as_str() == "notifications");
+    let n = r.effects.messages.iter().find(|m| m.channel.name.as_str() == "notifications");
     assert_eq!(n.map(|m| m.data["severity"].clone()), Some(json!(6)));
 
     let deploy = Event::Deployment {
@@ -103,11 +64,7 @@ async fn tank_level_notification_is_severity_6_and_ui_is_published_on_deployment
     };
     let r = run(&rt, &app, grant(&app, json!({})), deploy, &state()).await;
     assert_eq!(r.outcome, Outcome::Ok);
-    let ui = r
-        .effects
-        .aggregates
-        .iter()
-        .find(|w| w.channel.name.as_str() == "ui_state");
+    let ui = r.effects.aggregates.iter().find(|w| w.channel.name.as_str() == "ui_state");
     let schema = ui.map(|w| w.data["state"]["children"]["tank_level"]["type"].clone());
     assert_eq!(schema, Some(json!("uiContainer")));
 }
@@ -118,15 +75,8 @@ async fn tank_level_rejects_bad_readings_and_bad_config() {
     let app = load(&rt, "tank-level").await;
     let junk = message_event(TANK, "sensor_data", json!({"temperature": 3}));
     let r = run(&rt, &app, grant(&app, json!({})), junk, &state()).await;
-    assert!(
-        matches!(&r.outcome, Outcome::Fail { reason } if reason.contains("distance_mm")),
-        "{:?}",
-        r.outcome
-    );
-    let errors = app
-        .manifest
-        .validate_config(&json!({"low_level_percent": 150, "tank": 1}))
-        .unwrap_err();
+    assert!(matches!(&r.outcome, Outcome::Fail { reason } if reason.contains("distance_mm")), "{:?}", r.outcome);
+    let errors = app.manifest.validate_config(&json!({"low_level_percent": 150, "tank": 1})).unwrap_err();
     assert_eq!(errors.len(), 2, "every violation is listed: {errors:?}");
     // Messages on other channels are filtered before any work is done.
     let other = message_event(TANK, "gps", json!({"lat": 1}));
@@ -156,14 +106,7 @@ async fn webhook_routes_json_readings_by_serial_within_the_organisation() {
         {"serial": "TANK-999", "distance_mm": 1},
         {"serial": "NOPE", "distance_mm": 2}
     ]}"#;
-    let r = run(
-        &rt,
-        &app,
-        grant(&app, json!({})),
-        ingestion("application/json", body),
-        &state(),
-    )
-    .await;
+    let r = run(&rt, &app, grant(&app, json!({})), ingestion("application/json", body), &state()).await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.logs);
     let routed: Vec<(u64, Value)> = r
         .effects
@@ -172,18 +115,9 @@ async fn webhook_routes_json_readings_by_serial_within_the_organisation() {
         .filter(|m| m.channel.name.as_str() == "sensor_data")
         .map(|m| (m.channel.agent_id.get(), m.data.clone()))
         .collect();
-    assert_eq!(
-        routed,
-        vec![
-            (TANK, json!({"distance_mm": 800})),
-            (TANK2, json!({"distance_mm": 1500}))
-        ]
-    );
+    assert_eq!(routed, vec![(TANK, json!({"distance_mm": 800})), (TANK2, json!({"distance_mm": 1500}))]);
     assert!(
-        r.logs
-            .lines
-            .iter()
-            .any(|l| l.message.contains("TANK-999") && l.message.contains("NOPE")),
+        r.logs.lines.iter().any(|l| l.message.contains("TANK-999") && l.message.contains("NOPE")),
         "another tenant's serial is as unknown as a missing one: {:?}",
         r.logs.lines
     );
@@ -194,51 +128,19 @@ async fn webhook_accepts_csv_and_rejects_garbage() {
     let rt = runtime();
     let app = load(&rt, "webhook").await;
     let csv = "serial,distance_mm,battery\nTANK-002,640,3.7\n";
-    let r = run(
-        &rt,
-        &app,
-        grant(&app, json!({"target_channel": "readings"})),
-        ingestion("text/csv", csv),
-        &state(),
-    )
-    .await;
+    let r =
+        run(&rt, &app, grant(&app, json!({"target_channel": "readings"})), ingestion("text/csv", csv), &state()).await;
     assert_eq!(r.outcome, Outcome::Ok);
-    let m = r
-        .effects
-        .messages
-        .iter()
-        .find(|m| m.channel.name.as_str() == "readings");
+    let m = r.effects.messages.iter().find(|m| m.channel.name.as_str() == "readings");
     assert_eq!(
         m.map(|m| (m.channel.agent_id.get(), m.data.clone())),
         Some((TANK2, json!({"distance_mm": 640, "battery": 3.7})))
     );
 
-    let bad = run(
-        &rt,
-        &app,
-        grant(&app, json!({})),
-        ingestion("application/json", "{not json"),
-        &state(),
-    )
-    .await;
-    assert!(
-        matches!(&bad.outcome, Outcome::Fail { reason } if reason.contains("not JSON")),
-        "{:?}",
-        bad.outcome
-    );
-    let ragged = run(
-        &rt,
-        &app,
-        grant(&app, json!({})),
-        ingestion("text/csv", "serial,a\nX\n"),
-        &state(),
-    )
-    .await;
-    assert!(
-        matches!(&ragged.outcome, Outcome::Fail { reason } if reason.contains("row 2")),
-        "{:?}",
-        ragged.outcome
-    );
+    let bad = run(&rt, &app, grant(&app, json!({})), ingestion("application/json", "{not json"), &state()).await;
+    assert!(matches!(&bad.outcome, Outcome::Fail { reason } if reason.contains("not JSON")), "{:?}", bad.outcome);
+    let ragged = run(&rt, &app, grant(&app, json!({})), ingestion("text/csv", "serial,a\nX\n"), &state()).await;
+    assert!(matches!(&ragged.outcome, Outcome::Fail { reason } if reason.contains("row 2")), "{:?}", ragged.outcome);
 }
 
 #[tokio::test]
@@ -263,25 +165,15 @@ async fn daily_summary_summarises_the_window() {
             attachments: None,
         });
     }
-    let ev = Event::Schedule {
-        schedule_id: 9.into(),
-        organisation_id: ORG.into(),
-    };
+    let ev = Event::Schedule { schedule_id: 9.into(), organisation_id: ORG.into() };
     let r = run(&rt, &app, grant(&app, json!({})), ev, &st).await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.logs);
-    let w = r
-        .effects
-        .aggregates
-        .iter()
-        .find(|w| w.channel.name.as_str() == "daily_summary");
+    let w = r.effects.aggregates.iter().find(|w| w.channel.name.as_str() == "daily_summary");
     let stats = w.map(|w| w.data["stats"].clone()).unwrap_or(Value::Null);
     assert_eq!(stats["count"], json!(150));
     assert_eq!(stats["min"], json!(0.0));
     assert_eq!(stats["max"], json!(99.0));
-    assert_eq!(
-        w.map(|w| w.mode.clone()),
-        Some(paddock::model::WriteMode::Replace)
-    );
+    assert_eq!(w.map(|w| w.mode.clone()), Some(paddock::model::WriteMode::Replace));
 }
 
 #[tokio::test]
@@ -289,9 +181,7 @@ async fn committed_config_schemas_match_what_the_components_export() {
     let rt = runtime();
     for name in ["tank-level", "webhook", "daily-summary"] {
         let app = load(&rt, name).await;
-        let exported: Value = must(serde_json::from_str(
-            app.exported_schema.as_deref().unwrap_or("null"),
-        ));
+        let exported: Value = must(serde_json::from_str(app.exported_schema.as_deref().unwrap_or("null")));
         assert_eq!(
             app.manifest.config_schema.as_ref(),
             Some(&exported),

@@ -4,12 +4,7 @@
 //! do_delete, result}` (224). Either way, merging `diff` into the old state
 //! with `do_delete` must give the expected state. (`new` is the input of the
 //! inverse operation, diff generation, which Paddock does not implement.)
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code: failures should stop loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
 
 use paddock::model::{apply_diff_in_place, apply_diff_with};
 use serde_json::Value;
@@ -42,15 +37,9 @@ fn every_doover_merge_case_passes() {
             // The in-place merge the runtime uses for its overlays (delete mode).
             let mut in_place = old.clone();
             apply_diff_in_place(&mut in_place, &c["diff"]);
-            (do_delete && &in_place != want)
-                .then(|| format!("case {i}: in-place merge gives {in_place}, want {want}"))
+            (do_delete && &in_place != want).then(|| format!("case {i}: in-place merge gives {in_place}, want {want}"))
         })
         .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of 616 cases fail:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of 616 cases fail:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(checked, 616);
 }

@@ -2,12 +2,7 @@
 //! holds a manifest and `expected.txt`, the exact error (file path shown as
 //! `<dir>`) or, for a valid manifest, a summary of what was parsed.
 //! Regenerate with `PADDOCK_UPDATE_GOLDEN=1 cargo test --test manifests`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "test code: failures should stop loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
 
 use std::path::Path;
 
@@ -23,15 +18,9 @@ fn describe(dir: &Path) -> String {
             m.limits.timeout,
             m.limits.memory_bytes >> 20,
             m.config_schema.is_some(),
-            m.component
-                .file_name()
-                .and_then(|f| f.to_str())
-                .unwrap_or("?"),
+            m.component.file_name().and_then(|f| f.to_str()).unwrap_or("?"),
         ),
-        Err(e) => format!(
-            "{}\n",
-            e.to_string().replace(&dir.display().to_string(), "<dir>")
-        ),
+        Err(e) => format!("{}\n", e.to_string().replace(&dir.display().to_string(), "<dir>")),
     }
 }
 
@@ -39,15 +28,10 @@ fn describe(dir: &Path) -> String {
 fn manifest_errors_name_the_file_the_field_and_the_reason() {
     let root = paddock_tests::repo().join("tests/fixtures/manifests");
     let update = std::env::var_os("PADDOCK_UPDATE_GOLDEN").is_some();
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut dirs: Vec<_> =
+        std::fs::read_dir(&root).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     dirs.sort();
-    assert!(
-        dirs.len() >= 13,
-        "fixtures missing under {}",
-        root.display()
-    );
+    assert!(dirs.len() >= 13, "fixtures missing under {}", root.display());
     let mut mismatches = Vec::new();
     for dir in dirs {
         let got = describe(&dir);
@@ -74,8 +58,6 @@ fn doover_config_carries_over_limits_and_schema_and_validates_config() {
         paddock_tests::must(m.validate_config(&serde_json::json!({}))),
         serde_json::json!({"max_runtime_min": 30})
     );
-    let errors = m
-        .validate_config(&serde_json::json!({"max_runtime_min": 0, "extra": true}))
-        .unwrap_err();
+    let errors = m.validate_config(&serde_json::json!({"max_runtime_min": 0, "extra": true})).unwrap_err();
     assert_eq!(errors.len(), 2, "{errors:?}");
 }

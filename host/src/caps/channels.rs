@@ -4,12 +4,11 @@
 use serde_json::Value;
 
 use super::{
-    AggregateWrite, CapError, MAX_AGGREGATE_WRITES, MAX_EFFECT_BYTES, MAX_LIST_MESSAGES,
-    MAX_MESSAGES, MAX_PAYLOAD_BYTES, Session,
+    AggregateWrite, CapError, MAX_AGGREGATE_WRITES, MAX_EFFECT_BYTES, MAX_LIST_MESSAGES, MAX_MESSAGES,
+    MAX_PAYLOAD_BYTES, Session,
 };
 use crate::model::{
-    Aggregate, ChannelRef, Message, MessageId, WriteMode, apply_write_in_place, check_object,
-    parse_object, well_known,
+    Aggregate, ChannelRef, Message, MessageId, WriteMode, apply_write_in_place, check_object, parse_object, well_known,
 };
 
 /// A message as the guest asks for it.
@@ -38,9 +37,7 @@ impl Session {
         let id = match msg.message_id {
             Some(0) => return Err(CapError::Invalid("message-id 0 is not a valid id".into())),
             Some(id) if self.effects.has_message(MessageId::from(id)) => {
-                return Err(CapError::Invalid(format!(
-                    "message-id {id} was already created in this invocation"
-                )));
+                return Err(CapError::Invalid(format!("message-id {id} was already created in this invocation")));
             }
             Some(id) => MessageId::from(id),
             None => MessageId::at(msg.timestamp.unwrap_or_else(|| self.now())),
@@ -68,11 +65,7 @@ impl Session {
     }
 
     /// `channels.fetch-aggregate` (sees this invocation's writes).
-    pub fn fetch_aggregate(
-        &self,
-        channel: &str,
-        agent: Option<u64>,
-    ) -> Result<Option<Aggregate>, CapError> {
+    pub fn fetch_aggregate(&self, channel: &str, agent: Option<u64>) -> Result<Option<Aggregate>, CapError> {
         let channel = self.channel(channel, agent)?;
         Ok(self.aggregate_of(&channel))
     }
@@ -88,12 +81,8 @@ impl Session {
         let channel = self.channel(channel, agent)?;
         let limit = (limit as usize).min(MAX_LIST_MESSAGES);
         let before = before.map(MessageId::from);
-        let mut out: Vec<Message> = self
-            .effects
-            .messages_on(&channel)
-            .filter(|m| before.is_none_or(|b| m.id < b))
-            .cloned()
-            .collect();
+        let mut out: Vec<Message> =
+            self.effects.messages_on(&channel).filter(|m| before.is_none_or(|b| m.id < b)).cloned().collect();
         out.extend(self.view.messages(&channel, before, limit));
         out.sort_by_key(|m| std::cmp::Reverse(m.id));
         out.truncate(limit);
@@ -101,19 +90,10 @@ impl Session {
     }
 
     /// `channels.fetch-message`.
-    pub fn fetch_message(
-        &self,
-        channel: &str,
-        agent: Option<u64>,
-        id: u64,
-    ) -> Result<Option<Message>, CapError> {
+    pub fn fetch_message(&self, channel: &str, agent: Option<u64>, id: u64) -> Result<Option<Message>, CapError> {
         let channel = self.channel(channel, agent)?;
         let id = MessageId::from(id);
-        let buffered = self
-            .effects
-            .messages_on(&channel)
-            .find(|m| m.id == id)
-            .cloned();
+        let buffered = self.effects.messages_on(&channel).find(|m| m.id == id).cloned();
         Ok(buffered.or_else(|| self.view.message(&channel, id)))
     }
 
@@ -123,11 +103,7 @@ impl Session {
     }
 
     /// Borrow the aggregate with this invocation's writes applied.
-    pub(crate) fn with_aggregate<R>(
-        &self,
-        channel: &ChannelRef,
-        f: impl FnOnce(Option<&Aggregate>) -> R,
-    ) -> R {
+    pub(crate) fn with_aggregate<R>(&self, channel: &ChannelRef, f: impl FnOnce(Option<&Aggregate>) -> R) -> R {
         let mut overlays = self.overlays.borrow_mut();
         if !overlays.contains_key(channel) {
             overlays.insert(channel.clone(), self.view.aggregate(channel));
@@ -144,35 +120,19 @@ impl Session {
         id: Option<MessageId>,
     ) -> Result<MessageId, CapError> {
         if self.effects.messages.len() >= MAX_MESSAGES {
-            return Err(CapError::Limit(format!(
-                "at most {MAX_MESSAGES} messages per invocation"
-            )));
+            return Err(CapError::Limit(format!("at most {MAX_MESSAGES} messages per invocation")));
         }
         self.charge(&data)?;
         let id = id.unwrap_or_else(|| MessageId::at(timestamp.unwrap_or_else(|| self.now())));
         let author_id = self.grant.agent_id;
-        self.effects.messages.push(Message {
-            id,
-            author_id,
-            channel,
-            data,
-            timestamp,
-            attachments: None,
-        });
+        self.effects.messages.push(Message { id, author_id, channel, data, timestamp, attachments: None });
         Ok(id)
     }
 
     /// Buffer an aggregate write after the caller's policy checks.
-    pub(crate) fn push_aggregate(
-        &mut self,
-        channel: ChannelRef,
-        data: Value,
-        mode: WriteMode,
-    ) -> Result<(), CapError> {
+    pub(crate) fn push_aggregate(&mut self, channel: ChannelRef, data: Value, mode: WriteMode) -> Result<(), CapError> {
         if self.effects.aggregates.len() >= MAX_AGGREGATE_WRITES {
-            return Err(CapError::Limit(format!(
-                "at most {MAX_AGGREGATE_WRITES} aggregate writes per invocation"
-            )));
+            return Err(CapError::Limit(format!("at most {MAX_AGGREGATE_WRITES} aggregate writes per invocation")));
         }
         check_object(&data)?;
         self.charge(&data)?;
@@ -182,19 +142,13 @@ impl Session {
             overlays.insert(channel.clone(), self.view.aggregate(&channel));
         }
         if let Some(entry) = overlays.get_mut(&channel) {
-            let agg = entry.get_or_insert_with(|| Aggregate {
-                data: Value::Object(Default::default()),
-                last_updated: None,
-            });
+            let agg =
+                entry.get_or_insert_with(|| Aggregate { data: Value::Object(Default::default()), last_updated: None });
             apply_write_in_place(&mut agg.data, &data, &mode);
             agg.last_updated = Some(now);
         }
         drop(overlays);
-        self.effects.aggregates.push(AggregateWrite {
-            channel,
-            data,
-            mode,
-        });
+        self.effects.aggregates.push(AggregateWrite { channel, data, mode });
         Ok(())
     }
 
@@ -202,9 +156,7 @@ impl Session {
         let size = json_len(data);
         check_size(size)?;
         if self.effects.bytes + size > MAX_EFFECT_BYTES {
-            return Err(CapError::Limit(format!(
-                "at most {MAX_EFFECT_BYTES} bytes of writes per invocation"
-            )));
+            return Err(CapError::Limit(format!("at most {MAX_EFFECT_BYTES} bytes of writes per invocation")));
         }
         self.effects.bytes += size;
         Ok(())
@@ -214,14 +166,10 @@ impl Session {
     fn guard_reserved(&self, channel: &ChannelRef) -> Result<(), CapError> {
         let name = channel.name.as_str();
         if name == well_known::TAG_VALUES {
-            return Err(CapError::Denied(
-                "write tags through the tags interface, not the tag_values channel".into(),
-            ));
+            return Err(CapError::Denied("write tags through the tags interface, not the tag_values channel".into()));
         }
         if name.starts_with(well_known::INVOCATION_PREFIX) {
-            return Err(CapError::Denied(format!(
-                "{name} is written by the host only"
-            )));
+            return Err(CapError::Denied(format!("{name} is written by the host only")));
         }
         Ok(())
     }
@@ -248,9 +196,7 @@ fn json_len(data: &Value) -> usize {
 
 fn check_size(len: usize) -> Result<(), CapError> {
     if len > MAX_PAYLOAD_BYTES {
-        return Err(CapError::Limit(format!(
-            "payload of {len} bytes exceeds {MAX_PAYLOAD_BYTES}"
-        )));
+        return Err(CapError::Limit(format!("payload of {len} bytes exceeds {MAX_PAYLOAD_BYTES}")));
     }
     Ok(())
 }
@@ -258,9 +204,7 @@ fn check_size(len: usize) -> Result<(), CapError> {
 fn check_paths(paths: &[String]) -> Result<(), CapError> {
     for path in paths {
         if path.split('.').any(|k| !crate::model::is_valid_key(k)) {
-            return Err(CapError::Invalid(format!(
-                "replace path {path:?} must be dot-separated valid keys"
-            )));
+            return Err(CapError::Invalid(format!("replace path {path:?} must be dot-separated valid keys")));
         }
     }
     Ok(())

@@ -56,11 +56,8 @@ impl Session {
             Some(off) => off - online_at,
             None => self.offline_after_secs().saturating_mul(1000),
         };
-        let determination = if now.saturating_sub(online_at) > window_ms {
-            Determination::Offline
-        } else {
-            Determination::Online
-        };
+        let determination =
+            if now.saturating_sub(online_at) > window_ms { Determination::Offline } else { Determination::Online };
         let data = json!({
             "status": {
                 "status": status,
@@ -79,11 +76,7 @@ impl Session {
     /// The agent's `config.offline_after` (seconds) from `doover_connection`.
     fn offline_after_secs(&self) -> u64 {
         self.aggregate_of(&self.own(well_known::CONNECTION))
-            .and_then(|a| {
-                a.data
-                    .pointer("/config/offline_after")
-                    .and_then(|v| v.as_u64())
-            })
+            .and_then(|a| a.data.pointer("/config/offline_after").and_then(|v| v.as_u64()))
             .unwrap_or(DEFAULT_OFFLINE_AFTER_SECS)
     }
 }

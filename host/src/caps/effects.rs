@@ -38,14 +38,8 @@ impl Effects {
     }
 
     /// Buffered messages on `channel`, newest first.
-    pub fn messages_on<'a>(
-        &'a self,
-        channel: &'a ChannelRef,
-    ) -> impl Iterator<Item = &'a Message> + 'a {
-        self.messages
-            .iter()
-            .rev()
-            .filter(move |m| &m.channel == channel)
+    pub fn messages_on<'a>(&'a self, channel: &'a ChannelRef) -> impl Iterator<Item = &'a Message> + 'a {
+        self.messages.iter().rev().filter(move |m| &m.channel == channel)
     }
 
     /// Whether a message with `id` is already buffered.

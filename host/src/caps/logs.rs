@@ -64,11 +64,7 @@ impl LogBuffer {
             self.truncated = true;
         }
         self.bytes += text.len();
-        self.lines.push(LogLine {
-            level,
-            source,
-            message: text.to_owned(),
-        });
+        self.lines.push(LogLine { level, source, message: text.to_owned() });
     }
 
     /// Record captured stream output, one line per line.

@@ -89,13 +89,7 @@ pub struct Session {
 impl Session {
     /// A session for `grant` over `view`, with empty buffers.
     pub fn new(grant: Grant, view: Arc<dyn StateView>) -> Self {
-        Self {
-            grant,
-            view,
-            effects: Effects::default(),
-            logs: LogBuffer::default(),
-            overlays: RefCell::default(),
-        }
+        Self { grant, view, effects: Effects::default(), logs: LogBuffer::default(), overlays: RefCell::default() }
     }
 
     /// Who is invoking and what it may touch.
@@ -124,18 +118,13 @@ impl Session {
         if self.grant.may_reach(id, self.view.as_ref()) {
             Ok(id)
         } else {
-            Err(CapError::Denied(format!(
-                "agent {id} is outside this installation's reach"
-            )))
+            Err(CapError::Denied(format!("agent {id} is outside this installation's reach")))
         }
     }
 
     fn channel(&self, name: &str, agent: Option<u64>) -> Result<ChannelRef, CapError> {
         let name = ChannelName::new(name).map_err(|e| CapError::Invalid(e.to_string()))?;
-        Ok(ChannelRef {
-            agent_id: self.reach(agent)?,
-            name,
-        })
+        Ok(ChannelRef { agent_id: self.reach(agent)?, name })
     }
 
     /// The anti-recursion guard (Doover's `_check_invoking_channel`): a write

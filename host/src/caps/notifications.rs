@@ -26,20 +26,13 @@ impl Session {
     /// `notifications.send`.
     pub fn notify(&mut self, n: Notification) -> Result<MessageId, CapError> {
         if !(3..=7).contains(&n.severity) {
-            return Err(CapError::Invalid(format!(
-                "severity {} is outside 3 (error) ..= 7 (debug)",
-                n.severity
-            )));
+            return Err(CapError::Invalid(format!("severity {} is outside 3 (error) ..= 7 (debug)", n.severity)));
         }
         if n.message.is_empty() || n.message.len() > MAX_NOTIFICATION_BYTES {
-            return Err(CapError::Invalid(format!(
-                "message must be 1-{MAX_NOTIFICATION_BYTES} bytes"
-            )));
+            return Err(CapError::Invalid(format!("message must be 1-{MAX_NOTIFICATION_BYTES} bytes")));
         }
         if n.title.as_ref().is_some_and(|t| t.len() > MAX_KEY_BYTES) {
-            return Err(CapError::Invalid(format!(
-                "title must be at most {MAX_KEY_BYTES} bytes"
-            )));
+            return Err(CapError::Invalid(format!("title must be at most {MAX_KEY_BYTES} bytes")));
         }
         if let Some(topic) = &n.topic {
             check_key("topic", topic)?;

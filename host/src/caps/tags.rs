@@ -17,18 +17,13 @@ impl Session {
     pub fn tag_get_from(&self, app_key: &str, key: &str) -> Result<Option<Value>, CapError> {
         check_key("tag key", key)?;
         check_key("app key", app_key)?;
-        Ok(self.with_aggregate(&self.tag_channel(), |a| {
-            a.and_then(|a| a.data.get(app_key)?.get(key).cloned())
-        }))
+        Ok(self.with_aggregate(&self.tag_channel(), |a| a.and_then(|a| a.data.get(app_key)?.get(key).cloned())))
     }
 
     /// All of this installation's tags (for the invocation context).
     pub fn tags_snapshot(&self) -> Value {
-        let own = |a: Option<&crate::model::Aggregate>| {
-            a.and_then(|a| a.data.get(&self.grant.app_key).cloned())
-        };
-        self.with_aggregate(&self.tag_channel(), own)
-            .unwrap_or_else(|| json!({}))
+        let own = |a: Option<&crate::model::Aggregate>| a.and_then(|a| a.data.get(&self.grant.app_key).cloned());
+        self.with_aggregate(&self.tag_channel(), own).unwrap_or_else(|| json!({}))
     }
 
     /// `tags.set`: a no-op when the value is unchanged (as in pydoover). With
@@ -42,8 +37,7 @@ impl Session {
         }
         let app_key = &self.grant.app_key;
         let unchanged = self.with_aggregate(&self.tag_channel(), |a| {
-            a.and_then(|a| a.data.get(app_key)?.get(key))
-                .is_some_and(|current| current == &value)
+            a.and_then(|a| a.data.get(app_key)?.get(key)).is_some_and(|current| current == &value)
         });
         if unchanged {
             return Ok(());
@@ -70,10 +64,7 @@ impl Session {
     }
 
     fn tag_channel(&self) -> ChannelRef {
-        ChannelRef {
-            agent_id: self.grant.agent_id,
-            name: ChannelName::from_static(well_known::TAG_VALUES),
-        }
+        ChannelRef { agent_id: self.grant.agent_id, name: ChannelName::from_static(well_known::TAG_VALUES) }
     }
 }
 

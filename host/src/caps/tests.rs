@@ -56,28 +56,15 @@ fn session(reach: Reach) -> Session {
 }
 
 fn msg(channel: &str, agent: Option<u64>, data: &str) -> NewMessage {
-    NewMessage {
-        channel: channel.into(),
-        agent_id: agent,
-        data: data.into(),
-        timestamp: None,
-        message_id: None,
-    }
+    NewMessage { channel: channel.into(), agent_id: agent, data: data.into(), timestamp: None, message_id: None }
 }
 
 #[test]
 fn invoking_channel_write_is_refused_unless_allowed() {
     let mut s = session(Reach::OwnAgent);
-    let err = s
-        .create_message(msg("sensor_data", None, "{}"))
-        .unwrap_err();
-    assert!(
-        matches!(err, CapError::Denied(ref m) if m.contains("invoking channel")),
-        "{err}"
-    );
-    let err = s
-        .update_aggregate("sensor_data", None, "{}", WriteMode::Merge)
-        .unwrap_err();
+    let err = s.create_message(msg("sensor_data", None, "{}")).unwrap_err();
+    assert!(matches!(err, CapError::Denied(ref m) if m.contains("invoking channel")), "{err}");
+    let err = s.update_aggregate("sensor_data", None, "{}", WriteMode::Merge).unwrap_err();
     assert!(matches!(err, CapError::Denied(_)));
     assert!(s.effects().is_empty());
 
@@ -90,10 +77,8 @@ fn invoking_channel_write_is_refused_unless_allowed() {
 #[test]
 fn tag_writes_are_allowed_even_when_tag_values_invoked() {
     let mut g = grant(Reach::OwnAgent);
-    g.invoking_channel = Some(ChannelRef {
-        agent_id: AgentId::from(HOME),
-        name: ChannelName::new("tag_values").unwrap(),
-    });
+    g.invoking_channel =
+        Some(ChannelRef { agent_id: AgentId::from(HOME), name: ChannelName::new("tag_values").unwrap() });
     let mut s = Session::new(g, Arc::new(state()));
     s.tag_set("count", "2", false).unwrap();
     assert_eq!(s.tag_get("count").unwrap(), Some(json!(2)));
@@ -102,78 +87,37 @@ fn tag_writes_are_allowed_even_when_tag_values_invoked() {
 #[test]
 fn reach_is_checked_and_never_crosses_organisations() {
     let mut own = session(Reach::OwnAgent);
-    assert!(matches!(
-        own.create_message(msg("out", Some(SIBLING), "{}")),
-        Err(CapError::Denied(_))
-    ));
+    assert!(matches!(own.create_message(msg("out", Some(SIBLING), "{}")), Err(CapError::Denied(_))));
     assert_eq!(own.agent_get(SIBLING).unwrap(), None);
     assert_eq!(own.agent_by_serial("SIB-1").unwrap(), None);
 
     let mut org = session(Reach::Organisation);
     assert!(org.create_message(msg("out", Some(SIBLING), "{}")).is_ok());
-    assert_eq!(
-        org.agent_by_serial("SIB-1").unwrap().map(|a| a.id.get()),
-        Some(SIBLING)
-    );
+    assert_eq!(org.agent_by_serial("SIB-1").unwrap().map(|a| a.id.get()), Some(SIBLING));
     // Another tenant's agent is out of reach whatever the grant says.
-    assert!(matches!(
-        org.create_message(msg("out", Some(FOREIGN), "{}")),
-        Err(CapError::Denied(_))
-    ));
+    assert!(matches!(org.create_message(msg("out", Some(FOREIGN), "{}")), Err(CapError::Denied(_))));
     assert_eq!(org.agent_get(FOREIGN).unwrap(), None);
     assert_eq!(org.agent_by_serial("FOREIGN-1").unwrap(), None);
-    let mut listed: Vec<u64> = org
-        .agents_list()
-        .unwrap()
-        .iter()
-        .map(|a| a.id.get())
-        .collect();
+    let mut listed: Vec<u64> = org.agents_list().unwrap().iter().map(|a| a.id.get()).collect();
     listed.sort();
     assert_eq!(listed, vec![HOME, SIBLING]);
 
-    let extended = session(Reach::Agents(
-        [AgentId::from(SIBLING), AgentId::from(FOREIGN)].into(),
-    ));
+    let extended = session(Reach::Agents([AgentId::from(SIBLING), AgentId::from(FOREIGN)].into()));
     assert!(extended.agent_get(SIBLING).unwrap().is_some());
-    assert_eq!(
-        extended.agent_get(FOREIGN).unwrap(),
-        None,
-        "a grant naming a foreign agent still cannot reach it"
-    );
+    assert_eq!(extended.agent_get(FOREIGN).unwrap(), None, "a grant naming a foreign agent still cannot reach it");
 }
 
 #[test]
 fn payload_rules_are_enforced() {
     let mut s = session(Reach::OwnAgent);
-    assert!(matches!(
-        s.create_message(msg("out", None, "[1]")),
-        Err(CapError::Invalid(_))
-    ));
-    assert!(matches!(
-        s.create_message(msg("out", None, r#"{"a.b":1}"#)),
-        Err(CapError::Invalid(_))
-    ));
-    assert!(matches!(
-        s.create_message(msg("out", None, "{oops")),
-        Err(CapError::Invalid(_))
-    ));
-    assert!(matches!(
-        s.create_message(msg("bad name", None, "{}")),
-        Err(CapError::Invalid(_))
-    ));
-    assert!(matches!(
-        s.create_message(msg("tag_values", None, "{}")),
-        Err(CapError::Denied(_))
-    ));
-    assert!(matches!(
-        s.create_message(msg("dv-proc-inv-4", None, "{}")),
-        Err(CapError::Denied(_))
-    ));
+    assert!(matches!(s.create_message(msg("out", None, "[1]")), Err(CapError::Invalid(_))));
+    assert!(matches!(s.create_message(msg("out", None, r#"{"a.b":1}"#)), Err(CapError::Invalid(_))));
+    assert!(matches!(s.create_message(msg("out", None, "{oops")), Err(CapError::Invalid(_))));
+    assert!(matches!(s.create_message(msg("bad name", None, "{}")), Err(CapError::Invalid(_))));
+    assert!(matches!(s.create_message(msg("tag_values", None, "{}")), Err(CapError::Denied(_))));
+    assert!(matches!(s.create_message(msg("dv-proc-inv-4", None, "{}")), Err(CapError::Denied(_))));
     let bad_path = WriteMode::ReplacePaths(vec!["a..b c".into()]);
-    assert!(matches!(
-        s.update_aggregate("out", None, "{}", bad_path),
-        Err(CapError::Invalid(_))
-    ));
+    assert!(matches!(s.update_aggregate("out", None, "{}", bad_path), Err(CapError::Invalid(_))));
     assert!(s.effects().is_empty());
 }
 
@@ -181,27 +125,17 @@ fn payload_rules_are_enforced() {
 fn caps_on_count_and_size_are_enforced_and_leave_earlier_writes() {
     let mut s = session(Reach::OwnAgent);
     for i in 0..MAX_MESSAGES {
-        s.create_message(msg("out", None, &format!(r#"{{"i":{i}}}"#)))
-            .unwrap();
+        s.create_message(msg("out", None, &format!(r#"{{"i":{i}}}"#))).unwrap();
     }
-    assert!(matches!(
-        s.create_message(msg("out", None, "{}")),
-        Err(CapError::Limit(_))
-    ));
+    assert!(matches!(s.create_message(msg("out", None, "{}")), Err(CapError::Limit(_))));
     assert_eq!(s.effects().messages.len(), MAX_MESSAGES);
 
     let mut s = session(Reach::OwnAgent);
     let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_PAYLOAD_BYTES));
-    assert!(matches!(
-        s.create_message(msg("out", None, &big)),
-        Err(CapError::Limit(_))
-    ));
+    assert!(matches!(s.create_message(msg("out", None, &big)), Err(CapError::Limit(_))));
     let almost = format!(r#"{{"x":"{}"}}"#, "a".repeat(MAX_PAYLOAD_BYTES - 100));
     let mut written = 0;
-    while s
-        .update_aggregate("out", None, &almost, WriteMode::Merge)
-        .is_ok()
-    {
+    while s.update_aggregate("out", None, &almost, WriteMode::Merge).is_ok() {
         written += 1;
     }
     assert_eq!(written, MAX_EFFECT_BYTES / (MAX_PAYLOAD_BYTES - 92));
@@ -210,25 +144,14 @@ fn caps_on_count_and_size_are_enforced_and_leave_earlier_writes() {
 #[test]
 fn reads_see_this_invocations_writes() {
     let mut s = session(Reach::OwnAgent);
-    s.update_aggregate("out", None, r#"{"a":{"x":1}}"#, WriteMode::Merge)
-        .unwrap();
-    s.update_aggregate("out", None, r#"{"a":{"y":2}}"#, WriteMode::Merge)
-        .unwrap();
-    assert_eq!(
-        s.fetch_aggregate("out", None).unwrap().unwrap().data,
-        json!({"a": {"x": 1, "y": 2}})
-    );
+    s.update_aggregate("out", None, r#"{"a":{"x":1}}"#, WriteMode::Merge).unwrap();
+    s.update_aggregate("out", None, r#"{"a":{"y":2}}"#, WriteMode::Merge).unwrap();
+    assert_eq!(s.fetch_aggregate("out", None).unwrap().unwrap().data, json!({"a": {"x": 1, "y": 2}}));
     let id = s.create_message(msg("out", None, r#"{"n":1}"#)).unwrap();
     let listed = s.list_messages("out", None, None, 10).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, id);
-    assert_eq!(
-        s.fetch_message("out", None, id.get())
-            .unwrap()
-            .unwrap()
-            .data,
-        json!({"n": 1})
-    );
+    assert_eq!(s.fetch_message("out", None, id.get()).unwrap().unwrap().data, json!({"n": 1}));
 }
 
 #[test]
@@ -245,89 +168,46 @@ fn tags_follow_doover_semantics() {
     let mut s = session(Reach::OwnAgent);
     assert_eq!(s.tag_get("count").unwrap(), Some(json!(1)));
     s.tag_set("count", "1", true).unwrap();
-    assert!(
-        s.effects().is_empty(),
-        "setting the current value writes nothing"
-    );
+    assert!(s.effects().is_empty(), "setting the current value writes nothing");
     s.tag_set("count", "2", true).unwrap();
-    assert_eq!(
-        s.effects().messages.len(),
-        1,
-        "log=true records a tag_values message"
-    );
+    assert_eq!(s.effects().messages.len(), 1, "log=true records a tag_values message");
     assert_eq!(s.effects().aggregates[0].data, json!({"app": {"count": 2}}));
     s.tag_delete("count").unwrap();
     assert_eq!(s.tag_get("count").unwrap(), None);
     s.tag_delete("count").unwrap();
-    assert_eq!(
-        s.effects().aggregates.len(),
-        2,
-        "deleting an absent tag writes nothing"
-    );
-    assert!(matches!(
-        s.tag_set("bad key", "1", false),
-        Err(CapError::Invalid(_))
-    ));
-    assert!(matches!(
-        s.tag_set("k", "not json", false),
-        Err(CapError::Invalid(_))
-    ));
+    assert_eq!(s.effects().aggregates.len(), 2, "deleting an absent tag writes nothing");
+    assert!(matches!(s.tag_set("bad key", "1", false), Err(CapError::Invalid(_))));
+    assert!(matches!(s.tag_set("k", "not json", false), Err(CapError::Invalid(_))));
     assert_eq!(s.tag_get_from("other", "x").unwrap(), None);
 }
 
 #[test]
 fn ui_publish_replaces_only_this_apps_schema() {
     let mut st = state();
-    let ui = ChannelRef {
-        agent_id: AgentId::from(HOME),
-        name: ChannelName::new("ui_state").unwrap(),
-    };
-    st.set_aggregate(
-        ui,
-        json!({"state": {"children": {"other": {"k": 1}, "app": {"old": true}}}}),
-    );
+    let ui = ChannelRef { agent_id: AgentId::from(HOME), name: ChannelName::new("ui_state").unwrap() };
+    st.set_aggregate(ui, json!({"state": {"children": {"other": {"k": 1}, "app": {"old": true}}}}));
     let mut s = Session::new(grant(Reach::OwnAgent), Arc::new(st));
     s.ui_publish(r#"{"type":"uiContainer"}"#).unwrap();
     let agg = s.fetch_aggregate("ui_state", None).unwrap().unwrap();
-    assert_eq!(
-        agg.data,
-        json!({"state": {"children": {"other": {"k": 1}, "app": {"type": "uiContainer"}}}})
-    );
+    assert_eq!(agg.data, json!({"state": {"children": {"other": {"k": 1}, "app": {"type": "uiContainer"}}}}));
 }
 
 #[test]
 fn ping_determines_online_and_offline() {
     let mut s = session(Reach::OwnAgent);
     let now = crate::model::now_ms();
-    assert_eq!(
-        s.connection_ping(None, ConnectionStatus::PeriodicUnknown, None)
-            .unwrap(),
-        Determination::Online
-    );
+    assert_eq!(s.connection_ping(None, ConnectionStatus::PeriodicUnknown, None).unwrap(), Determination::Online);
     let two_hours_ago = now - 2 * 3600 * 1000;
     assert_eq!(
-        s.connection_ping(
-            Some(two_hours_ago),
-            ConnectionStatus::ContinuousOnline,
-            None
-        )
-        .unwrap(),
+        s.connection_ping(Some(two_hours_ago), ConnectionStatus::ContinuousOnline, None).unwrap(),
         Determination::Offline
     );
     let window = Some(two_hours_ago + 3 * 3600 * 1000);
     assert_eq!(
-        s.connection_ping(
-            Some(two_hours_ago),
-            ConnectionStatus::ContinuousOnline,
-            window
-        )
-        .unwrap(),
+        s.connection_ping(Some(two_hours_ago), ConnectionStatus::ContinuousOnline, window).unwrap(),
         Determination::Online
     );
-    let agg = s
-        .fetch_aggregate("doover_connection", None)
-        .unwrap()
-        .unwrap();
+    let agg = s.fetch_aggregate("doover_connection", None).unwrap().unwrap();
     assert_eq!(agg.data["determination"], json!("online"));
     assert_eq!(agg.data["status"]["status"], json!("continuous_online"));
     assert!(matches!(
@@ -339,12 +219,7 @@ fn ping_determines_online_and_offline() {
 #[test]
 fn notifications_check_severity() {
     let mut s = session(Reach::OwnAgent);
-    let n = |severity| Notification {
-        message: "low".into(),
-        title: None,
-        severity,
-        topic: Some("level".into()),
-    };
+    let n = |severity| Notification { message: "low".into(), title: None, severity, topic: Some("level".into()) };
     assert!(matches!(s.notify(n(2)), Err(CapError::Invalid(_))));
     assert!(matches!(s.notify(n(8)), Err(CapError::Invalid(_))));
     s.notify(n(6)).unwrap();

@@ -13,26 +13,17 @@ impl Session {
         let key = self.grant.app_key.clone();
         let data = json!({ "state": { "children": { key.clone(): schema } } });
         let path = format!("state.children.{key}");
-        self.push_aggregate(
-            self.own(well_known::UI_STATE),
-            data,
-            WriteMode::ReplacePaths(vec![path]),
-        )
+        self.push_aggregate(self.own(well_known::UI_STATE), data, WriteMode::ReplacePaths(vec![path]))
     }
 
     /// `ui.commands`: the agent's pending UI commands (`ui_cmds` `cmds`).
     pub fn ui_commands(&self) -> Result<Value, CapError> {
         let agg = self.aggregate_of(&self.own(well_known::UI_CMDS));
-        Ok(agg
-            .and_then(|a| a.data.get("cmds").cloned())
-            .unwrap_or_else(|| json!({})))
+        Ok(agg.and_then(|a| a.data.get("cmds").cloned()).unwrap_or_else(|| json!({})))
     }
 
     /// A well-known channel on the installation's own agent.
     pub(crate) fn own(&self, name: &'static str) -> ChannelRef {
-        ChannelRef {
-            agent_id: self.grant.agent_id,
-            name: ChannelName::from_static(name),
-        }
+        ChannelRef { agent_id: self.grant.agent_id, name: ChannelName::from_static(name) }
     }
 }

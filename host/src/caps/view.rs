@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::model::{
-    Agent, AgentId, Aggregate, ChannelName, ChannelRef, Message, MessageId, OrgId, well_known,
-};
+use crate::model::{Agent, AgentId, Aggregate, ChannelName, ChannelRef, Message, MessageId, OrgId, well_known};
 
 /// Read access to agents, aggregates and messages.
 pub trait StateView: Send + Sync {
@@ -24,12 +22,7 @@ pub trait StateView: Send + Sync {
     /// A channel's aggregate.
     fn aggregate(&self, channel: &ChannelRef) -> Option<Aggregate>;
     /// Up to `limit` messages on a channel, newest first, older than `before`.
-    fn messages(
-        &self,
-        channel: &ChannelRef,
-        before: Option<MessageId>,
-        limit: usize,
-    ) -> Vec<Message>;
+    fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Vec<Message>;
     /// One message.
     fn message(&self, channel: &ChannelRef, id: MessageId) -> Option<Message>;
 }
@@ -92,8 +85,7 @@ struct MessageFile {
 impl MemoryState {
     /// Parse a state file.
     pub fn from_json(text: &str) -> Result<Self, StateError> {
-        let file: StateFile =
-            serde_json::from_str(text).map_err(|e| StateError::Shape(e.to_string()))?;
+        let file: StateFile = serde_json::from_str(text).map_err(|e| StateError::Shape(e.to_string()))?;
         let mut state = MemoryState::default();
         for agent in file.agents {
             state.add_agent(file.organisation_id, agent);
@@ -101,25 +93,14 @@ impl MemoryState {
         for (agent_id, channels) in file.channels {
             for (name, ch) in channels {
                 if !state.agents.contains_key(&agent_id) {
-                    return Err(StateError::UnknownAgent {
-                        agent: agent_id,
-                        channel: name.to_string(),
-                    });
+                    return Err(StateError::UnknownAgent { agent: agent_id, channel: name.to_string() });
                 }
                 let channel = ChannelRef { agent_id, name };
                 if let Some(data) = ch.aggregate {
-                    state.aggregates.insert(
-                        channel.clone(),
-                        Aggregate {
-                            data,
-                            last_updated: None,
-                        },
-                    );
+                    state.aggregates.insert(channel.clone(), Aggregate { data, last_updated: None });
                 }
                 for m in ch.messages {
-                    let id = m.id.unwrap_or_else(|| {
-                        MessageId::at(m.timestamp.unwrap_or_else(crate::model::now_ms))
-                    });
+                    let id = m.id.unwrap_or_else(|| MessageId::at(m.timestamp.unwrap_or_else(crate::model::now_ms)));
                     let msg = Message {
                         id,
                         author_id: m.author_id.unwrap_or(agent_id),
@@ -128,11 +109,7 @@ impl MemoryState {
                         timestamp: m.timestamp,
                         attachments: None,
                     };
-                    state
-                        .messages
-                        .entry(channel.clone())
-                        .or_default()
-                        .insert(id, msg);
+                    state.messages.entry(channel.clone()).or_default().insert(id, msg);
                 }
             }
         }
@@ -146,21 +123,12 @@ impl MemoryState {
 
     /// Set a channel's aggregate.
     pub fn set_aggregate(&mut self, channel: ChannelRef, data: Value) {
-        self.aggregates.insert(
-            channel,
-            Aggregate {
-                data,
-                last_updated: None,
-            },
-        );
+        self.aggregates.insert(channel, Aggregate { data, last_updated: None });
     }
 
     /// Add a message.
     pub fn add_message(&mut self, message: Message) {
-        self.messages
-            .entry(message.channel.clone())
-            .or_default()
-            .insert(message.id, message);
+        self.messages.entry(message.channel.clone()).or_default().insert(message.id, message);
     }
 
     /// Set one installation's tags on an agent (in `tag_values`).
@@ -168,15 +136,8 @@ impl MemoryState {
         let Ok(name) = ChannelName::new(well_known::TAG_VALUES) else {
             return;
         };
-        let channel = ChannelRef {
-            agent_id: agent,
-            name,
-        };
-        let mut data = self
-            .aggregates
-            .remove(&channel)
-            .map(|a| a.data)
-            .unwrap_or_else(|| serde_json::json!({}));
+        let channel = ChannelRef { agent_id: agent, name };
+        let mut data = self.aggregates.remove(&channel).map(|a| a.data).unwrap_or_else(|| serde_json::json!({}));
         if let Value::Object(map) = &mut data {
             map.insert(app_key.to_owned(), tags);
         }
@@ -199,12 +160,7 @@ impl StateView for MemoryState {
     }
 
     fn agents(&self, org: OrgId, limit: usize) -> Vec<Agent> {
-        self.agents
-            .values()
-            .filter(|(o, _)| *o == org)
-            .map(|(_, a)| a.clone())
-            .take(limit)
-            .collect()
+        self.agents.values().filter(|(o, _)| *o == org).map(|(_, a)| a.clone()).take(limit).collect()
     }
 
     fn agent_by_serial(&self, org: OrgId, serial: &str) -> Option<Agent> {
@@ -218,21 +174,11 @@ impl StateView for MemoryState {
         self.aggregates.get(channel).cloned()
     }
 
-    fn messages(
-        &self,
-        channel: &ChannelRef,
-        before: Option<MessageId>,
-        limit: usize,
-    ) -> Vec<Message> {
+    fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Vec<Message> {
         let Some(msgs) = self.messages.get(channel) else {
             return Vec::new();
         };
-        msgs.values()
-            .rev()
-            .filter(|m| before.is_none_or(|b| m.id < b))
-            .take(limit)
-            .cloned()
-            .collect()
+        msgs.values().rev().filter(|m| before.is_none_or(|b| m.id < b)).take(limit).cloned().collect()
     }
 
     fn message(&self, channel: &ChannelRef, id: MessageId) -> Option<Message> {

@@ -54,10 +54,7 @@ pub(super) async fn run(args: InvokeArgs, config: RuntimeConfig) -> anyhow::Resu
     let config = match manifest.validate_config(&config) {
         Ok(c) => c,
         Err(errors) => {
-            eprintln!(
-                "paddock: the config does not match {}'s schema:",
-                manifest.name
-            );
+            eprintln!("paddock: the config does not match {}'s schema:", manifest.name);
             for e in errors {
                 eprintln!("  - {e}");
             }
@@ -66,35 +63,22 @@ pub(super) async fn run(args: InvokeArgs, config: RuntimeConfig) -> anyhow::Resu
     };
     let mut state = match &args.state {
         Some(path) => MemoryState::from_json(
-            &std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?,
+            &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         )
         .with_context(|| format!("in {}", path.display()))?,
         None => MemoryState::default(),
     };
     let app = runtime.load_manifest(manifest).await?;
     let grant = grant(&args, &app.manifest, &event, config, &mut state);
-    let inv = Invocation {
-        event_id: EventId::generate(),
-        attempt: args.attempt,
-        event,
-        grant,
-    };
+    let inv = Invocation { event_id: EventId::generate(), attempt: args.attempt, event, grant };
     let report = runtime.invoke(&app, inv, Arc::new(state)).await;
     if args.json {
         let out = json!({"app": app.manifest.name, "digest": app.digest, "report": report});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!(
-            "{}",
-            render::report(&app.manifest.name, &app.digest, &report)
-        );
+        print!("{}", render::report(&app.manifest.name, &app.digest, &report));
     }
-    Ok(if report.outcome.is_ok() {
-        0
-    } else {
-        EXIT_OUTCOME_ERROR
-    })
+    Ok(if report.outcome.is_ok() { 0 } else { EXIT_OUTCOME_ERROR })
 }
 
 fn load_manifest(app: &Path) -> anyhow::Result<Manifest> {
@@ -104,67 +88,32 @@ fn load_manifest(app: &Path) -> anyhow::Result<Manifest> {
     if app.extension().is_some_and(|e| e == "wasm") {
         return Ok(Manifest::for_component(app.to_path_buf()));
     }
-    bail!(
-        "{}: expected an app directory or a .wasm file",
-        app.display()
-    )
+    bail!("{}: expected an app directory or a .wasm file", app.display())
 }
 
 fn read_json(path: &Path, what: &str) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the {what} file {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("the {what} file {} is not JSON", path.display()))
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the {what} file {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("the {what} file {} is not JSON", path.display()))
 }
 
 fn read_event(path: &Path) -> anyhow::Result<Event> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the event file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the event file {}", path.display()))?;
     Event::from_json(&text).with_context(|| format!("in the event file {}", path.display()))
 }
 
 /// Build the installation's grant, adding its agent to the state if the
 /// state does not define it.
-fn grant(
-    args: &InvokeArgs,
-    manifest: &Manifest,
-    event: &Event,
-    config: Value,
-    state: &mut MemoryState,
-) -> Grant {
-    let org = event_org(event)
-        .or_else(|| state.organisation())
-        .unwrap_or(OrgId::from(1));
+fn grant(args: &InvokeArgs, manifest: &Manifest, event: &Event, config: Value, state: &mut MemoryState) -> Grant {
+    let org = event_org(event).or_else(|| state.organisation()).unwrap_or(OrgId::from(1));
     // The event's agent, else the state's first agent (a schedule or manual
     // invoke names none), else a placeholder agent 1.
-    let first = || {
-        crate::caps::StateView::agents(state, org, 1)
-            .first()
-            .map(|a| a.id)
-    };
-    let agent = args
-        .agent
-        .map(AgentId::from)
-        .or_else(|| event_agent(event))
-        .or_else(first)
-        .unwrap_or(AgentId::from(1));
+    let first = || crate::caps::StateView::agents(state, org, 1).first().map(|a| a.id);
+    let agent = args.agent.map(AgentId::from).or_else(|| event_agent(event)).or_else(first).unwrap_or(AgentId::from(1));
     if crate::caps::StateView::agent(state, agent).is_none() {
         let name = format!("agent {agent}");
-        state.add_agent(
-            org,
-            Agent {
-                id: agent,
-                name,
-                serial_number: None,
-                group: None,
-                metadata: json!({}),
-            },
-        );
+        state.add_agent(org, Agent { id: agent, name, serial_number: None, group: None, metadata: json!({}) });
     }
-    let app_key = args
-        .app_key
-        .clone()
-        .unwrap_or_else(|| manifest.name.replace('-', "_"));
+    let app_key = args.app_key.clone().unwrap_or_else(|| manifest.name.replace('-', "_"));
     Grant {
         organisation_id: org,
         agent_id: agent,
@@ -173,11 +122,7 @@ fn grant(
         display_name: manifest.display_name.clone(),
         app_key,
         config,
-        reach: if manifest.kind == AppKind::Integration {
-            Reach::Organisation
-        } else {
-            Reach::OwnAgent
-        },
+        reach: if manifest.kind == AppKind::Integration { Reach::Organisation } else { Reach::OwnAgent },
         invoking_channel: None,
         allow_invoking_channel: manifest.allow_invoking_channel,
     }
@@ -185,21 +130,11 @@ fn grant(
 
 fn event_org(event: &Event) -> Option<OrgId> {
     match event {
-        Event::MessageCreate {
-            organisation_id, ..
-        }
-        | Event::AggregateUpdate {
-            organisation_id, ..
-        }
-        | Event::Schedule {
-            organisation_id, ..
-        }
-        | Event::Ingestion {
-            organisation_id, ..
-        }
-        | Event::ManualInvoke {
-            organisation_id, ..
-        } => Some(*organisation_id),
+        Event::MessageCreate { organisation_id, .. }
+        | Event::AggregateUpdate { organisation_id, .. }
+        | Event::Schedule { organisation_id, .. }
+        | Event::Ingestion { organisation_id, .. }
+        | Event::ManualInvoke { organisation_id, .. } => Some(*organisation_id),
         Event::Deployment { .. } | Event::OauthCallback { .. } => None,
     }
 }

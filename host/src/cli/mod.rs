@@ -58,10 +58,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("paddock: cannot start the async runtime: {e}");
@@ -91,21 +88,11 @@ fn runtime_config(cli: &Cli) -> crate::runtime::RuntimeConfig {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
         Some(base.join("paddock"))
     };
-    let cache_dir = if cli.no_cache {
-        None
-    } else {
-        cli.cache_dir.clone().or_else(default_dir)
-    };
-    crate::runtime::RuntimeConfig {
-        cache_dir,
-        ..Default::default()
-    }
+    let cache_dir = if cli.no_cache { None } else { cli.cache_dir.clone().or_else(default_dir) };
+    crate::runtime::RuntimeConfig { cache_dir, ..Default::default() }
 }
 
 fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

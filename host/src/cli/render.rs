@@ -31,11 +31,7 @@ pub fn report(app: &str, digest: &str, r: &Report) -> String {
         }
     }
     if !r.logs.lines.is_empty() {
-        let _ = writeln!(
-            out,
-            "logs{}",
-            if r.logs.truncated { " (truncated)" } else { "" }
-        );
+        let _ = writeln!(out, "logs{}", if r.logs.truncated { " (truncated)" } else { "" });
         for l in &r.logs.lines {
             let _ = writeln!(out, "  {:<5} {:<6} {}", level(l.level), l.source, l.message);
         }
@@ -54,11 +50,7 @@ fn outcome(o: &Outcome) -> String {
         Outcome::MemoryLimit { requested, limit } => {
             format!("error: memory limit: tried to reach {requested} bytes, limit {limit}")
         }
-        Outcome::Trap {
-            code,
-            message,
-            backtrace,
-        } => {
+        Outcome::Trap { code, message, backtrace } => {
             let mut s = format!("error: trap {code}");
             if let Some(m) = message {
                 let _ = write!(s, ": {m}");
@@ -78,20 +70,14 @@ fn aggregate(w: &AggregateWrite) -> String {
     match ch.name.as_str() {
         well_known::TAG_VALUES => tags(&w.data),
         well_known::UI_STATE => "ui            schema published".into(),
-        well_known::CONNECTION => format!(
-            "connection    {}",
-            w.data.get("determination").unwrap_or(&Value::Null)
-        ),
+        well_known::CONNECTION => format!("connection    {}", w.data.get("determination").unwrap_or(&Value::Null)),
         _ => {
             let mode = match &w.mode {
                 WriteMode::Merge => "merge".to_string(),
                 WriteMode::Replace => "replace".to_string(),
                 WriteMode::ReplacePaths(p) => format!("replace {}", p.join(",")),
             };
-            format!(
-                "aggregate     {}@{} {mode} {}",
-                ch.name, ch.agent_id, w.data
-            )
+            format!("aggregate     {}@{} {mode} {}", ch.name, ch.agent_id, w.data)
         }
     }
 }
@@ -102,11 +88,7 @@ fn tags(patch: &Value) -> String {
         for (app, tags) in apps {
             if let Value::Object(tags) = tags {
                 for (k, v) in tags {
-                    parts.push(if v.is_null() {
-                        format!("{app}.{k} deleted")
-                    } else {
-                        format!("{app}.{k} = {v}")
-                    });
+                    parts.push(if v.is_null() { format!("{app}.{k} deleted") } else { format!("{app}.{k} = {v}") });
                 }
             }
         }
@@ -123,10 +105,7 @@ fn message(m: &Message) -> String {
         ),
         well_known::CONNECTION => "message       doover_connection ping".into(),
         well_known::TAG_VALUES => format!("message       tag_values (tag log) {}", m.data),
-        _ => format!(
-            "message       {}@{} {}",
-            m.channel.name, m.channel.agent_id, m.data
-        ),
+        _ => format!("message       {}@{} {}", m.channel.name, m.channel.agent_id, m.data),
     }
 }
 

@@ -43,14 +43,8 @@ impl ChannelName {
         let name = name.into();
         let ok = !name.is_empty()
             && name.len() <= MAX_CHANNEL_NAME
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok {
-            Ok(Self(name))
-        } else {
-            Err(BadChannelName(name))
-        }
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok { Ok(Self(name)) } else { Err(BadChannelName(name)) }
     }
 
     /// A host-defined name from [`well_known`]. Not for guest or user input:

@@ -195,18 +195,14 @@ impl Event {
 
     /// Parse a `{op, d}` JSON document.
     pub fn from_json(text: &str) -> Result<Event, EventError> {
-        let env: EventEnvelope =
-            serde_json::from_str(text).map_err(|e| EventError::Envelope(e.to_string()))?;
+        let env: EventEnvelope = serde_json::from_str(text).map_err(|e| EventError::Envelope(e.to_string()))?;
         Event::from_envelope(env)
     }
 
     /// Interpret an envelope.
     pub fn from_envelope(env: EventEnvelope) -> Result<Event, EventError> {
         let hook = Hook::from_op(&env.op).ok_or_else(|| EventError::UnknownOp(env.op.clone()))?;
-        let shape = |e: serde_json::Error| EventError::Shape {
-            op: hook.op(),
-            reason: e.to_string(),
-        };
+        let shape = |e: serde_json::Error| EventError::Shape { op: hook.op(), reason: e.to_string() };
         let d = env.d;
         Ok(match hook {
             Hook::MessageCreate => message_create(d).map_err(shape)?,
@@ -232,17 +228,12 @@ impl Event {
             }
             Hook::Schedule => {
                 let w: wire::Schedule = serde_json::from_value(d).map_err(shape)?;
-                Event::Schedule {
-                    schedule_id: w.schedule_id,
-                    organisation_id: w.organisation_id,
-                }
+                Event::Schedule { schedule_id: w.schedule_id, organisation_id: w.organisation_id }
             }
             Hook::Ingestion => {
                 let w: wire::Ingestion = serde_json::from_value(d).map_err(shape)?;
-                let payload = ingestion_payload(w.payload).map_err(|reason| EventError::Shape {
-                    op: hook.op(),
-                    reason,
-                })?;
+                let payload =
+                    ingestion_payload(w.payload).map_err(|reason| EventError::Shape { op: hook.op(), reason })?;
                 Event::Ingestion {
                     ingestion_id: w.ingestion_id,
                     agent_id: w.agent_id,
@@ -254,18 +245,11 @@ impl Event {
             }
             Hook::ManualInvoke => {
                 let w: wire::ManualInvoke = serde_json::from_value(d).map_err(shape)?;
-                Event::ManualInvoke {
-                    organisation_id: w.organisation_id,
-                    payload: w.payload,
-                }
+                Event::ManualInvoke { organisation_id: w.organisation_id, payload: w.payload }
             }
             Hook::OauthCallback => {
                 let w: wire::OauthCallback = serde_json::from_value(d).map_err(shape)?;
-                Event::OauthCallback {
-                    code: w.code,
-                    state: w.state,
-                    params: w.params,
-                }
+                Event::OauthCallback { code: w.code, state: w.state, params: w.params }
             }
         })
     }
@@ -273,70 +257,37 @@ impl Event {
     /// The `{op, d}` envelope for this event (ingestion payloads as base64).
     pub fn to_envelope(&self) -> EventEnvelope {
         let d = match self {
-            Event::MessageCreate {
-                organisation_id,
-                message,
-            } => {
+            Event::MessageCreate { organisation_id, message } => {
                 serde_json::json!({"organisation_id": organisation_id, "message": message})
             }
-            Event::AggregateUpdate {
-                organisation_id,
-                author_id,
-                channel,
-                aggregate,
-                request_data,
-            } => serde_json::json!({
-                "organisation_id": organisation_id, "author_id": author_id, "channel": channel,
-                "aggregate": aggregate, "request_data": request_data,
-            }),
-            Event::Deployment {
-                agent_id,
-                app_id,
-                app_install_id,
-                app_key,
-                app_display_name,
-            } => serde_json::json!({
+            Event::AggregateUpdate { organisation_id, author_id, channel, aggregate, request_data } => {
+                serde_json::json!({
+                    "organisation_id": organisation_id, "author_id": author_id, "channel": channel,
+                    "aggregate": aggregate, "request_data": request_data,
+                })
+            }
+            Event::Deployment { agent_id, app_id, app_install_id, app_key, app_display_name } => serde_json::json!({
                 "agent_id": agent_id, "app_id": app_id, "app_install_id": app_install_id,
                 "app_key": app_key, "app_display_name": app_display_name,
             }),
-            Event::Schedule {
-                schedule_id,
-                organisation_id,
-            } => {
+            Event::Schedule { schedule_id, organisation_id } => {
                 serde_json::json!({"schedule_id": schedule_id, "organisation_id": organisation_id})
             }
-            Event::Ingestion {
-                ingestion_id,
-                agent_id,
-                organisation_id,
-                payload,
-                content_type,
-                invocation_url,
-            } => {
+            Event::Ingestion { ingestion_id, agent_id, organisation_id, payload, content_type, invocation_url } => {
                 serde_json::json!({
                     "ingestion_id": ingestion_id, "agent_id": agent_id, "organisation_id": organisation_id,
                     "payload": base64::engine::general_purpose::STANDARD.encode(payload),
                     "content_type": content_type, "invocation_url": invocation_url,
                 })
             }
-            Event::ManualInvoke {
-                organisation_id,
-                payload,
-            } => {
+            Event::ManualInvoke { organisation_id, payload } => {
                 serde_json::json!({"organisation_id": organisation_id, "payload": payload})
             }
-            Event::OauthCallback {
-                code,
-                state,
-                params,
-            } => {
+            Event::OauthCallback { code, state, params } => {
                 serde_json::json!({"code": code, "state": state, "params": params})
             }
         };
-        EventEnvelope {
-            op: self.hook().op().to_owned(),
-            d,
-        }
+        EventEnvelope { op: self.hook().op().to_owned(), d }
     }
 }
 
@@ -350,24 +301,13 @@ fn message_create(d: Value) -> Result<Event, serde_json::Error> {
         (Some(c), _, _) => c,
         (None, Some(agent_id), Some(name)) => ChannelRef { agent_id, name },
         _ => {
-            return Err(serde::de::Error::custom(
-                "message.channel missing (or legacy owner_id + channel_name)",
-            ));
+            return Err(serde::de::Error::custom("message.channel missing (or legacy owner_id + channel_name)"));
         }
     };
     let author_id = m.author_id.or(w.author_id).unwrap_or(channel.agent_id);
-    let message = Message {
-        id: m.id,
-        author_id,
-        channel,
-        data: m.data,
-        timestamp: m.timestamp,
-        attachments: m.attachments,
-    };
-    Ok(Event::MessageCreate {
-        organisation_id: w.organisation_id,
-        message,
-    })
+    let message =
+        Message { id: m.id, author_id, channel, data: m.data, timestamp: m.timestamp, attachments: m.attachments };
+    Ok(Event::MessageCreate { organisation_id: w.organisation_id, message })
 }
 
 fn ingestion_payload(payload: Value) -> Result<Vec<u8>, String> {
@@ -474,24 +414,14 @@ mod tests {
             "channel":{"agent_id":"5","name":"sensor_data"},"data":{"raw":1}}}}"#;
         let legacy = r#"{"op":"on_message_create","d":{"owner_id":5,"channel_name":"sensor_data","author_id":"5",
             "organisation_id":9,"message":{"id":100,"data":{"raw":1}}}}"#;
-        assert_eq!(
-            Event::from_json(current).unwrap(),
-            Event::from_json(legacy).unwrap()
-        );
+        assert_eq!(Event::from_json(current).unwrap(), Event::from_json(legacy).unwrap());
     }
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(matches!(
-            Event::from_json("[]"),
-            Err(EventError::Envelope(_))
-        ));
-        assert!(matches!(
-            Event::from_json(r#"{"op":"on_nope","d":{}}"#),
-            Err(EventError::UnknownOp(_))
-        ));
-        let err =
-            Event::from_json(r#"{"op":"on_schedule","d":{"organisation_id":1}}"#).unwrap_err();
+        assert!(matches!(Event::from_json("[]"), Err(EventError::Envelope(_))));
+        assert!(matches!(Event::from_json(r#"{"op":"on_nope","d":{}}"#), Err(EventError::UnknownOp(_))));
+        let err = Event::from_json(r#"{"op":"on_schedule","d":{"organisation_id":1}}"#).unwrap_err();
         assert!(err.to_string().contains("schedule_id"), "{err}");
         let err = Event::from_json(
             r#"{"op":"on_ingestion_endpoint","d":{"ingestion_id":1,"agent_id":1,"organisation_id":1,"payload":"@@"}}"#,

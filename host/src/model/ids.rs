@@ -69,10 +69,7 @@ impl Id {
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl fmt::Display for Id {
@@ -89,10 +86,7 @@ pub struct BadId(pub String);
 impl FromStr for Id {
     type Err = BadId;
     fn from_str(s: &str) -> Result<Self, BadId> {
-        s.trim()
-            .parse::<u64>()
-            .map(Id)
-            .map_err(|_| BadId(s.to_owned()))
+        s.trim().parse::<u64>().map(Id).map_err(|_| BadId(s.to_owned()))
     }
 }
 
@@ -114,9 +108,7 @@ impl<'de> Deserialize<'de> for Id {
                 Ok(Id(v))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Id, E> {
-                u64::try_from(v)
-                    .map(Id)
-                    .map_err(|_| E::custom(format!("negative id {v}")))
+                u64::try_from(v).map(Id).map_err(|_| E::custom(format!("negative id {v}")))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Id, E> {
                 v.parse().map_err(E::custom)

@@ -34,18 +34,12 @@ pub fn apply_diff(old: &Value, diff: &Value) -> Value {
 /// Apply `diff` to `old`; `delete_nulls` is pydoover's `do_delete`.
 pub fn apply_diff_with(old: &Value, diff: &Value, delete_nulls: bool) -> Value {
     match (old, diff) {
-        (Value::Object(old), Value::Object(diff)) => {
-            Value::Object(merge_maps(old, diff, delete_nulls))
-        }
+        (Value::Object(old), Value::Object(diff)) => Value::Object(merge_maps(old, diff, delete_nulls)),
         _ => diff.clone(),
     }
 }
 
-fn merge_maps(
-    old: &Map<String, Value>,
-    diff: &Map<String, Value>,
-    delete_nulls: bool,
-) -> Map<String, Value> {
+fn merge_maps(old: &Map<String, Value>, diff: &Map<String, Value>, delete_nulls: bool) -> Map<String, Value> {
     let mut out = old.clone();
     for (key, change) in diff {
         if change.is_null() && delete_nulls {
@@ -55,9 +49,7 @@ fn merge_maps(
         let merged = match (out.get(key), change) {
             (Some(current), _) => apply_diff_with(current, change, delete_nulls),
             // A missing key starts as `{}`, so nested nulls are applied too.
-            (None, Value::Object(_)) => {
-                apply_diff_with(&Value::Object(Map::new()), change, delete_nulls)
-            }
+            (None, Value::Object(_)) => apply_diff_with(&Value::Object(Map::new()), change, delete_nulls),
             (None, _) => change.clone(),
         };
         out.insert(key.clone(), merged);
@@ -88,9 +80,7 @@ pub fn apply_diff_in_place(target: &mut Value, diff: &Value) {
 pub fn apply_write_in_place(target: &mut Value, data: &Value, mode: &WriteMode) {
     match mode {
         WriteMode::Merge => apply_diff_in_place(target, data),
-        WriteMode::Replace | WriteMode::ReplacePaths(_) => {
-            *target = apply_write(target, data, mode)
-        }
+        WriteMode::Replace | WriteMode::ReplacePaths(_) => *target = apply_write(target, data, mode),
     }
 }
 
@@ -116,17 +106,11 @@ fn replace_path(target: &mut Value, source: &Value, path: &str) {
     let Some((last, parents)) = keys.split_last() else {
         return;
     };
-    let replacement = keys
-        .iter()
-        .try_fold(source, |v, k| v.get(k))
-        .filter(|v| !v.is_null())
-        .cloned();
+    let replacement = keys.iter().try_fold(source, |v, k| v.get(k)).filter(|v| !v.is_null()).cloned();
     let mut node = target;
     for key in parents {
         let Value::Object(map) = node else { return };
-        node = map
-            .entry(key.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
+        node = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
     }
     if let Value::Object(map) = node {
         match replacement {
@@ -149,10 +133,7 @@ mod tests {
     fn merge_recurses_deletes_and_replaces() {
         let old = json!({"a": {"x": 1, "y": 2}, "b": [1, 2], "c": 1});
         let diff = json!({"a": {"y": null, "z": 3}, "b": [3], "c": null, "d": {"e": null, "f": 1}});
-        assert_eq!(
-            apply_diff(&old, &diff),
-            json!({"a": {"x": 1, "z": 3}, "b": [3], "d": {"f": 1}})
-        );
+        assert_eq!(apply_diff(&old, &diff), json!({"a": {"x": 1, "z": 3}, "b": [3], "d": {"f": 1}}));
     }
 
     #[test]
@@ -160,10 +141,7 @@ mod tests {
         let old = json!({"a": {"b": {"keep": 1, "old": 2}}, "other": {"x": 1}});
         let data = json!({"a": {"b": {"new": 3}}, "other": {"y": 2}});
         let out = apply_write(&old, &data, &WriteMode::ReplacePaths(vec!["a.b".into()]));
-        assert_eq!(
-            out,
-            json!({"a": {"b": {"new": 3}}, "other": {"x": 1, "y": 2}})
-        );
+        assert_eq!(out, json!({"a": {"b": {"new": 3}}, "other": {"x": 1, "y": 2}}));
     }
 
     #[test]

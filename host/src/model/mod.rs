@@ -7,16 +7,11 @@ mod ids;
 mod merge;
 mod payload;
 
-pub use channel::{
-    Agent, Aggregate, BadChannelName, ChannelName, ChannelRef, MAX_CHANNEL_NAME, Message,
-    well_known,
-};
+pub use channel::{Agent, Aggregate, BadChannelName, ChannelName, ChannelRef, MAX_CHANNEL_NAME, Message, well_known};
 pub use event::{Event, EventEnvelope, EventError, Hook};
 pub use ids::{
-    AgentId, AppId, BadId, EventId, Id, IdKind, IngestionId, InstallId, MessageId, OrgId,
-    SNOWFLAKE_EPOCH_MS, ScheduleId, now_ms,
+    AgentId, AppId, BadId, EventId, Id, IdKind, IngestionId, InstallId, MessageId, OrgId, SNOWFLAKE_EPOCH_MS,
+    ScheduleId, now_ms,
 };
-pub use merge::{
-    WriteMode, apply_diff, apply_diff_in_place, apply_diff_with, apply_write, apply_write_in_place,
-};
+pub use merge::{WriteMode, apply_diff, apply_diff_in_place, apply_diff_with, apply_write, apply_write_in_place};
 pub use payload::{MAX_DEPTH, PayloadError, check_object, is_valid_key, kind_of, parse_object};

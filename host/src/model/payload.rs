@@ -33,8 +33,7 @@ pub enum PayloadError {
 
 /// Parse `text` as a payload object and check every key.
 pub fn parse_object(text: &str) -> Result<Value, PayloadError> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| PayloadError::NotJson(e.to_string()))?;
     check_object(&value)?;
     Ok(value)
 }
@@ -48,10 +47,7 @@ pub fn check_object(value: &Value) -> Result<(), PayloadError> {
         BadAt::Key { mut path, key } => {
             path.push("$".into());
             path.reverse();
-            PayloadError::BadKey {
-                path: path.concat(),
-                key,
-            }
+            PayloadError::BadKey { path: path.concat(), key }
         }
         BadAt::TooDeep => PayloadError::TooDeep,
     })
@@ -59,10 +55,7 @@ pub fn check_object(value: &Value) -> Result<(), PayloadError> {
 
 /// Whether `key` follows the key rule.
 pub fn is_valid_key(key: &str) -> bool {
-    !key.is_empty()
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A failed check; the path (innermost segment first) is built only on the
@@ -87,10 +80,7 @@ fn check_keys(value: &Value, depth: usize) -> Result<(), BadAt> {
         Value::Object(map) => {
             for (key, child) in map {
                 if !is_valid_key(key) {
-                    return Err(BadAt::Key {
-                        path: Vec::new(),
-                        key: key.clone(),
-                    });
+                    return Err(BadAt::Key { path: Vec::new(), key: key.clone() });
                 }
                 within(format!(".{key}"), check_keys(child, depth + 1))?;
             }
@@ -131,31 +121,16 @@ mod tests {
     #[test]
     fn rejects_bad_keys_naming_where() {
         let err = check_object(&json!({"ok": {"bad.key": 1}})).unwrap_err();
-        assert_eq!(
-            err,
-            PayloadError::BadKey {
-                path: "$.ok".into(),
-                key: "bad.key".into()
-            }
-        );
+        assert_eq!(err, PayloadError::BadKey { path: "$.ok".into(), key: "bad.key".into() });
         let err = check_object(&json!({"list": [{"sp ace": 1}]})).unwrap_err();
         assert!(matches!(err, PayloadError::BadKey { ref path, .. } if path == "$.list[0]"));
-        assert!(matches!(
-            check_object(&json!({"": 1})),
-            Err(PayloadError::BadKey { .. })
-        ));
+        assert!(matches!(check_object(&json!({"": 1})), Err(PayloadError::BadKey { .. })));
     }
 
     #[test]
     fn rejects_non_objects_and_non_json() {
-        assert_eq!(
-            check_object(&json!([1])),
-            Err(PayloadError::NotObject("an array"))
-        );
-        assert!(matches!(
-            parse_object("{nope"),
-            Err(PayloadError::NotJson(_))
-        ));
+        assert_eq!(check_object(&json!([1])), Err(PayloadError::NotObject("an array")));
+        assert!(matches!(parse_object("{nope"), Err(PayloadError::NotJson(_))));
     }
 
     #[test]

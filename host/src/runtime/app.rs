@@ -31,10 +31,7 @@ pub struct LoadedApp {
 
 impl std::fmt::Debug for LoadedApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedApp")
-            .field("name", &self.manifest.name)
-            .field("digest", &self.digest)
-            .finish()
+        f.debug_struct("LoadedApp").field("name", &self.manifest.name).field("digest", &self.digest).finish()
     }
 }
 
@@ -89,10 +86,7 @@ impl Runtime {
     /// Load the component a manifest names.
     pub async fn load_manifest(&self, manifest: Manifest) -> Result<LoadedApp, LoadError> {
         let path = manifest.component.clone();
-        let bytes = std::fs::read(&path).map_err(|e| LoadError::Read {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let bytes = std::fs::read(&path).map_err(|e| LoadError::Read { path: path.clone(), reason: e.to_string() })?;
         self.load(manifest, &bytes).await
     }
 
@@ -102,29 +96,15 @@ impl Runtime {
         let digest = hex::encode(Sha256::digest(bytes));
         let component = self
             .compile_cached(bytes, &digest)
-            .map_err(|e| LoadError::Compile {
-                path: path.clone(),
-                reason: format!("{e:#}"),
-            })?;
+            .map_err(|e| LoadError::Compile { path: path.clone(), reason: format!("{e:#}") })?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .and_then(AppPre::new)
-            .map_err(|e| LoadError::Link {
-                path: path.clone(),
-                reason: format!("{e:#}"),
-            })?;
-        let mut app = LoadedApp {
-            manifest,
-            digest,
-            hooks: BTreeSet::new(),
-            exported_schema: None,
-            pre,
-        };
-        let (hooks, schema) = self.probe(&app).await.map_err(|outcome| LoadError::Hooks {
-            path,
-            outcome: Box::new(outcome),
-        })?;
+            .map_err(|e| LoadError::Link { path: path.clone(), reason: format!("{e:#}") })?;
+        let mut app = LoadedApp { manifest, digest, hooks: BTreeSet::new(), exported_schema: None, pre };
+        let (hooks, schema) =
+            self.probe(&app).await.map_err(|outcome| LoadError::Hooks { path, outcome: Box::new(outcome) })?;
         app.hooks = hooks;
         app.exported_schema = schema;
         Ok(app)
@@ -132,26 +112,13 @@ impl Runtime {
 
     /// Run `hooks()` and `config-schema()` once, under the app's limits.
     async fn probe(&self, app: &LoadedApp) -> Result<(BTreeSet<Hook>, Option<String>), Outcome> {
-        let mut run = self.prepare(
-            app,
-            super::invoke::probe_grant(),
-            Arc::new(MemoryState::default()),
-        );
+        let mut run = self.prepare(app, super::invoke::probe_grant(), Arc::new(MemoryState::default()));
         let pre = &app.pre;
         run.call(&app.manifest.limits, async |store| {
-            let instance = pre
-                .instantiate_async(&mut *store)
-                .await
-                .map_err(Failure::Instantiate)?;
+            let instance = pre.instantiate_async(&mut *store).await.map_err(Failure::Instantiate)?;
             let handler = instance.paddock_app_handler();
-            let hooks = handler
-                .call_hooks(&mut *store)
-                .await
-                .map_err(Failure::Call)?;
-            let schema = handler
-                .call_config_schema(&mut *store)
-                .await
-                .map_err(Failure::Call)?;
+            let hooks = handler.call_hooks(&mut *store).await.map_err(Failure::Call)?;
+            let schema = handler.call_config_schema(&mut *store).await.map_err(Failure::Call)?;
             Ok((hook_from_wit(hooks), schema))
         })
         .await

@@ -12,6 +12,17 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// timeout's worth of fuel lets a CPU-bound guest run about as long as its
 /// wall-clock budget here, and exactly as far on any machine.
 pub const FUEL_PER_MS: u64 = 6_000_000;
+/// Fuel between cooperative yields of a running guest: ~0.1-0.17 ms of
+/// CPU here; a yield costs ~1 us, so about 1% for a CPU-bound guest.
+///
+/// Two reasons. wasmtime 48 keeps the fuel counter in a register and, unlike
+/// the out-of-fuel path, the epoch-deadline path does not write it back
+/// before trapping: a guest stopped by the epoch deadline reported only the
+/// fuel of its last save (measured: 3.9k instead of ~1.2G). Each yield goes
+/// through the out-of-fuel path, which saves the counter, so metering stays
+/// exact to within one interval. And a long guest yields the executor
+/// thread, so the tokio timeout can fire even inside a busy loop.
+pub const FUEL_YIELD_INTERVAL: u64 = 1_000_000;
 /// Epoch tick. 10 ms bounds how late a timeout fires while keeping the
 /// ticker thread's wake-ups negligible.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -31,6 +42,9 @@ pub struct RuntimeConfig {
     /// Meter fuel (deterministic CPU budget, per-invocation metering).
     /// Off only for benchmarks comparing epoch-only interruption.
     pub fuel: bool,
+    /// Fuel per millisecond of timeout; [`FUEL_PER_MS`] unless the host's
+    /// CPU is calibrated differently.
+    pub fuel_per_ms: u64,
     /// Concurrent instances the pooling allocator is sized for.
     pub pool_slots: u32,
     /// Where compiled components are cached; none disables the cache.
@@ -39,11 +53,7 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self {
-            fuel: true,
-            pool_slots: 64,
-            cache_dir: None,
-        }
+        Self { fuel: true, fuel_per_ms: FUEL_PER_MS, pool_slots: 64, cache_dir: None }
     }
 }
 

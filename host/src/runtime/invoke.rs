@@ -9,7 +9,7 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::{AppError, Sandbox, context_to_wit, event_to_wit};
-use super::config::{EPOCH_TICK, FUEL_PER_MS, HOSTCALL_FUEL, TIMEOUT_GRACE};
+use super::config::{EPOCH_TICK, FUEL_YIELD_INTERVAL, HOSTCALL_FUEL, TIMEOUT_GRACE};
 use super::limiter::MemoryLimiter;
 use super::stdio::BoundedSink;
 use super::{LoadedApp, Outcome, Report, Runtime};
@@ -63,12 +63,7 @@ pub(crate) struct Prepared {
 impl Runtime {
     /// Run one event. Events whose hook the app lacks are skipped without
     /// instantiating anything.
-    pub async fn invoke(
-        &self,
-        app: &LoadedApp,
-        inv: Invocation,
-        view: Arc<dyn StateView>,
-    ) -> Report {
+    pub async fn invoke(&self, app: &LoadedApp, inv: Invocation, view: Arc<dyn StateView>) -> Report {
         let hook = inv.event.hook();
         if !app.hooks.contains(&hook) {
             return Report::skipped(hook);
@@ -82,15 +77,9 @@ impl Runtime {
         let pre = &app.pre;
         let result = run
             .call(&limits, async |store| {
-                let instance = pre
-                    .instantiate_async(&mut *store)
-                    .await
-                    .map_err(Failure::Instantiate)?;
+                let instance = pre.instantiate_async(&mut *store).await.map_err(Failure::Instantiate)?;
                 let handler = instance.paddock_app_handler();
-                handler
-                    .call_handle(&mut *store, &ctx, &event)
-                    .await
-                    .map_err(Failure::Call)
+                handler.call_handle(&mut *store, &ctx, &event).await.map_err(Failure::Call)
             })
             .await;
         let outcome = match result {
@@ -104,69 +93,42 @@ impl Runtime {
 
     /// A fresh store for `app` with its limits armed (except the epoch
     /// deadline, which [`Prepared::call`] arms right before the call).
-    pub(crate) fn prepare(
-        &self,
-        app: &LoadedApp,
-        grant: Grant,
-        view: Arc<dyn StateView>,
-    ) -> Prepared {
+    pub(crate) fn prepare(&self, app: &LoadedApp, grant: Grant, view: Arc<dyn StateView>) -> Prepared {
         let limits = app.manifest.limits;
         let (stdout, stderr) = (BoundedSink::default(), BoundedSink::default());
         // Deny by default: no preopened directories, no environment, no
         // arguments, no network (wasmtime-wasi denies sockets and name
         // lookups unless allowed). Clocks and random work.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
-        let sandbox = Sandbox::new(
-            Session::new(grant, view),
-            MemoryLimiter::new(limits.memory_bytes),
-            wasi,
-        );
+        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let sandbox = Sandbox::new(Session::new(grant, view), MemoryLimiter::new(limits.memory_bytes), wasi);
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(HOSTCALL_FUEL);
         store.epoch_deadline_trap();
-        let fuel = if self.config.fuel {
-            fuel_for(&limits)
-        } else {
-            0
-        };
+        let per_ms = self.config.fuel_per_ms.max(1);
+        let fuel = if self.config.fuel { fuel_for(&limits, per_ms) } else { 0 };
+        // Yield (and so save the fuel counter) every FUEL_YIELD_INTERVAL:
+        // see its docs for why.
         if self.config.fuel
-            && let Err(e) = store.set_fuel(fuel)
+            && let Err(e) =
+                store.set_fuel(fuel).and_then(|()| store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL)))
         {
             tracing::error!(error = %e, "cannot set fuel on a fuel-enabled engine");
         }
-        Prepared {
-            store,
-            stdout,
-            stderr,
-            fuel,
-            started: Instant::now(),
-        }
+        Prepared { store, stdout, stderr, fuel, started: Instant::now() }
     }
 }
 
-/// The fuel budget for a timeout.
-pub fn fuel_for(limits: &AppLimits) -> u64 {
-    u64::try_from(limits.timeout.as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_mul(FUEL_PER_MS)
+/// The fuel budget for a timeout at `per_ms` fuel per millisecond.
+pub fn fuel_for(limits: &AppLimits, per_ms: u64) -> u64 {
+    u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX).saturating_mul(per_ms)
 }
 
 impl Prepared {
-    pub(crate) fn context(
-        &self,
-        event_id: EventId,
-        attempt: u32,
-        limits: &AppLimits,
-    ) -> ContextInfo {
+    pub(crate) fn context(&self, event_id: EventId, attempt: u32, limits: &AppLimits) -> ContextInfo {
         let session = &self.store.data().session;
         let deadline = now_ms() + u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
-        let connection = session
-            .aggregate_of(&session.own(well_known::CONNECTION))
-            .map(|a| a.data);
+        let connection = session.aggregate_of(&session.own(well_known::CONNECTION)).map(|a| a.data);
         ContextInfo {
             event_id,
             attempt,
@@ -183,13 +145,10 @@ impl Prepared {
         limits: &AppLimits,
         f: impl AsyncFnOnce(&mut Store<Sandbox>) -> Result<T, Failure>,
     ) -> Result<T, Outcome> {
-        let ticks = u64::try_from(limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()))
-            .unwrap_or(u64::MAX);
+        let ticks = u64::try_from(limits.timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos())).unwrap_or(u64::MAX);
         self.store.set_epoch_deadline(ticks.saturating_add(1));
         match tokio::time::timeout(limits.timeout + TIMEOUT_GRACE, f(&mut self.store)).await {
-            Err(_elapsed) => Err(Outcome::Timeout {
-                limit: limits.timeout,
-            }),
+            Err(_elapsed) => Err(Outcome::Timeout { limit: limits.timeout }),
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.classify(e, limits)),
         }
@@ -198,10 +157,7 @@ impl Prepared {
     fn classify(&self, failure: Failure, limits: &AppLimits) -> Outcome {
         let limiter = &self.store.data().limiter;
         if let Some(requested) = limiter.refused() {
-            return Outcome::MemoryLimit {
-                requested,
-                limit: limiter.limit(),
-            };
+            return Outcome::MemoryLimit { requested, limit: limiter.limit() };
         }
         let (err, instantiating) = match &failure {
             Failure::Instantiate(e) => (e, true),
@@ -209,55 +165,33 @@ impl Prepared {
         };
         match err.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => Outcome::FuelExhausted { fuel: self.fuel },
-            Some(Trap::Interrupt) => Outcome::Timeout {
-                limit: limits.timeout,
-            },
+            Some(Trap::Interrupt) => Outcome::Timeout { limit: limits.timeout },
             Some(trap) => Outcome::Trap {
                 code: snake_case(&format!("{trap:?}")),
                 message: panic_message(&self.stderr),
                 backtrace: backtrace(err),
             },
             // The root cause alone: the full chain repeats the backtrace.
-            None if instantiating => Outcome::HostError {
-                reason: err.root_cause().to_string(),
-            },
-            None => Outcome::InvalidOutput {
-                reason: err.root_cause().to_string(),
-            },
+            None if instantiating => Outcome::HostError { reason: err.root_cause().to_string() },
+            None => Outcome::InvalidOutput { reason: err.root_cause().to_string() },
         }
     }
 
     /// Collect effects (only for `ok`), logs, fuel and duration.
     pub(crate) fn finish(self, outcome: Outcome) -> Report {
-        let fuel_consumed = self
-            .store
-            .get_fuel()
-            .map(|left| self.fuel.saturating_sub(left))
-            .unwrap_or(0);
+        let fuel_consumed = self.store.get_fuel().map(|left| self.fuel.saturating_sub(left)).unwrap_or(0);
         let memory_peak = self.store.data().limiter.used();
         let duration = self.started.elapsed();
         let (effects, mut logs) = self.store.into_data().session.finish();
-        for (sink, source, level) in [
-            (&self.stdout, "stdout", LogLevel::Info),
-            (&self.stderr, "stderr", LogLevel::Error),
-        ] {
+        for (sink, source, level) in
+            [(&self.stdout, "stdout", LogLevel::Info), (&self.stderr, "stderr", LogLevel::Error)]
+        {
             let (bytes, dropped) = sink.take();
             logs.push_stream(level, source, &bytes);
             logs.truncated |= dropped > 0;
         }
-        let effects = if outcome.is_ok() {
-            effects
-        } else {
-            Default::default()
-        };
-        Report {
-            outcome,
-            effects,
-            logs,
-            fuel_consumed,
-            duration,
-            memory_peak,
-        }
+        let effects = if outcome.is_ok() { effects } else { Default::default() };
+        Report { outcome, effects, logs, fuel_consumed, duration, memory_peak }
     }
 }
 
@@ -311,10 +245,7 @@ fn panic_message(stderr: &BoundedSink) -> Option<String> {
     let text = String::from_utf8_lossy(&stderr.contents()).into_owned();
     let after = text.split_once("panicked at ")?.1;
     let (_location, rest) = after.split_once('\n')?;
-    let message: Vec<&str> = rest
-        .lines()
-        .take_while(|l| !l.starts_with("note: "))
-        .collect();
+    let message: Vec<&str> = rest.lines().take_while(|l| !l.starts_with("note: ")).collect();
     Some(message.join("\n")).filter(|m| !m.is_empty())
 }
 

@@ -30,12 +30,7 @@ pub struct MemoryLimiter {
 impl MemoryLimiter {
     /// A limiter allowing `limit` bytes of linear memory in total.
     pub fn new(limit: u64) -> Self {
-        Self {
-            limit: usize::try_from(limit).unwrap_or(usize::MAX),
-            used: 0,
-            table_elements: 0,
-            refused: None,
-        }
+        Self { limit: usize::try_from(limit).unwrap_or(usize::MAX), used: 0, table_elements: 0, refused: None }
     }
 
     /// The size of the first refused grow request, if any (the total the
@@ -56,12 +51,7 @@ impl MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
         let total = self.used.saturating_sub(current).saturating_add(desired);
         if total > self.limit {
             self.refused.get_or_insert(total);
@@ -71,16 +61,8 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let total = self
-            .table_elements
-            .saturating_sub(current)
-            .saturating_add(desired);
+    fn table_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.table_elements.saturating_sub(current).saturating_add(desired);
         if total > MAX_TABLE_ELEMENTS {
             return Ok(false);
         }
@@ -109,10 +91,7 @@ mod tests {
     fn sums_memories_and_records_the_refusal() {
         let mut l = MemoryLimiter::new(10 << 20);
         assert!(l.memory_growing(0, 6 << 20, None).unwrap());
-        assert!(
-            l.memory_growing(0, 4 << 20, None).unwrap(),
-            "a second memory shares the budget"
-        );
+        assert!(l.memory_growing(0, 4 << 20, None).unwrap(), "a second memory shares the budget");
         assert_eq!(l.refused(), None);
         assert!(!l.memory_growing(4 << 20, 5 << 20, None).unwrap());
         assert_eq!(l.refused(), Some(11 << 20));

@@ -18,9 +18,7 @@ mod stdio;
 mod ticker;
 
 pub use app::{LoadError, LoadedApp};
-pub use config::{
-    Allocator, EPOCH_TICK, FUEL_PER_MS, HOSTCALL_FUEL, MAX_WASM_STACK, RuntimeConfig, TIMEOUT_GRACE,
-};
+pub use config::{Allocator, EPOCH_TICK, FUEL_PER_MS, HOSTCALL_FUEL, MAX_WASM_STACK, RuntimeConfig, TIMEOUT_GRACE};
 pub use invoke::Invocation;
 pub use limiter::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, MemoryLimiter};
 pub use outcome::{Outcome, Report};
@@ -47,18 +45,11 @@ pub struct Runtime {
 impl Runtime {
     /// Build the engine (pooling if the address space allows) and linker.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        let (engine, allocator) =
-            config::build_engine(&config).map_err(|e| RuntimeError(e.to_string()))?;
+        let (engine, allocator) = config::build_engine(&config).map_err(|e| RuntimeError(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         bindings::link(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
         let ticker = ticker::EpochTicker::start(engine.clone(), EPOCH_TICK);
-        Ok(Self {
-            engine,
-            linker,
-            allocator,
-            config,
-            _ticker: ticker,
-        })
+        Ok(Self { engine, linker, allocator, config, _ticker: ticker })
     }
 
     /// Which instance allocator is in use.

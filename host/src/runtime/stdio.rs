@@ -37,11 +37,7 @@ impl BoundedSink {
 
     /// A copy of the captured bytes so far.
     pub fn contents(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .bytes
-            .clone()
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).bytes.clone()
     }
 
     /// The captured bytes and how many were dropped past the cap.
@@ -90,11 +86,7 @@ impl Pollable for BoundedSink {
 }
 
 impl tokio::io::AsyncWrite for BoundedSink {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.append(buf);
         Poll::Ready(Ok(buf.len()))
     }

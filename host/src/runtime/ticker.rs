@@ -28,9 +28,7 @@ impl EpochTicker {
             })
             .ok();
         if thread.is_none() {
-            tracing::error!(
-                "cannot spawn the epoch ticker; timeouts rely on the tokio timeout alone"
-            );
+            tracing::error!("cannot spawn the epoch ticker; timeouts rely on the tokio timeout alone");
         }
         Self { stop, thread }
     }

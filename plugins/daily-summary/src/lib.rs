@@ -57,21 +57,14 @@ impl App for DailySummary {
         summarise(ctx)
     }
 
-    fn on_manual_invoke(
-        &mut self,
-        ctx: &Context<Config>,
-        _event: &ManualInvoke,
-    ) -> Result<(), AppError> {
+    fn on_manual_invoke(&mut self, ctx: &Context<Config>, _event: &ManualInvoke) -> Result<(), AppError> {
         summarise(ctx)
     }
 }
 
 fn summarise(ctx: &Context<Config>) -> Result<(), AppError> {
     let cfg = &ctx.config;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let since = now.saturating_sub(cfg.window_hours * 3_600_000);
     let mut values = Vec::new();
     let mut before = None;

@@ -8,9 +8,9 @@
 //! | `stack`    | recurses without end (wasm call stack)                 | trap `stack_overflow`       |
 //! | `shadow-stack` | recurses with big frames (Rust's in-memory stack)  | trap `memory_out_of_bounds` |
 //! | `panic`    | panics with a message                                  | trap with that message      |
-//! | `flood`    | publishes 10 000 messages, ignoring refusals           | ok, capped at 100 messages  |
+//! | `flood`    | publishes 1 000 messages, ignoring refusals            | ok, capped at 100 messages  |
 //! | `invoking` | writes to the channel that invoked it                  | fail, "denied"              |
-//! | `logs`     | prints 1 MiB to stdout and 10 000 log lines            | ok, logs truncated          |
+//! | `logs`     | prints 1 MiB to stdout and 2 000 log lines (~100 KiB)  | ok, logs truncated          |
 //! | `sandbox`  | tries files, environment variables and arguments       | ok, logs what it saw        |
 //! | `retry`    | publishes, then asks for a retry                       | retry, nothing committed    |
 //! | `fail`     | publishes, then fails                                  | fail, nothing committed     |
@@ -33,19 +33,11 @@ impl App for Hostile {
     type Config = Config;
     const HOOKS: &'static [Hook] = &[Hook::ManualInvoke, Hook::MessageCreate];
 
-    fn on_manual_invoke(
-        &mut self,
-        _ctx: &Context<Config>,
-        event: &ManualInvoke,
-    ) -> Result<(), AppError> {
+    fn on_manual_invoke(&mut self, _ctx: &Context<Config>, event: &ManualInvoke) -> Result<(), AppError> {
         misbehave(&event.payload, None)
     }
 
-    fn on_message_create(
-        &mut self,
-        _ctx: &Context<Config>,
-        event: &MessageCreate,
-    ) -> Result<(), AppError> {
+    fn on_message_create(&mut self, _ctx: &Context<Config>, event: &MessageCreate) -> Result<(), AppError> {
         misbehave(&event.message.data, Some(&event.message.channel.name))
     }
 }
@@ -68,10 +60,7 @@ fn misbehave(args: &Value, invoking: Option<&str>) -> Result<(), AppError> {
         }
         "stack" => {
             // With "depth", recurse that deep and return; without, forever.
-            let depth = args
-                .get("depth")
-                .and_then(Value::as_u64)
-                .map_or(1, |d| u64::MAX - d);
+            let depth = args.get("depth").and_then(Value::as_u64).map_or(1, |d| u64::MAX - d);
             black_box(recurse(black_box(depth)));
             Ok(())
         }
@@ -84,16 +73,9 @@ fn misbehave(args: &Value, invoking: Option<&str>) -> Result<(), AppError> {
             black_box(recurse_in_memory(black_box(0)));
             Ok(())
         }
-        "panic" => panic!(
-            "hostile panic: {}",
-            args.get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("boom")
-        ),
+        "panic" => panic!("hostile panic: {}", args.get("message").and_then(Value::as_str).unwrap_or("boom")),
         "flood" => {
-            let refused = (0..10_000)
-                .filter(|i| channels::publish("flood", &json!({ "i": i })).is_err())
-                .count();
+            let refused = (0..1_000).filter(|i| channels::publish("flood", &json!({ "i": i })).is_err()).count();
             paddock_sdk::info!("{refused} publishes refused");
             Ok(())
         }
@@ -107,8 +89,8 @@ fn misbehave(args: &Value, invoking: Option<&str>) -> Result<(), AppError> {
             for _ in 0..1024 {
                 println!("{line}");
             }
-            for i in 0..10_000 {
-                paddock_sdk::info!("log line {i}");
+            for i in 0..2_000 {
+                paddock_sdk::info!("log line {i}: {}", "y".repeat(40));
             }
             Ok(())
         }
@@ -117,13 +99,7 @@ fn misbehave(args: &Value, invoking: Option<&str>) -> Result<(), AppError> {
             let dir = std::fs::read_dir("/").map(|d| d.count());
             let env: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
             let args: Vec<String> = std::env::args().collect();
-            paddock_sdk::info!(
-                "file={} dir={} env={} args={}",
-                file.is_ok(),
-                dir.is_ok(),
-                env.len(),
-                args.len()
-            );
+            paddock_sdk::info!("file={} dir={} env={} args={}", file.is_ok(), dir.is_ok(), env.len(), args.len());
             Ok(())
         }
         "retry" => {

@@ -68,20 +68,12 @@ impl App for TankLevel {
         }
     }
 
-    fn on_deployment(
-        &mut self,
-        ctx: &Context<Config>,
-        _event: &Deployment,
-    ) -> Result<(), AppError> {
+    fn on_deployment(&mut self, ctx: &Context<Config>, _event: &Deployment) -> Result<(), AppError> {
         ui::publish_schema(&ui_schema(ctx))?;
         Ok(())
     }
 
-    fn on_message_create(
-        &mut self,
-        ctx: &Context<Config>,
-        event: &MessageCreate,
-    ) -> Result<(), AppError> {
+    fn on_message_create(&mut self, ctx: &Context<Config>, event: &MessageCreate) -> Result<(), AppError> {
         let cfg = &ctx.config;
         let distance = reading(&event.message.data)
             .ok_or_else(|| AppError::fail("reading has no numeric distance_mm (or raw_mm)"))?;
@@ -96,40 +88,25 @@ impl App for TankLevel {
         tags::set("min_level", &min)?;
         tags::set("max_level", &max)?;
         tags::set("readings", &(readings + 1))?;
-        channels::publish(
-            "tank_level",
-            &json!({ "level_percent": level, "distance_mm": distance }),
-        )?;
+        channels::publish("tank_level", &json!({ "level_percent": level, "distance_mm": distance }))?;
         connection::ping(connection::Status::PeriodicUnknown)?;
 
         let armed = !ctx.tag::<bool>("low_alarm").unwrap_or(false);
         if armed && level < cfg.low_level_percent {
-            let text = format!(
-                "{} is at {:.1}%, below {:.0}%",
-                ctx.app_display_name, level, cfg.low_level_percent
-            );
-            notifications::send_full(
-                &text,
-                Some("Low tank level"),
-                Severity::Info,
-                Some("low_level"),
-            )?;
+            let text = format!("{} is at {:.1}%, below {:.0}%", ctx.app_display_name, level, cfg.low_level_percent);
+            notifications::send_full(&text, Some("Low tank level"), Severity::Info, Some("low_level"))?;
             tags::set_logged("low_alarm", &true)?;
         } else if !armed && level > cfg.low_level_percent + cfg.rearm_margin_percent {
             tags::set_logged("low_alarm", &false)?;
         }
-        paddock_sdk::info!(
-            "distance {distance} mm -> level {level:.1}% (min {min:.1}, max {max:.1})"
-        );
+        paddock_sdk::info!("distance {distance} mm -> level {level:.1}% (min {min:.1}, max {max:.1})");
         Ok(())
     }
 }
 
 /// The distance from a reading: `distance_mm`, or the older `raw_mm`.
 fn reading(data: &Value) -> Option<f64> {
-    data.get("distance_mm")
-        .or_else(|| data.get("raw_mm"))
-        .and_then(Value::as_f64)
+    data.get("distance_mm").or_else(|| data.get("raw_mm")).and_then(Value::as_f64)
 }
 
 /// Level in percent, clamped to 0..=100.

@@ -38,28 +38,17 @@ impl App for Webhook {
     type Config = Config;
     const HOOKS: &'static [Hook] = &[Hook::Ingestion];
 
-    fn on_ingestion_endpoint(
-        &mut self,
-        ctx: &Context<Config>,
-        event: &Ingestion,
-    ) -> Result<(), AppError> {
+    fn on_ingestion_endpoint(&mut self, ctx: &Context<Config>, event: &Ingestion) -> Result<(), AppError> {
         let readings = parse(event)?;
         let (mut routed, mut unknown) = (0u64, Vec::new());
         for mut reading in readings {
-            let Some(serial) = reading
-                .remove(&ctx.config.serial_field)
-                .and_then(|s| as_serial(&s))
-            else {
+            let Some(serial) = reading.remove(&ctx.config.serial_field).and_then(|s| as_serial(&s)) else {
                 unknown.push("<missing serial>".to_string());
                 continue;
             };
             match agents::find_by_serial(&serial)? {
                 Some(device) => {
-                    channels::publish_to(
-                        device.id,
-                        &ctx.config.target_channel,
-                        &Value::Object(reading),
-                    )?;
+                    channels::publish_to(device.id, &ctx.config.target_channel, &Value::Object(reading))?;
                     routed += 1;
                 }
                 None => unknown.push(serial),
@@ -91,9 +80,8 @@ fn parse(event: &Ingestion) -> Result<Vec<Map<String, Value>>, AppError> {
     if ct.starts_with("text/csv") {
         return parse_csv(&event.text());
     }
-    let body: Value = event
-        .json()
-        .map_err(|e| AppError::fail(format!("body is not JSON ({}): {e}", event.content_type)))?;
+    let body: Value =
+        event.json().map_err(|e| AppError::fail(format!("body is not JSON ({}): {e}", event.content_type)))?;
     let items = match body {
         Value::Array(items) => items,
         Value::Object(mut o) => match o.remove("readings") {
@@ -106,9 +94,7 @@ fn parse(event: &Ingestion) -> Result<Vec<Map<String, Value>>, AppError> {
         .into_iter()
         .map(|v| match v {
             Value::Object(o) => Ok(o),
-            other => Err(AppError::fail(format!(
-                "a reading must be an object, got {other}"
-            ))),
+            other => Err(AppError::fail(format!("a reading must be an object, got {other}"))),
         })
         .collect()
 }
@@ -116,12 +102,8 @@ fn parse(event: &Ingestion) -> Result<Vec<Map<String, Value>>, AppError> {
 /// CSV with a header row; numeric cells become numbers.
 fn parse_csv(text: &str) -> Result<Vec<Map<String, Value>>, AppError> {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .ok_or_else(|| AppError::fail("CSV body is empty"))?
-        .split(',')
-        .map(str::trim)
-        .collect();
+    let header: Vec<&str> =
+        lines.next().ok_or_else(|| AppError::fail("CSV body is empty"))?.split(',').map(str::trim).collect();
     lines
         .enumerate()
         .map(|(i, line)| {
@@ -134,20 +116,13 @@ fn parse_csv(text: &str) -> Result<Vec<Map<String, Value>>, AppError> {
                     header.len()
                 )));
             }
-            Ok(header
-                .iter()
-                .zip(cells)
-                .map(|(k, v)| (k.to_string(), cell(v)))
-                .collect())
+            Ok(header.iter().zip(cells).map(|(k, v)| (k.to_string(), cell(v))).collect())
         })
         .collect()
 }
 
 fn cell(v: &str) -> Value {
-    v.parse::<i64>()
-        .map(Value::from)
-        .or_else(|_| v.parse::<f64>().map(Value::from))
-        .unwrap_or_else(|_| Value::from(v))
+    v.parse::<i64>().map(Value::from).or_else(|_| v.parse::<f64>().map(Value::from)).unwrap_or_else(|_| Value::from(v))
 }
 
 paddock_sdk::export_app!(Webhook);

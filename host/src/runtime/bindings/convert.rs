@@ -25,10 +25,7 @@ pub(crate) fn write_mode(mode: channels::WriteMode) -> WriteMode {
 }
 
 fn channel_to_wit(c: &ChannelRef) -> types::ChannelRef {
-    types::ChannelRef {
-        agent_id: c.agent_id.get(),
-        name: c.name.to_string(),
-    }
+    types::ChannelRef { agent_id: c.agent_id.get(), name: c.name.to_string() }
 }
 
 pub(crate) fn message_to_wit(m: &Message) -> types::Message {
@@ -42,10 +39,7 @@ pub(crate) fn message_to_wit(m: &Message) -> types::Message {
 }
 
 pub(crate) fn aggregate_to_wit(a: Aggregate) -> types::Aggregate {
-    types::Aggregate {
-        data: a.data.to_string(),
-        last_updated: a.last_updated,
-    }
+    types::Aggregate { data: a.data.to_string(), last_updated: a.last_updated }
 }
 
 pub(crate) fn agent_to_wit(a: &Agent) -> agents::Agent {
@@ -87,84 +81,53 @@ pub(crate) fn context_to_wit(c: ContextInfo) -> types::Context {
         deployment_config: c.grant.config.to_string(),
         tags: c.tags.to_string(),
         connection: c.connection.map(|v| v.to_string()),
-        invoking_channel: c
-            .grant
-            .invoking_channel
-            .as_ref()
-            .map(|ch| ch.name.to_string()),
+        invoking_channel: c.grant.invoking_channel.as_ref().map(|ch| ch.name.to_string()),
     }
 }
 
 pub(crate) fn event_to_wit(e: &Event) -> types::Event {
     use types::Event as W;
     match e {
-        Event::MessageCreate {
-            organisation_id,
-            message,
-        } => W::MessageCreate(types::MessageCreate {
+        Event::MessageCreate { organisation_id, message } => W::MessageCreate(types::MessageCreate {
             organisation_id: organisation_id.get(),
             message: message_to_wit(message),
         }),
-        Event::AggregateUpdate {
-            organisation_id,
-            author_id,
-            channel,
-            aggregate,
-            request_data,
-        } => W::AggregateUpdate(types::AggregateUpdate {
-            organisation_id: organisation_id.get(),
-            author_id: author_id.get(),
-            channel: channel_to_wit(channel),
-            aggregate: aggregate_to_wit(aggregate.clone()),
-            request_data: request_data.to_string(),
-        }),
-        Event::Deployment {
-            agent_id,
-            app_id,
-            app_install_id,
-            app_key,
-            app_display_name,
-        } => W::Deployment(types::Deployment {
-            agent_id: agent_id.get(),
-            app_id: app_id.get(),
-            app_install_id: app_install_id.get(),
-            app_key: app_key.clone(),
-            app_display_name: app_display_name.clone(),
-        }),
-        Event::Schedule {
-            schedule_id,
-            organisation_id,
-        } => W::Schedule(types::Schedule {
-            schedule_id: schedule_id.get(),
-            organisation_id: organisation_id.get(),
-        }),
-        Event::Ingestion {
-            ingestion_id,
-            agent_id,
-            organisation_id,
-            payload,
-            content_type,
-            invocation_url,
-        } => W::Ingestion(types::Ingestion {
-            ingestion_id: ingestion_id.get(),
-            agent_id: agent_id.get(),
-            organisation_id: organisation_id.get(),
-            payload: payload.clone(),
-            content_type: content_type.clone(),
-            invocation_url: invocation_url.clone(),
-        }),
-        Event::ManualInvoke {
-            organisation_id,
-            payload,
-        } => W::ManualInvoke(types::ManualInvoke {
+        Event::AggregateUpdate { organisation_id, author_id, channel, aggregate, request_data } => {
+            W::AggregateUpdate(types::AggregateUpdate {
+                organisation_id: organisation_id.get(),
+                author_id: author_id.get(),
+                channel: channel_to_wit(channel),
+                aggregate: aggregate_to_wit(aggregate.clone()),
+                request_data: request_data.to_string(),
+            })
+        }
+        Event::Deployment { agent_id, app_id, app_install_id, app_key, app_display_name } => {
+            W::Deployment(types::Deployment {
+                agent_id: agent_id.get(),
+                app_id: app_id.get(),
+                app_install_id: app_install_id.get(),
+                app_key: app_key.clone(),
+                app_display_name: app_display_name.clone(),
+            })
+        }
+        Event::Schedule { schedule_id, organisation_id } => {
+            W::Schedule(types::Schedule { schedule_id: schedule_id.get(), organisation_id: organisation_id.get() })
+        }
+        Event::Ingestion { ingestion_id, agent_id, organisation_id, payload, content_type, invocation_url } => {
+            W::Ingestion(types::Ingestion {
+                ingestion_id: ingestion_id.get(),
+                agent_id: agent_id.get(),
+                organisation_id: organisation_id.get(),
+                payload: payload.clone(),
+                content_type: content_type.clone(),
+                invocation_url: invocation_url.clone(),
+            })
+        }
+        Event::ManualInvoke { organisation_id, payload } => W::ManualInvoke(types::ManualInvoke {
             organisation_id: organisation_id.get(),
             payload: payload.to_string(),
         }),
-        Event::OauthCallback {
-            code,
-            state,
-            params,
-        } => W::OauthCallback(types::OauthCallback {
+        Event::OauthCallback { code, state, params } => W::OauthCallback(types::OauthCallback {
             code: code.clone(),
             state: state.clone(),
             params: params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

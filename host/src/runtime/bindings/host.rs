@@ -11,16 +11,10 @@ impl types::Host for Sandbox {}
 
 impl tags::Host for Sandbox {
     fn get(&mut self, key: String) -> R<Option<String>> {
-        self.session
-            .tag_get(&key)
-            .map(|v| v.map(|v| v.to_string()))
-            .map_err(cap_err)
+        self.session.tag_get(&key).map(|v| v.map(|v| v.to_string())).map_err(cap_err)
     }
     fn get_from(&mut self, app_key: String, key: String) -> R<Option<String>> {
-        self.session
-            .tag_get_from(&app_key, &key)
-            .map(|v| v.map(|v| v.to_string()))
-            .map_err(cap_err)
+        self.session.tag_get_from(&app_key, &key).map(|v| v.map(|v| v.to_string())).map_err(cap_err)
     }
     fn set(&mut self, key: String, value: String, log: bool) -> R<()> {
         self.session.tag_set(&key, &value, log).map_err(cap_err)
@@ -39,10 +33,7 @@ impl channels::Host for Sandbox {
             timestamp: msg.timestamp,
             message_id: msg.message_id,
         };
-        self.session
-            .create_message(msg)
-            .map(|id| id.get())
-            .map_err(cap_err)
+        self.session.create_message(msg).map(|id| id.get()).map_err(cap_err)
     }
     fn update_aggregate(
         &mut self,
@@ -51,19 +42,10 @@ impl channels::Host for Sandbox {
         data: String,
         mode: channels::WriteMode,
     ) -> R<()> {
-        self.session
-            .update_aggregate(&channel, agent, &data, write_mode(mode))
-            .map_err(cap_err)
+        self.session.update_aggregate(&channel, agent, &data, write_mode(mode)).map_err(cap_err)
     }
-    fn fetch_aggregate(
-        &mut self,
-        channel: String,
-        agent: Option<u64>,
-    ) -> R<Option<types::Aggregate>> {
-        self.session
-            .fetch_aggregate(&channel, agent)
-            .map(|a| a.map(aggregate_to_wit))
-            .map_err(cap_err)
+    fn fetch_aggregate(&mut self, channel: String, agent: Option<u64>) -> R<Option<types::Aggregate>> {
+        self.session.fetch_aggregate(&channel, agent).map(|a| a.map(aggregate_to_wit)).map_err(cap_err)
     }
     fn list_messages(
         &mut self,
@@ -72,22 +54,11 @@ impl channels::Host for Sandbox {
         before: Option<u64>,
         limit: u32,
     ) -> R<Vec<types::Message>> {
-        let msgs = self
-            .session
-            .list_messages(&channel, agent, before, limit)
-            .map_err(cap_err)?;
+        let msgs = self.session.list_messages(&channel, agent, before, limit).map_err(cap_err)?;
         Ok(msgs.iter().map(message_to_wit).collect())
     }
-    fn fetch_message(
-        &mut self,
-        channel: String,
-        agent: Option<u64>,
-        id: u64,
-    ) -> R<Option<types::Message>> {
-        self.session
-            .fetch_message(&channel, agent, id)
-            .map(|m| m.as_ref().map(message_to_wit))
-            .map_err(cap_err)
+    fn fetch_message(&mut self, channel: String, agent: Option<u64>, id: u64) -> R<Option<types::Message>> {
+        self.session.fetch_message(&channel, agent, id).map(|m| m.as_ref().map(message_to_wit)).map_err(cap_err)
     }
 }
 
@@ -96,10 +67,7 @@ impl ui::Host for Sandbox {
         self.session.ui_publish(&schema).map_err(cap_err)
     }
     fn commands(&mut self) -> R<String> {
-        self.session
-            .ui_commands()
-            .map(|v| v.to_string())
-            .map_err(cap_err)
+        self.session.ui_commands().map(|v| v.to_string()).map_err(cap_err)
     }
 }
 
@@ -118,11 +86,7 @@ impl connection::Host for Sandbox {
             W::ContinuousOffline => caps::ConnectionStatus::ContinuousOffline,
             W::PeriodicUnknown => caps::ConnectionStatus::PeriodicUnknown,
         };
-        match self
-            .session
-            .connection_ping(online_at, status, offline_at)
-            .map_err(cap_err)?
-        {
+        match self.session.connection_ping(online_at, status, offline_at).map_err(cap_err)? {
             caps::Determination::Online => Ok(connection::Determination::Online),
             caps::Determination::Offline => Ok(connection::Determination::Offline),
         }
@@ -131,34 +95,20 @@ impl connection::Host for Sandbox {
 
 impl notifications::Host for Sandbox {
     fn send(&mut self, n: notifications::Notification) -> R<u64> {
-        let n = caps::Notification {
-            message: n.message,
-            title: n.title,
-            severity: n.severity,
-            topic: n.topic,
-        };
+        let n = caps::Notification { message: n.message, title: n.title, severity: n.severity, topic: n.topic };
         self.session.notify(n).map(|id| id.get()).map_err(cap_err)
     }
 }
 
 impl agents::Host for Sandbox {
     fn list(&mut self) -> R<Vec<agents::Agent>> {
-        self.session
-            .agents_list()
-            .map(|v| v.iter().map(agent_to_wit).collect())
-            .map_err(cap_err)
+        self.session.agents_list().map(|v| v.iter().map(agent_to_wit).collect()).map_err(cap_err)
     }
     fn get(&mut self, id: u64) -> R<Option<agents::Agent>> {
-        self.session
-            .agent_get(id)
-            .map(|a| a.as_ref().map(agent_to_wit))
-            .map_err(cap_err)
+        self.session.agent_get(id).map(|a| a.as_ref().map(agent_to_wit)).map_err(cap_err)
     }
     fn find_by_serial(&mut self, serial: String) -> R<Option<agents::Agent>> {
-        self.session
-            .agent_by_serial(&serial)
-            .map(|a| a.as_ref().map(agent_to_wit))
-            .map_err(cap_err)
+        self.session.agent_by_serial(&serial).map(|a| a.as_ref().map(agent_to_wit)).map_err(cap_err)
     }
 }
 

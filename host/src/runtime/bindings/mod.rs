@@ -41,21 +41,13 @@ impl Sandbox {
     pub fn new(session: Session, limiter: MemoryLimiter, wasi: WasiCtx) -> Self {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
-        Self {
-            session,
-            limiter,
-            wasi,
-            table,
-        }
+        Self { session, limiter, wasi, table }
     }
 }
 
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
