@@ -242,7 +242,7 @@ impl Manifest {
             "limits.timeout_ms",
             "limits.memory_mb",
         )?;
-        let component = raw.component.unwrap_or_else(|| format!("{}.wasm", raw.name.replace('-', "_")));
+        let component = raw.component.unwrap_or_else(|| default_component(&raw.name));
         Manifest {
             display_name: raw.display_name.unwrap_or_else(|| raw.name.clone()),
             name: raw.name,
@@ -280,7 +280,7 @@ impl Manifest {
         let limits =
             limits(timeout, raw.lambda_config.memory_size, "lambda_config.Timeout", "lambda_config.MemorySize")
                 .map_err(|(f, r)| (format!("{prefix}{f}"), r))?;
-        let component = raw.component.unwrap_or_else(|| format!("{}.wasm", raw.name.replace('-', "_")));
+        let component = raw.component.unwrap_or_else(|| default_component(&raw.name));
         Manifest {
             display_name: raw.display_name.unwrap_or_else(|| raw.name.clone()),
             name: raw.name,
@@ -349,6 +349,12 @@ impl Manifest {
             .collect();
         if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
+}
+
+/// The component file an app named `name` ships when the manifest names
+/// none: what `cargo build` produces for a crate of that name.
+pub fn default_component(name: &str) -> String {
+    format!("{}.wasm", name.replace('-', "_"))
 }
 
 fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (String, String)> {

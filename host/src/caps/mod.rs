@@ -9,7 +9,6 @@
 
 mod agents;
 mod channels;
-pub use channels::NewMessage;
 mod connection;
 mod effects;
 mod grant;
@@ -19,6 +18,7 @@ mod tags;
 mod ui;
 mod view;
 
+pub use channels::NewMessage;
 pub use connection::{ConnectionStatus, DEFAULT_OFFLINE_AFTER_SECS, Determination};
 pub use effects::{AggregateWrite, Effects};
 pub use grant::{Grant, Reach};

@@ -16,7 +16,7 @@ pub(super) async fn run(app: &Path, write: bool, config: RuntimeConfig) -> anyho
     // Only the component is needed: a missing or stale schema file must not
     // stop us from regenerating it.
     let name = table.get("name").and_then(|v| v.as_str()).unwrap_or("app");
-    let default_component = format!("{}.wasm", name.replace('-', "_"));
+    let default_component = crate::manifest::default_component(name);
     let component = table.get("component").and_then(|v| v.as_str()).unwrap_or(&default_component);
     let manifest = Manifest::for_component(app.join(component));
     let loaded = runtime.load_manifest(manifest).await?;
