@@ -9,6 +9,7 @@
 //! - [`manifest`]: app manifests (`paddock.toml`, Doover's `doover_config.json`);
 //! - [`caps`]: capabilities and their policy, over a read view and an effect buffer;
 //! - [`runtime`]: the wasmtime sandbox that runs one event and returns a [`runtime::Report`];
+//! - [`store`]: the sled store: state, the durable queue, dead letters, the atomic commit;
 //! - [`cli`]: the `paddock` command line (`invoke`).
 
 pub mod caps;
@@ -16,3 +17,4 @@ pub mod cli;
 pub mod manifest;
 pub mod model;
 pub mod runtime;
+pub mod store;

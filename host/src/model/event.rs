@@ -162,7 +162,7 @@ pub enum EventError {
 }
 
 /// The `{op, d}` envelope.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventEnvelope {
     /// The event kind, e.g. `on_message_create`.
     pub op: String,

@@ -1,0 +1,70 @@
+//! The commit: an invocation's effects, the events they trigger and the
+//! acknowledgement of the event that ran, in one sled transaction.
+
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use super::queue::{QueuedEvent, tx_error};
+use super::{Store, StoreError, decode, encode, keys};
+use crate::caps::Effects;
+use crate::model::{Aggregate, apply_write};
+
+/// What one successful invocation commits.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit<'a> {
+    /// The event that ran: removed from the queue (its acknowledgement).
+    pub ack: &'a QueuedEvent,
+    /// What the invocation wrote.
+    pub effects: &'a Effects,
+    /// Events the effects trigger, enqueued in the same transaction.
+    pub downstream: &'a [QueuedEvent],
+    /// The commit time, Unix ms (aggregates' `last_updated`).
+    pub now_ms: u64,
+}
+
+impl Store {
+    /// Apply a commit atomically: either all of it or none of it.
+    ///
+    /// - If the acknowledged event is no longer queued (acknowledged by an
+    ///   earlier commit, or dead-lettered), nothing is applied and
+    ///   [`StoreError::NotQueued`] is returned: effects land exactly once.
+    /// - A message whose id already exists is skipped, so a client-chosen
+    ///   message id makes a write idempotent.
+    /// - Aggregate writes apply to the aggregate as stored at commit time.
+    pub fn commit(&self, c: Commit<'_>) -> Result<(), StoreError> {
+        let ack = keys::queued(c.ack.due_ms, c.ack.id);
+        (&self.queue, &self.aggregates, &self.messages, &self.agents)
+            .transaction(|(queue, aggregates, messages, agents)| {
+                let abort = ConflictableTransactionError::Abort;
+                if queue.remove(&ack)?.is_none() {
+                    return Err(abort(StoreError::NotQueued(c.ack.id)));
+                }
+                for m in &c.effects.messages {
+                    if agents.get(keys::agent(m.channel.agent_id))?.is_none() {
+                        return Err(abort(StoreError::UnknownAgent(m.channel.agent_id)));
+                    }
+                    let key = keys::message(&m.channel, m.id);
+                    if messages.get(&key)?.is_none() {
+                        messages.insert(key, encode(m))?;
+                    }
+                }
+                for w in &c.effects.aggregates {
+                    if agents.get(keys::agent(w.channel.agent_id))?.is_none() {
+                        return Err(abort(StoreError::UnknownAgent(w.channel.agent_id)));
+                    }
+                    let key = keys::aggregate(&w.channel);
+                    let old = match aggregates.get(&key)? {
+                        Some(bytes) => decode::<Aggregate>("aggregate", &bytes).map_err(abort)?.data,
+                        None => serde_json::Value::Object(Default::default()),
+                    };
+                    let new = Aggregate { data: apply_write(&old, &w.data, &w.mode), last_updated: Some(c.now_ms) };
+                    aggregates.insert(key, encode(&new))?;
+                }
+                for e in c.downstream {
+                    queue.insert(&keys::queued(e.due_ms, e.id), encode(e))?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+}

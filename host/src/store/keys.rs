@@ -1,0 +1,93 @@
+//! Key encodings. Every key is a fixed-width big-endian prefix, so sled's
+//! lexicographic order is numeric order and prefix scans select exactly one
+//! owner's records.
+//!
+//! | tree          | key                                              | value                 |
+//! |---------------|--------------------------------------------------|-----------------------|
+//! | `agents`      | agent id (8)                                     | `AgentRecord` JSON    |
+//! | `serials`     | org id (8) · serial number (utf-8)               | agent id (8)          |
+//! | `aggregates`  | agent id (8) · channel name                      | `Aggregate` JSON      |
+//! | `messages`    | agent id (8) · name length (1) · name · msg id (8) | `Message` JSON      |
+//! | `queue`       | due ms (8) · event id (8)                        | `QueuedEvent` JSON    |
+//! | `dead`        | event id (8)                                     | `DeadLetter` JSON     |
+//!
+//! Channel names are at most 128 bytes, so one length byte suffices; the
+//! length prefix keeps `a` and `ab` from sharing a message prefix. Message ids
+//! are snowflakes, so a channel's messages are stored in time order.
+
+use crate::model::{AgentId, ChannelRef, EventId, MessageId, OrgId};
+
+/// `agents` key.
+pub fn agent(id: AgentId) -> [u8; 8] {
+    id.get().to_be_bytes()
+}
+
+/// `serials` key.
+pub fn serial(org: OrgId, serial: &str) -> Vec<u8> {
+    let mut k = org.get().to_be_bytes().to_vec();
+    k.extend_from_slice(serial.as_bytes());
+    k
+}
+
+/// `aggregates` key.
+pub fn aggregate(ch: &ChannelRef) -> Vec<u8> {
+    let mut k = ch.agent_id.get().to_be_bytes().to_vec();
+    k.extend_from_slice(ch.name.as_str().as_bytes());
+    k
+}
+
+/// The prefix shared by every message of a channel.
+pub fn channel_messages(ch: &ChannelRef) -> Vec<u8> {
+    let name = ch.name.as_str().as_bytes();
+    let mut k = Vec::with_capacity(9 + name.len() + 8);
+    k.extend_from_slice(&ch.agent_id.get().to_be_bytes());
+    // ChannelName caps names at 128 bytes, so the length fits a byte.
+    k.push(u8::try_from(name.len()).unwrap_or(u8::MAX));
+    k.extend_from_slice(name);
+    k
+}
+
+/// `messages` key.
+pub fn message(ch: &ChannelRef, id: MessageId) -> Vec<u8> {
+    let mut k = channel_messages(ch);
+    k.extend_from_slice(&id.get().to_be_bytes());
+    k
+}
+
+/// `queue` key.
+pub fn queued(due_ms: u64, id: EventId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&due_ms.to_be_bytes());
+    k[8..].copy_from_slice(&id.get().to_be_bytes());
+    k
+}
+
+/// `dead` key.
+pub fn dead(id: EventId) -> [u8; 8] {
+    id.get().to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ChannelName;
+
+    fn ch(agent: u64, name: &str) -> ChannelRef {
+        ChannelRef { agent_id: agent.into(), name: ChannelName::new(name).unwrap() }
+    }
+
+    #[test]
+    fn message_keys_sort_by_id_within_a_channel_and_never_across() {
+        let a = ch(1, "a");
+        assert!(message(&a, 5.into()) < message(&a, 6.into()));
+        assert!(message(&a, 6.into()).starts_with(&channel_messages(&a)));
+        assert!(!message(&ch(1, "ab"), 1.into()).starts_with(&channel_messages(&a)));
+        assert!(message(&ch(1, "zz"), 1.into()) < message(&ch(2, "a"), 1.into()), "agent first");
+    }
+
+    #[test]
+    fn queue_keys_sort_by_due_time_then_id() {
+        assert!(queued(10, 99.into()) < queued(11, 1.into()));
+        assert!(queued(10, 1.into()) < queued(10, 2.into()));
+    }
+}

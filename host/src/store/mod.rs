@@ -1,0 +1,100 @@
+//! The store: every byte Paddock persists goes through here, and nothing
+//! else in the code sees sled (so that a second backend can replace it,
+//! DESIGN.md §7).
+//!
+//! It holds agents, channel aggregates and messages, the durable event
+//! queue and dead letters, and commits an invocation's effects together
+//! with its event's acknowledgement in **one sled transaction**. Durability
+//! is group commit: [`Store::flush`] covers every write before it, and no
+//! caller may report "accepted" or "done" before the flush that covers it.
+
+mod commit;
+mod keys;
+mod queue;
+mod state;
+
+pub use commit::Commit;
+pub use queue::{DeadLetter, QueuedEvent};
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an I/O or corruption error.
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt {what} record: {reason}")]
+    Corrupt {
+        /// Which kind of record.
+        what: &'static str,
+        /// The decoding error.
+        reason: String,
+    },
+    /// A commit refers to an agent that does not exist.
+    #[error("agent {0} does not exist")]
+    UnknownAgent(crate::model::AgentId),
+    /// The event is not (or no longer) in the queue: it was acknowledged
+    /// already, so its effects must not be applied again.
+    #[error("event {0} is not queued (already acknowledged or dead-lettered)")]
+    NotQueued(crate::model::EventId),
+}
+
+/// The embedded store.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    agents: sled::Tree,
+    serials: sled::Tree,
+    aggregates: sled::Tree,
+    messages: sled::Tree,
+    queue: sled::Tree,
+    dead: sled::Tree,
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::from_db(sled::Config::new().path(dir).open()?)
+    }
+
+    /// A store in a temporary directory, removed when dropped (tests).
+    pub fn temporary() -> Result<Store, StoreError> {
+        Self::from_db(sled::Config::new().temporary(true).open()?)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+        Ok(Store {
+            agents: db.open_tree("agents")?,
+            serials: db.open_tree("serials")?,
+            aggregates: db.open_tree("aggregates")?,
+            messages: db.open_tree("messages")?,
+            queue: db.open_tree("queue")?,
+            dead: db.open_tree("dead")?,
+            db,
+        })
+    }
+
+    /// Make every write so far durable (group commit: one flush covers all
+    /// the writes before it). Returns the bytes flushed.
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush_async().await?)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own plain data types to JSON cannot fail (no maps
+    // with non-string keys, no custom serializers that error).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what, reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+//! The durable event queue and the dead letters.
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::{Store, StoreError, decode, encode, keys};
+use crate::model::{AgentId, EventEnvelope, EventId, InstallId};
+
+/// An event bound for one installation, as it waits in the queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    /// Stable across retries.
+    pub id: EventId,
+    /// The installation to run.
+    pub install_id: InstallId,
+    /// With `install_id`, the ordering key: events for one (installation,
+    /// agent) run one at a time, in order.
+    pub agent_id: AgentId,
+    /// The event, `{op, d}`.
+    pub event: EventEnvelope,
+    /// 1 on the first attempt.
+    pub attempt: u32,
+    /// Causal chain depth: 0 for external events, parent + 1 for events
+    /// raised by an invocation's effects.
+    pub depth: u32,
+    /// When it was first accepted, Unix ms (for the maximum event age).
+    pub enqueued_ms: u64,
+    /// When it may run next, Unix ms.
+    pub due_ms: u64,
+}
+
+/// An event that will not be retried, with why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The event as it last waited.
+    pub event: QueuedEvent,
+    /// Why it was given up (the last outcome, `loop`, `max age`, ...).
+    pub reason: String,
+    /// When, Unix ms.
+    pub dead_ms: u64,
+}
+
+pub(super) fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    }
+}
+
+impl Store {
+    /// Persist an event (durable after the next [`Store::flush`]).
+    pub fn enqueue(&self, event: &QueuedEvent) -> Result<(), StoreError> {
+        self.queue.insert(keys::queued(event.due_ms, event.id), encode(event))?;
+        Ok(())
+    }
+
+    /// Up to `limit` events due at `now_ms`, earliest first.
+    pub fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
+        let end = keys::queued(now_ms.saturating_add(1), EventId::from(0));
+        self.queue.range(..end).take(limit).map(|e| decode("queued event", &e?.1)).collect()
+    }
+
+    /// Every queued event, earliest first (tests, admin).
+    pub fn queued(&self) -> Result<Vec<QueuedEvent>, StoreError> {
+        self.queue.iter().map(|e| decode("queued event", &e?.1)).collect()
+    }
+
+    /// Move a failed event to its next attempt at `due_ms`; returns it.
+    pub fn reschedule(&self, event: &QueuedEvent, due_ms: u64) -> Result<QueuedEvent, StoreError> {
+        let next = QueuedEvent { attempt: event.attempt + 1, due_ms, ..event.clone() };
+        let old = keys::queued(event.due_ms, event.id);
+        self.queue
+            .transaction(|q| {
+                if q.remove(&old)?.is_none() {
+                    return Err(ConflictableTransactionError::Abort(StoreError::NotQueued(event.id)));
+                }
+                q.insert(&keys::queued(next.due_ms, next.id), encode(&next))?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        Ok(next)
+    }
+
+    /// Give an event up: out of the queue, into the dead letters.
+    pub fn dead_letter(&self, event: &QueuedEvent, reason: &str, now_ms: u64) -> Result<(), StoreError> {
+        let letter = DeadLetter { event: event.clone(), reason: reason.to_owned(), dead_ms: now_ms };
+        (&self.queue, &self.dead)
+            .transaction(|(q, d)| {
+                if q.remove(&keys::queued(event.due_ms, event.id))?.is_none() {
+                    return Err(ConflictableTransactionError::Abort(StoreError::NotQueued(event.id)));
+                }
+                d.insert(&keys::dead(event.id), encode(&letter))?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+
+    /// Dead letters, oldest event first, at most `limit`.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead.iter().take(limit).map(|e| decode("dead letter", &e?.1)).collect()
+    }
+
+    /// Put a dead letter back in the queue as a fresh first attempt due at
+    /// `now_ms`. Returns false if there is no such dead letter.
+    pub fn redrive(&self, id: EventId, now_ms: u64) -> Result<bool, StoreError> {
+        (&self.dead, &self.queue)
+            .transaction(|(d, q)| {
+                let Some(bytes) = d.remove(&keys::dead(id))? else { return Ok(false) };
+                let letter: DeadLetter = decode("dead letter", &bytes).map_err(ConflictableTransactionError::Abort)?;
+                let event = QueuedEvent { attempt: 1, due_ms: now_ms, ..letter.event };
+                q.insert(&keys::queued(event.due_ms, event.id), encode(&event))?;
+                Ok(true)
+            })
+            .map_err(tx_error)
+    }
+}

@@ -1,0 +1,127 @@
+//! Agents, aggregates and messages, and the [`StateView`] the runtime reads.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError, decode, encode, keys};
+use crate::caps::StateView;
+use crate::model::{Agent, AgentId, Aggregate, ChannelRef, Message, MessageId, OrgId};
+
+/// An agent with its organisation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AgentRecord {
+    organisation_id: OrgId,
+    agent: Agent,
+}
+
+impl Store {
+    /// Create or replace an agent (and its serial-number index entry).
+    pub fn put_agent(&self, org: OrgId, agent: Agent) -> Result<(), StoreError> {
+        if let Some(old) = self.agent_record(agent.id)?
+            && let Some(serial) = &old.agent.serial_number
+        {
+            self.serials.remove(keys::serial(old.organisation_id, serial))?;
+        }
+        if let Some(serial) = &agent.serial_number {
+            self.serials.insert(keys::serial(org, serial), &keys::agent(agent.id))?;
+        }
+        let record = AgentRecord { organisation_id: org, agent };
+        self.agents.insert(keys::agent(record.agent.id), encode(&record))?;
+        Ok(())
+    }
+
+    fn agent_record(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
+        self.agents.get(keys::agent(id))?.map(|v| decode("agent", &v)).transpose()
+    }
+
+    /// A channel's aggregate.
+    pub fn get_aggregate(&self, ch: &ChannelRef) -> Result<Option<Aggregate>, StoreError> {
+        self.aggregates.get(keys::aggregate(ch))?.map(|v| decode("aggregate", &v)).transpose()
+    }
+
+    /// Up to `limit` messages on a channel, newest first, older than `before`.
+    pub fn list_messages(
+        &self,
+        ch: &ChannelRef,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let prefix = keys::channel_messages(ch);
+        let end = match before {
+            Some(id) => keys::message(ch, id),
+            None => keys::message(ch, MessageId::from(u64::MAX)),
+        };
+        let mut out = Vec::new();
+        for entry in self.messages.range(prefix..end).rev().take(limit) {
+            let (_, v) = entry?;
+            out.push(decode("message", &v)?);
+        }
+        // The exclusive upper bound skips an id of u64::MAX; no snowflake
+        // reaches it before the year 2.2e6.
+        Ok(out)
+    }
+
+    /// One message.
+    pub fn get_message(&self, ch: &ChannelRef, id: MessageId) -> Result<Option<Message>, StoreError> {
+        self.messages.get(keys::message(ch, id))?.map(|v| decode("message", &v)).transpose()
+    }
+
+    /// The agents of an organisation, at most `limit`.
+    pub fn list_agents(&self, org: OrgId, limit: usize) -> Result<Vec<Agent>, StoreError> {
+        let mut out = Vec::new();
+        // A full scan: organisations are few per host and the serial index
+        // does not cover agents without serial numbers. An `org · agent`
+        // index is the next step when this shows in profiles.
+        for entry in self.agents.iter() {
+            let (_, v) = entry?;
+            let r: AgentRecord = decode("agent", &v)?;
+            if r.organisation_id == org {
+                out.push(r.agent);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The view logs and hides store errors: a capability read that hits a
+/// corrupt record answers "absent" and the error goes to tracing.
+fn logged<T: Default>(r: Result<T, StoreError>) -> T {
+    r.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "store read failed during an invocation");
+        T::default()
+    })
+}
+
+impl StateView for Store {
+    fn agent_org(&self, id: AgentId) -> Option<OrgId> {
+        logged(self.agent_record(id)).map(|r| r.organisation_id)
+    }
+
+    fn agent(&self, id: AgentId) -> Option<Agent> {
+        logged(self.agent_record(id)).map(|r| r.agent)
+    }
+
+    fn agents(&self, org: OrgId, limit: usize) -> Vec<Agent> {
+        logged(self.list_agents(org, limit))
+    }
+
+    fn agent_by_serial(&self, org: OrgId, serial: &str) -> Option<Agent> {
+        let id = logged(self.serials.get(keys::serial(org, serial)).map_err(StoreError::from))?;
+        let id: [u8; 8] = id.as_ref().try_into().ok()?;
+        self.agent(AgentId::from(u64::from_be_bytes(id)))
+    }
+
+    fn aggregate(&self, channel: &ChannelRef) -> Option<Aggregate> {
+        logged(self.get_aggregate(channel))
+    }
+
+    fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Vec<Message> {
+        logged(self.list_messages(channel, before, limit))
+    }
+
+    fn message(&self, channel: &ChannelRef, id: MessageId) -> Option<Message> {
+        logged(self.get_message(channel, id))
+    }
+}

@@ -1,0 +1,293 @@
+//! Model-based test: random operation sequences against the store and a
+//! `BTreeMap` model; after every operation the whole state must agree.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::caps::{AggregateWrite, Effects, StateView};
+use crate::model::{
+    Agent, AgentId, ChannelName, ChannelRef, EventEnvelope, EventId, Message, MessageId, OrgId, WriteMode, apply_write,
+};
+
+const AGENTS: [u64; 4] = [1, 2, 3, 4];
+const CHANNELS: [&str; 3] = ["a", "ab", "b"];
+
+#[derive(Default)]
+struct Model {
+    agents: BTreeMap<u64, (u64, Option<String>)>,
+    aggregates: BTreeMap<(u64, &'static str), Value>,
+    messages: BTreeMap<(u64, &'static str), BTreeMap<u64, Value>>,
+    queue: BTreeMap<(u64, u64), QueuedEvent>,
+    dead: BTreeMap<u64, DeadLetter>,
+}
+
+fn ch(agent: u64, name: &str) -> ChannelRef {
+    ChannelRef { agent_id: agent.into(), name: ChannelName::new(name).unwrap() }
+}
+
+fn event(rng: &mut fastrand::Rng, id: u64) -> QueuedEvent {
+    let due = rng.u64(0..100);
+    QueuedEvent {
+        id: EventId::from(id),
+        install_id: 7.into(),
+        agent_id: AgentId::from(rng.u64(1..5)),
+        event: EventEnvelope { op: "on_manual_invoke".into(), d: json!({"organisation_id": 1, "payload": {"n": id}}) },
+        attempt: 1,
+        depth: 0,
+        enqueued_ms: due,
+        due_ms: due,
+    }
+}
+
+fn value(rng: &mut fastrand::Rng, depth: u32) -> Value {
+    match rng.u8(0..6) {
+        0 => Value::Null,
+        1 => json!(rng.u8(0..4)),
+        2 => json!("s"),
+        3 => json!([1, 2]),
+        _ if depth < 2 => diff(rng, depth + 1),
+        _ => json!(true),
+    }
+}
+
+fn diff(rng: &mut fastrand::Rng, depth: u32) -> Value {
+    let mut map = serde_json::Map::new();
+    for _ in 0..rng.usize(0..3) {
+        map.insert(["x", "y", "z"][rng.usize(0..3)].to_string(), value(rng, depth));
+    }
+    Value::Object(map)
+}
+
+fn mode(rng: &mut fastrand::Rng) -> WriteMode {
+    match rng.u8(0..4) {
+        0 => WriteMode::Replace,
+        1 => WriteMode::ReplacePaths(vec!["x".into()]),
+        _ => WriteMode::Merge,
+    }
+}
+
+/// A random pick from the queued events, or a made-up one (not queued).
+fn pick_queued(rng: &mut fastrand::Rng, model: &Model, next_id: u64) -> QueuedEvent {
+    let queued: Vec<&QueuedEvent> = model.queue.values().collect();
+    if queued.is_empty() || rng.u8(0..5) == 0 {
+        event(rng, next_id + 1000)
+    } else {
+        queued[rng.usize(0..queued.len())].clone()
+    }
+}
+
+fn check(store: &Store, model: &Model) {
+    for agent in AGENTS {
+        let want = model.agents.get(&agent).map(|(org, _)| OrgId::from(*org));
+        assert_eq!(store.agent_org(agent.into()), want, "agent {agent} org");
+        for name in CHANNELS {
+            let c = ch(agent, name);
+            let agg = store.get_aggregate(&c).unwrap().map(|a| a.data);
+            assert_eq!(agg.as_ref(), model.aggregates.get(&(agent, name)), "aggregate {agent}/{name}");
+            let got: Vec<Value> = store.list_messages(&c, None, 1000).unwrap().into_iter().map(|m| m.data).collect();
+            let want: Vec<Value> =
+                model.messages.get(&(agent, name)).map(|m| m.values().rev().cloned().collect()).unwrap_or_default();
+            assert_eq!(got, want, "messages {agent}/{name}");
+        }
+    }
+    // Every serial that any step could have written, in every organisation:
+    // a stale index entry (after a re-put with a new serial or organisation)
+    // would resolve here.
+    for org in 1..3u64 {
+        for agent in AGENTS {
+            for n in 0..3 {
+                let serial = format!("SN-{agent}-{n}");
+                let want = model
+                    .agents
+                    .iter()
+                    .find(|(_, (o, s))| *o == org && s.as_deref() == Some(serial.as_str()))
+                    .map(|(id, _)| *id);
+                let found = store.agent_by_serial(OrgId::from(org), &serial).map(|a| a.id.get());
+                assert_eq!(found, want, "serial {serial} in org {org}");
+            }
+        }
+    }
+    let queued = store.queued().unwrap();
+    assert_eq!(queued, model.queue.values().cloned().collect::<Vec<_>>(), "queue");
+    assert_eq!(store.dead_letters(1000).unwrap(), model.dead.values().cloned().collect::<Vec<_>>(), "dead letters");
+}
+
+fn run(seed: u64, steps: usize) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let store = Store::temporary().unwrap();
+    let mut model = Model::default();
+    let mut next_id = 1u64;
+    for step in 0..steps {
+        match rng.u8(0..7) {
+            0 => {
+                let id = AGENTS[rng.usize(0..AGENTS.len())];
+                let org = rng.u64(1..3);
+                let serial = (rng.bool()).then(|| format!("SN-{id}-{}", rng.u8(0..3)));
+                let agent = Agent {
+                    id: id.into(),
+                    name: format!("a{id}"),
+                    serial_number: serial.clone(),
+                    group: None,
+                    metadata: json!({}),
+                };
+                store.put_agent(org.into(), agent).unwrap();
+                model.agents.insert(id, (org, serial));
+            }
+            1 => {
+                let e = event(&mut rng, next_id);
+                next_id += 1;
+                store.enqueue(&e).unwrap();
+                model.queue.insert((e.due_ms, e.id.get()), e);
+            }
+            2 => {
+                let ack = pick_queued(&mut rng, &model, next_id);
+                let mut effects = Effects::default();
+                for _ in 0..rng.usize(0..3) {
+                    let agent = if rng.u8(0..8) == 0 { 99 } else { AGENTS[rng.usize(0..AGENTS.len())] };
+                    let name = CHANNELS[rng.usize(0..CHANNELS.len())];
+                    let id = MessageId::from(rng.u64(1..6));
+                    let data = json!({"m": step});
+                    effects.messages.push(Message {
+                        id,
+                        author_id: agent.into(),
+                        channel: ch(agent, name),
+                        data,
+                        timestamp: None,
+                        attachments: None,
+                    });
+                }
+                for _ in 0..rng.usize(0..3) {
+                    let agent = AGENTS[rng.usize(0..AGENTS.len())];
+                    let name = CHANNELS[rng.usize(0..CHANNELS.len())];
+                    effects.aggregates.push(AggregateWrite {
+                        channel: ch(agent, name),
+                        data: diff(&mut rng, 0),
+                        mode: mode(&mut rng),
+                    });
+                }
+                let downstream: Vec<QueuedEvent> = (0..rng.usize(0..2))
+                    .map(|_| {
+                        next_id += 1;
+                        event(&mut rng, next_id)
+                    })
+                    .collect();
+                let result = store.commit(Commit { ack: &ack, effects: &effects, downstream: &downstream, now_ms: 1 });
+                let queued = model.queue.contains_key(&(ack.due_ms, ack.id.get()));
+                let unknown = effects
+                    .messages
+                    .iter()
+                    .map(|m| m.channel.agent_id)
+                    .chain(effects.aggregates.iter().map(|w| w.channel.agent_id))
+                    .find(|a| !model.agents.contains_key(&a.get()));
+                match (queued, unknown) {
+                    (false, _) => assert!(matches!(result, Err(StoreError::NotQueued(_))), "{result:?}"),
+                    (true, Some(a)) => {
+                        assert!(matches!(result, Err(StoreError::UnknownAgent(x)) if x == a), "{result:?}")
+                    }
+                    (true, None) => {
+                        result.unwrap();
+                        model.queue.remove(&(ack.due_ms, ack.id.get()));
+                        for m in &effects.messages {
+                            let name = CHANNELS.iter().find(|n| **n == m.channel.name.as_str()).unwrap();
+                            model
+                                .messages
+                                .entry((m.channel.agent_id.get(), name))
+                                .or_default()
+                                .entry(m.id.get())
+                                .or_insert(m.data.clone());
+                        }
+                        for w in &effects.aggregates {
+                            let name = CHANNELS.iter().find(|n| **n == w.channel.name.as_str()).unwrap();
+                            let entry = model.aggregates.entry((w.channel.agent_id.get(), name)).or_insert(json!({}));
+                            *entry = apply_write(entry, &w.data, &w.mode);
+                        }
+                        for e in downstream {
+                            model.queue.insert((e.due_ms, e.id.get()), e);
+                        }
+                    }
+                }
+            }
+            3 => {
+                let e = pick_queued(&mut rng, &model, next_id);
+                let due = rng.u64(0..200);
+                match store.reschedule(&e, due) {
+                    Ok(next) => {
+                        assert!(model.queue.remove(&(e.due_ms, e.id.get())).is_some());
+                        assert_eq!(next.attempt, e.attempt + 1);
+                        model.queue.insert((due, e.id.get()), next);
+                    }
+                    Err(err) => {
+                        assert!(matches!(err, StoreError::NotQueued(_)));
+                        assert!(!model.queue.contains_key(&(e.due_ms, e.id.get())));
+                    }
+                }
+            }
+            4 => {
+                let e = pick_queued(&mut rng, &model, next_id);
+                match store.dead_letter(&e, "test", 5) {
+                    Ok(()) => {
+                        model.queue.remove(&(e.due_ms, e.id.get()));
+                        model.dead.insert(e.id.get(), DeadLetter { event: e, reason: "test".into(), dead_ms: 5 });
+                    }
+                    Err(err) => assert!(matches!(err, StoreError::NotQueued(_))),
+                }
+            }
+            5 => {
+                let ids: Vec<u64> = model.dead.keys().copied().collect();
+                let id = if ids.is_empty() || rng.bool() { 424242 } else { ids[rng.usize(0..ids.len())] };
+                let redriven = store.redrive(id.into(), 50).unwrap();
+                assert_eq!(redriven, model.dead.contains_key(&id));
+                if let Some(letter) = model.dead.remove(&id) {
+                    let e = QueuedEvent { attempt: 1, due_ms: 50, ..letter.event };
+                    model.queue.insert((50, id), e);
+                }
+            }
+            _ => {
+                let now = rng.u64(0..200);
+                let due = store.due(now, 1000).unwrap();
+                let want: Vec<QueuedEvent> = model.queue.values().filter(|e| e.due_ms <= now).cloned().collect();
+                assert_eq!(due, want, "due at {now}");
+            }
+        }
+        check(&store, &model);
+    }
+}
+
+#[test]
+fn store_agrees_with_the_model_over_random_operation_sequences() {
+    for seed in 0..12 {
+        run(seed, 150);
+    }
+}
+
+#[test]
+fn a_commit_survives_reopening_after_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .put_agent(
+                1.into(),
+                Agent { id: 1.into(), name: "a".into(), serial_number: None, group: None, metadata: json!({}) },
+            )
+            .unwrap();
+        let mut rng = fastrand::Rng::with_seed(1);
+        let e = event(&mut rng, 1);
+        store.enqueue(&e).unwrap();
+        let mut effects = Effects::default();
+        effects.aggregates.push(AggregateWrite { channel: ch(1, "a"), data: json!({"n": 1}), mode: WriteMode::Merge });
+        store.commit(Commit { ack: &e, effects: &effects, downstream: &[], now_ms: 9 }).unwrap();
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(store.flush()).unwrap();
+        e
+    };
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.get_aggregate(&ch(1, "a")).unwrap().map(|a| (a.data, a.last_updated)),
+        Some((json!({"n": 1}), Some(9)))
+    );
+    assert!(store.queued().unwrap().is_empty());
+    let again = store.commit(Commit { ack: &e, effects: &Effects::default(), downstream: &[], now_ms: 10 });
+    assert!(matches!(again, Err(StoreError::NotQueued(_))), "an acknowledged event cannot commit twice");
+}
