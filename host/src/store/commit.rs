@@ -4,7 +4,7 @@
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
-use super::queue::{QueuedEvent, tx_error};
+use super::queue::{QueuedEvent, insert_queued, remove_queued, tx_error};
 use super::{Store, StoreError, decode, encode, keys};
 use crate::caps::Effects;
 use crate::model::{Aggregate, apply_write};
@@ -32,13 +32,10 @@ impl Store {
     ///   message id makes a write idempotent.
     /// - Aggregate writes apply to the aggregate as stored at commit time.
     pub fn commit(&self, c: Commit<'_>) -> Result<(), StoreError> {
-        let ack = keys::queued(c.ack.due_ms, c.ack.id);
-        (&self.queue, &self.aggregates, &self.messages, &self.agents)
-            .transaction(|(queue, aggregates, messages, agents)| {
+        (&self.queue, &self.keyq, &self.aggregates, &self.messages, &self.agents)
+            .transaction(|(queue, keyq, aggregates, messages, agents)| {
                 let abort = ConflictableTransactionError::Abort;
-                if queue.remove(&ack)?.is_none() {
-                    return Err(abort(StoreError::NotQueued(c.ack.id)));
-                }
+                remove_queued(queue, keyq, c.ack)?;
                 for m in &c.effects.messages {
                     if agents.get(keys::agent(m.channel.agent_id))?.is_none() {
                         return Err(abort(StoreError::UnknownAgent(m.channel.agent_id)));
@@ -61,7 +58,8 @@ impl Store {
                     aggregates.insert(key, encode(&new))?;
                 }
                 for e in c.downstream {
-                    queue.insert(&keys::queued(e.due_ms, e.id), encode(e))?;
+                    let e = QueuedEvent { seq: queue.generate_id()?, ..e.clone() };
+                    insert_queued(queue, keyq, &e)?;
                 }
                 Ok(())
             })

@@ -9,13 +9,19 @@
 //! | `aggregates`  | agent id (8) · channel name                      | `Aggregate` JSON      |
 //! | `messages`    | agent id (8) · name length (1) · name · msg id (8) | `Message` JSON      |
 //! | `queue`       | due ms (8) · event id (8)                        | `QueuedEvent` JSON    |
+//! | `keyq`        | install id (8) · agent id (8) · seq (8)          | event id (8)          |
 //! | `dead`        | event id (8)                                     | `DeadLetter` JSON     |
 //!
 //! Channel names are at most 128 bytes, so one length byte suffices; the
 //! length prefix keeps `a` and `ab` from sharing a message prefix. Message ids
 //! are snowflakes, so a channel's messages are stored in time order.
+//!
+//! `keyq` orders each (installation, agent) line by a store-assigned
+//! sequence number: only the first event of a line may run, so a retried
+//! event (whose due time moved later) still runs before younger events of
+//! its line.
 
-use crate::model::{AgentId, ChannelRef, EventId, MessageId, OrgId};
+use crate::model::{AgentId, ChannelRef, EventId, InstallId, MessageId, OrgId};
 
 /// `agents` key.
 pub fn agent(id: AgentId) -> [u8; 8] {
@@ -59,6 +65,22 @@ pub fn queued(due_ms: u64, id: EventId) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&due_ms.to_be_bytes());
     k[8..].copy_from_slice(&id.get().to_be_bytes());
+    k
+}
+
+/// The prefix of one ordering key's line in `keyq`.
+pub fn line(install: InstallId, agent: AgentId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&install.get().to_be_bytes());
+    k[8..].copy_from_slice(&agent.get().to_be_bytes());
+    k
+}
+
+/// `keyq` key: an event's place in its (installation, agent) line.
+pub fn place(install: InstallId, agent: AgentId, seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&line(install, agent));
+    k[16..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 

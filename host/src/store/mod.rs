@@ -53,6 +53,7 @@ pub struct Store {
     aggregates: sled::Tree,
     messages: sled::Tree,
     queue: sled::Tree,
+    keyq: sled::Tree,
     dead: sled::Tree,
 }
 
@@ -74,6 +75,7 @@ impl Store {
             aggregates: db.open_tree("aggregates")?,
             messages: db.open_tree("messages")?,
             queue: db.open_tree("queue")?,
+            keyq: db.open_tree("keyq")?,
             dead: db.open_tree("dead")?,
             db,
         })

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::{Store, StoreError, decode, encode, keys};
 use crate::model::{AgentId, EventEnvelope, EventId, InstallId};
@@ -28,6 +28,10 @@ pub struct QueuedEvent {
     pub enqueued_ms: u64,
     /// When it may run next, Unix ms.
     pub due_ms: u64,
+    /// Place in its (installation, agent) line, assigned by the store when
+    /// the event is queued; only the lowest of a line may run.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// An event that will not be retried, with why.
@@ -49,10 +53,24 @@ pub(super) fn tx_error(e: TransactionError<StoreError>) -> StoreError {
 }
 
 impl Store {
-    /// Persist an event (durable after the next [`Store::flush`]).
-    pub fn enqueue(&self, event: &QueuedEvent) -> Result<(), StoreError> {
-        self.queue.insert(keys::queued(event.due_ms, event.id), encode(event))?;
-        Ok(())
+    /// Persist an event at the end of its line (durable after the next
+    /// [`Store::flush`]); returns it with its sequence number.
+    pub fn enqueue(&self, event: &QueuedEvent) -> Result<QueuedEvent, StoreError> {
+        let queued = QueuedEvent { seq: self.db.generate_id()?, ..event.clone() };
+        (&self.queue, &self.keyq)
+            .transaction(|(q, k)| {
+                insert_queued(q, k, &queued)?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        Ok(queued)
+    }
+
+    /// Whether `event` is first in its (installation, agent) line, i.e. no
+    /// earlier event of the same line is still queued.
+    pub fn is_head(&self, event: &QueuedEvent) -> Result<bool, StoreError> {
+        let first = self.keyq.scan_prefix(keys::line(event.install_id, event.agent_id)).next().transpose()?;
+        Ok(first.is_some_and(|(k, _)| k.as_ref() == keys::place(event.install_id, event.agent_id, event.seq)))
     }
 
     /// Up to `limit` events due at `now_ms`, earliest first.
@@ -85,11 +103,9 @@ impl Store {
     /// Give an event up: out of the queue, into the dead letters.
     pub fn dead_letter(&self, event: &QueuedEvent, reason: &str, now_ms: u64) -> Result<(), StoreError> {
         let letter = DeadLetter { event: event.clone(), reason: reason.to_owned(), dead_ms: now_ms };
-        (&self.queue, &self.dead)
-            .transaction(|(q, d)| {
-                if q.remove(&keys::queued(event.due_ms, event.id))?.is_none() {
-                    return Err(ConflictableTransactionError::Abort(StoreError::NotQueued(event.id)));
-                }
+        (&self.queue, &self.keyq, &self.dead)
+            .transaction(|(q, k, d)| {
+                remove_queued(q, k, event)?;
                 d.insert(&keys::dead(event.id), encode(&letter))?;
                 Ok(())
             })
@@ -101,17 +117,37 @@ impl Store {
         self.dead.iter().take(limit).map(|e| decode("dead letter", &e?.1)).collect()
     }
 
-    /// Put a dead letter back in the queue as a fresh first attempt due at
-    /// `now_ms`. Returns false if there is no such dead letter.
+    /// Put a dead letter back in the queue, at the end of its line, as a
+    /// fresh first attempt due at `now_ms`. Returns false if there is no
+    /// such dead letter.
     pub fn redrive(&self, id: EventId, now_ms: u64) -> Result<bool, StoreError> {
-        (&self.dead, &self.queue)
-            .transaction(|(d, q)| {
+        let seq = self.db.generate_id()?;
+        (&self.dead, &self.queue, &self.keyq)
+            .transaction(|(d, q, k)| {
                 let Some(bytes) = d.remove(&keys::dead(id))? else { return Ok(false) };
                 let letter: DeadLetter = decode("dead letter", &bytes).map_err(ConflictableTransactionError::Abort)?;
-                let event = QueuedEvent { attempt: 1, due_ms: now_ms, ..letter.event };
-                q.insert(&keys::queued(event.due_ms, event.id), encode(&event))?;
+                let event = QueuedEvent { attempt: 1, due_ms: now_ms, seq, ..letter.event };
+                insert_queued(q, k, &event)?;
                 Ok(true)
             })
             .map_err(tx_error)
     }
+}
+
+type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
+
+/// Insert a queued event and its place in its line.
+pub(super) fn insert_queued(queue: &TransactionalTree, keyq: &TransactionalTree, e: &QueuedEvent) -> TxResult {
+    queue.insert(&keys::queued(e.due_ms, e.id), encode(e))?;
+    keyq.insert(&keys::place(e.install_id, e.agent_id, e.seq), &keys::dead(e.id))?;
+    Ok(())
+}
+
+/// Remove a queued event and its place; aborts with `NotQueued` if absent.
+pub(super) fn remove_queued(queue: &TransactionalTree, keyq: &TransactionalTree, e: &QueuedEvent) -> TxResult {
+    if queue.remove(&keys::queued(e.due_ms, e.id))?.is_none() {
+        return Err(ConflictableTransactionError::Abort(StoreError::NotQueued(e.id)));
+    }
+    keyq.remove(&keys::place(e.install_id, e.agent_id, e.seq))?;
+    Ok(())
 }

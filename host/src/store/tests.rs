@@ -19,8 +19,24 @@ struct Model {
     agents: BTreeMap<u64, (u64, Option<String>)>,
     aggregates: BTreeMap<(u64, &'static str), Value>,
     messages: BTreeMap<(u64, &'static str), BTreeMap<u64, Value>>,
+    /// Queued events (seq zeroed: the store assigns it) by (due, id).
     queue: BTreeMap<(u64, u64), QueuedEvent>,
+    /// Event id -> insertion order, to check the store's lines are FIFO.
+    order: BTreeMap<u64, u64>,
+    next_order: u64,
     dead: BTreeMap<u64, DeadLetter>,
+}
+
+impl Model {
+    fn push(&mut self, e: QueuedEvent) {
+        self.order.insert(e.id.get(), self.next_order);
+        self.next_order += 1;
+        self.queue.insert((e.due_ms, e.id.get()), QueuedEvent { seq: 0, ..e });
+    }
+}
+
+fn unseq(events: Vec<QueuedEvent>) -> Vec<QueuedEvent> {
+    events.into_iter().map(|e| QueuedEvent { seq: 0, ..e }).collect()
 }
 
 fn ch(agent: u64, name: &str) -> ChannelRef {
@@ -38,6 +54,7 @@ fn event(rng: &mut fastrand::Rng, id: u64) -> QueuedEvent {
         depth: 0,
         enqueued_ms: due,
         due_ms: due,
+        seq: 0,
     }
 }
 
@@ -68,9 +85,10 @@ fn mode(rng: &mut fastrand::Rng) -> WriteMode {
     }
 }
 
-/// A random pick from the queued events, or a made-up one (not queued).
-fn pick_queued(rng: &mut fastrand::Rng, model: &Model, next_id: u64) -> QueuedEvent {
-    let queued: Vec<&QueuedEvent> = model.queue.values().collect();
+/// A random pick from the store's queued events (with their real sequence
+/// numbers), or a made-up event that is not queued.
+fn pick_queued(rng: &mut fastrand::Rng, store: &Store, next_id: u64) -> QueuedEvent {
+    let queued = store.queued().unwrap();
     if queued.is_empty() || rng.u8(0..5) == 0 {
         event(rng, next_id + 1000)
     } else {
@@ -110,8 +128,28 @@ fn check(store: &Store, model: &Model) {
         }
     }
     let queued = store.queued().unwrap();
-    assert_eq!(queued, model.queue.values().cloned().collect::<Vec<_>>(), "queue");
-    assert_eq!(store.dead_letters(1000).unwrap(), model.dead.values().cloned().collect::<Vec<_>>(), "dead letters");
+    assert_eq!(unseq(queued.clone()), model.queue.values().cloned().collect::<Vec<_>>(), "queue");
+    // Each (installation, agent) line is FIFO by insertion, whatever the due
+    // times, and only its first event is the head.
+    let mut lines: BTreeMap<(u64, u64), Vec<&QueuedEvent>> = BTreeMap::new();
+    for e in &queued {
+        lines.entry((e.install_id.get(), e.agent_id.get())).or_default().push(e);
+    }
+    for line in lines.values_mut() {
+        line.sort_by_key(|e| e.seq);
+        let orders: Vec<u64> = line.iter().map(|e| model.order[&e.id.get()]).collect();
+        assert!(orders.windows(2).all(|w| w[0] < w[1]), "line out of insertion order: {orders:?}");
+        for (i, e) in line.iter().enumerate() {
+            assert_eq!(store.is_head(e).unwrap(), i == 0, "head of line");
+        }
+    }
+    let dead: Vec<DeadLetter> = store
+        .dead_letters(1000)
+        .unwrap()
+        .into_iter()
+        .map(|d| DeadLetter { event: QueuedEvent { seq: 0, ..d.event }, ..d })
+        .collect();
+    assert_eq!(dead, model.dead.values().cloned().collect::<Vec<_>>(), "dead letters");
 }
 
 fn run(seed: u64, steps: usize) {
@@ -136,13 +174,14 @@ fn run(seed: u64, steps: usize) {
                 model.agents.insert(id, (org, serial));
             }
             1 => {
-                let e = event(&mut rng, next_id);
                 next_id += 1;
-                store.enqueue(&e).unwrap();
-                model.queue.insert((e.due_ms, e.id.get()), e);
+                let e = event(&mut rng, next_id);
+                let queued = store.enqueue(&e).unwrap();
+                assert_eq!(QueuedEvent { seq: 0, ..queued }, e);
+                model.push(e);
             }
             2 => {
-                let ack = pick_queued(&mut rng, &model, next_id);
+                let ack = pick_queued(&mut rng, &store, next_id);
                 let mut effects = Effects::default();
                 for _ in 0..rng.usize(0..3) {
                     let agent = if rng.u8(0..8) == 0 { 99 } else { AGENTS[rng.usize(0..AGENTS.len())] };
@@ -204,19 +243,20 @@ fn run(seed: u64, steps: usize) {
                             *entry = apply_write(entry, &w.data, &w.mode);
                         }
                         for e in downstream {
-                            model.queue.insert((e.due_ms, e.id.get()), e);
+                            model.push(e);
                         }
                     }
                 }
             }
             3 => {
-                let e = pick_queued(&mut rng, &model, next_id);
+                let e = pick_queued(&mut rng, &store, next_id);
                 let due = rng.u64(0..200);
                 match store.reschedule(&e, due) {
                     Ok(next) => {
                         assert!(model.queue.remove(&(e.due_ms, e.id.get())).is_some());
                         assert_eq!(next.attempt, e.attempt + 1);
-                        model.queue.insert((due, e.id.get()), next);
+                        assert_eq!(next.seq, e.seq, "a retry keeps its place in line");
+                        model.queue.insert((due, e.id.get()), QueuedEvent { seq: 0, ..next });
                     }
                     Err(err) => {
                         assert!(matches!(err, StoreError::NotQueued(_)));
@@ -225,11 +265,12 @@ fn run(seed: u64, steps: usize) {
                 }
             }
             4 => {
-                let e = pick_queued(&mut rng, &model, next_id);
+                let e = pick_queued(&mut rng, &store, next_id);
                 match store.dead_letter(&e, "test", 5) {
                     Ok(()) => {
                         model.queue.remove(&(e.due_ms, e.id.get()));
-                        model.dead.insert(e.id.get(), DeadLetter { event: e, reason: "test".into(), dead_ms: 5 });
+                        let event = QueuedEvent { seq: 0, ..e };
+                        model.dead.insert(event.id.get(), DeadLetter { event, reason: "test".into(), dead_ms: 5 });
                     }
                     Err(err) => assert!(matches!(err, StoreError::NotQueued(_))),
                 }
@@ -240,15 +281,14 @@ fn run(seed: u64, steps: usize) {
                 let redriven = store.redrive(id.into(), 50).unwrap();
                 assert_eq!(redriven, model.dead.contains_key(&id));
                 if let Some(letter) = model.dead.remove(&id) {
-                    let e = QueuedEvent { attempt: 1, due_ms: 50, ..letter.event };
-                    model.queue.insert((50, id), e);
+                    model.push(QueuedEvent { attempt: 1, due_ms: 50, ..letter.event });
                 }
             }
             _ => {
                 let now = rng.u64(0..200);
                 let due = store.due(now, 1000).unwrap();
                 let want: Vec<QueuedEvent> = model.queue.values().filter(|e| e.due_ms <= now).cloned().collect();
-                assert_eq!(due, want, "due at {now}");
+                assert_eq!(unseq(due), want, "due at {now}");
             }
         }
         check(&store, &model);
@@ -282,7 +322,11 @@ fn a_commit_survives_reopening_after_flush() {
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(store.flush()).unwrap();
         e
     };
-    let store = Store::open(dir.path()).unwrap();
+    // sled's async flush runs on its thread pool, which may hold the
+    // database (and its file lock) a moment after the future resolves; a
+    // restarted process has no such race.
+    let reopen = || Store::open(dir.path()).map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)));
+    let store = (0..100).find_map(|_| reopen().ok()).expect("the store reopens");
     assert_eq!(
         store.get_aggregate(&ch(1, "a")).unwrap().map(|a| (a.data, a.last_updated)),
         Some((json!({"n": 1}), Some(9)))
