@@ -10,10 +10,12 @@
 //! - [`caps`]: capabilities and their policy, over a read view and an effect buffer;
 //! - [`runtime`]: the wasmtime sandbox that runs one event and returns a [`runtime::Report`];
 //! - [`store`]: the sled store: state, the durable queue, dead letters, the atomic commit;
+//! - [`engine`]: ingress, routing, the dispatcher, retries and dead letters;
 //! - [`cli`]: the `paddock` command line (`invoke`).
 
 pub mod caps;
 pub mod cli;
+pub mod engine;
 pub mod manifest;
 pub mod model;
 pub mod runtime;

@@ -9,11 +9,12 @@ use super::{Store, StoreError, decode, encode, keys};
 use crate::caps::Effects;
 use crate::model::{Aggregate, apply_write};
 
-/// What one successful invocation commits.
+/// What one successful invocation (or one ingress request) commits.
 #[derive(Debug, Clone, Copy)]
 pub struct Commit<'a> {
     /// The event that ran: removed from the queue (its acknowledgement).
-    pub ack: &'a QueuedEvent,
+    /// `None` for ingress, which writes and enqueues without running anything.
+    pub ack: Option<&'a QueuedEvent>,
     /// What the invocation wrote.
     pub effects: &'a Effects,
     /// Events the effects trigger, enqueued in the same transaction.
@@ -32,10 +33,20 @@ impl Store {
     ///   message id makes a write idempotent.
     /// - Aggregate writes apply to the aggregate as stored at commit time.
     pub fn commit(&self, c: Commit<'_>) -> Result<(), StoreError> {
+        // Sequence numbers are drawn before the transaction so that the
+        // closure, which sled may run more than once on conflicts, writes
+        // the same keys every time.
+        let downstream: Vec<QueuedEvent> = c
+            .downstream
+            .iter()
+            .map(|e| Ok(QueuedEvent { seq: self.db.generate_id()?, ..e.clone() }))
+            .collect::<Result<_, StoreError>>()?;
         (&self.queue, &self.keyq, &self.aggregates, &self.messages, &self.agents)
             .transaction(|(queue, keyq, aggregates, messages, agents)| {
                 let abort = ConflictableTransactionError::Abort;
-                remove_queued(queue, keyq, c.ack)?;
+                if let Some(ack) = c.ack {
+                    remove_queued(queue, keyq, ack)?;
+                }
                 for m in &c.effects.messages {
                     if agents.get(keys::agent(m.channel.agent_id))?.is_none() {
                         return Err(abort(StoreError::UnknownAgent(m.channel.agent_id)));
@@ -57,9 +68,8 @@ impl Store {
                     let new = Aggregate { data: apply_write(&old, &w.data, &w.mode), last_updated: Some(c.now_ms) };
                     aggregates.insert(key, encode(&new))?;
                 }
-                for e in c.downstream {
-                    let e = QueuedEvent { seq: queue.generate_id()?, ..e.clone() };
-                    insert_queued(queue, keyq, &e)?;
+                for e in &downstream {
+                    insert_queued(queue, keyq, e)?;
                 }
                 Ok(())
             })

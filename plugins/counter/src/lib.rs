@@ -1,0 +1,42 @@
+//! Engine test fixture: see README.md.
+
+use paddock_sdk::channels::NewMessage;
+use paddock_sdk::prelude::*;
+
+/// No settings.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct Config {}
+
+#[derive(Default)]
+struct Counter;
+
+impl App for Counter {
+    type Config = Config;
+    const HOOKS: &'static [Hook] = &[Hook::MessageCreate];
+
+    fn on_message_create(&mut self, ctx: &Context<Config>, ev: &MessageCreate) -> Result<(), AppError> {
+        let data = &ev.message.data;
+        let n = data.get("n").and_then(Value::as_u64).unwrap_or(0);
+        let count: u64 = tags::get("count")?.unwrap_or(0) + 1;
+        tags::set("count", &count)?;
+        let mut seen: Vec<u64> = tags::get("seen")?.unwrap_or_default();
+        seen.push(n);
+        tags::set("seen", &seen)?;
+        channels::create_message(NewMessage {
+            channel: "counted".into(),
+            data: json!({ "n": n, "count": count }),
+            message_id: Some(ctx.event_id),
+            ..Default::default()
+        })?;
+        let fail_attempts = data.get("fail_attempts").and_then(Value::as_u64).unwrap_or(0);
+        if u64::from(ctx.attempt) <= fail_attempts {
+            return Err(AppError::retry(format!("attempt {} asked to fail", ctx.attempt)));
+        }
+        if data.get("echo").and_then(Value::as_bool) == Some(true) {
+            channels::publish("ticks", &json!({ "n": n + 1, "echo": true }))?;
+        }
+        Ok(())
+    }
+}
+
+paddock_sdk::export_app!(Counter);

@@ -1,0 +1,138 @@
+//! The engine with the real `counter` component: exactly-once effects under
+//! retries, per-device ordering, dead letters and redrive, loop protection.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use paddock::engine::{Engine, Installation, MAX_DEPTH, RetryPolicy};
+use paddock::model::{Agent, AgentId, ChannelName, ChannelRef, OrgId};
+use paddock::store::Store;
+use paddock_tests::*;
+use serde_json::{Value, json};
+
+const INSTALL: u64 = 31;
+
+async fn engine(policy: RetryPolicy) -> Arc<Engine> {
+    let rt = Arc::new(runtime());
+    let app = Arc::new(load(&rt, "counter").await);
+    let store = Store::temporary().unwrap();
+    let agent = Agent { id: TANK.into(), name: "tank".into(), serial_number: None, group: None, metadata: json!({}) };
+    store.put_agent(OrgId::from(ORG), agent).unwrap();
+    let engine = Engine::new(store, rt, policy, 4);
+    engine.install(Installation {
+        id: INSTALL.into(),
+        organisation_id: ORG.into(),
+        agent_id: TANK.into(),
+        app_key: "counter".into(),
+        display_name: "Counter".into(),
+        config: json!({}),
+        subscriptions: vec![ChannelName::new("ticks").unwrap()],
+        app,
+    });
+    Arc::new(engine)
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy { base_delay: Duration::from_millis(2), max_delay: Duration::from_millis(10), ..RetryPolicy::default() }
+}
+
+fn ch(name: &str) -> ChannelRef {
+    ChannelRef { agent_id: AgentId::from(TANK), name: ChannelName::new(name).unwrap() }
+}
+
+/// Run dispatch rounds until the queue is empty.
+async fn drain(engine: &Arc<Engine>) {
+    let start = Instant::now();
+    while !engine.store().queued().unwrap().is_empty() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let queued = engine.store().queued().unwrap();
+            let heads: Vec<(u64, u64, u32, bool)> =
+                queued.iter().map(|e| (e.seq, e.due_ms, e.attempt, engine.store().is_head(e).unwrap())).collect();
+            panic!("queue did not drain: (seq, due, attempt, head) {heads:?}");
+        }
+        if engine.run_once().await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+fn tags(engine: &Engine) -> Value {
+    let agg = engine.store().get_aggregate(&ch("tag_values")).unwrap();
+    agg.map(|a| a.data["counter"].clone()).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn retried_events_apply_exactly_once_and_in_order() {
+    let engine = engine(fast_retries()).await;
+    let n = 24u64;
+    for i in 0..n {
+        // Every third event fails its first attempt, every fifth its first two.
+        let fail = if i % 5 == 0 {
+            2
+        } else if i % 3 == 0 {
+            1
+        } else {
+            0
+        };
+        engine.publish_message(ch("ticks"), TANK.into(), json!({"n": i, "fail_attempts": fail})).await.unwrap();
+    }
+    drain(&engine).await;
+    let tags = tags(&engine);
+    assert_eq!(tags["count"], json!(n), "each event counted exactly once");
+    let seen: Vec<u64> = serde_json::from_value(tags["seen"].clone()).unwrap();
+    assert_eq!(seen, (0..n).collect::<Vec<_>>(), "in publish order, retries included");
+    let counted = engine.store().list_messages(&ch("counted"), None, 1000).unwrap();
+    assert_eq!(counted.len() as u64, n, "no published message appears twice");
+    let mut counts: Vec<u64> = counted.iter().map(|m| m.data["count"].as_u64().unwrap()).collect();
+    counts.sort();
+    assert_eq!(counts, (1..=n).collect::<Vec<_>>());
+    assert!(engine.store().dead_letters(10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_event_failing_every_attempt_is_dead_lettered_and_can_be_redriven() {
+    let engine = engine(fast_retries()).await;
+    engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 0, "fail_attempts": 3})).await.unwrap();
+    engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 1})).await.unwrap();
+    drain(&engine).await;
+    let dead = engine.store().dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event.attempt, 3, "1 attempt + 2 retries, like Lambda async");
+    assert!(
+        dead[0].reason.contains("retry") && dead[0].reason.contains("attempt 3 asked to fail"),
+        "{}",
+        dead[0].reason
+    );
+    let t = tags(&engine);
+    assert_eq!(t["count"], json!(1), "the failed event left no trace");
+    assert_eq!(t["seen"], json!([1]), "the next event in line ran after the first was buried");
+
+    // Redrive: a fresh first attempt, which fails 3 more times... unless the
+    // policy allows more attempts. With the default it is buried again.
+    assert!(engine.store().redrive(dead[0].event.id, paddock::model::now_ms()).unwrap());
+    assert_eq!(engine.store().queued().unwrap()[0].attempt, 1);
+    drain(&engine).await;
+    assert_eq!(engine.store().dead_letters(10).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_event_loop_is_stopped_at_the_depth_limit() {
+    let engine = engine(fast_retries()).await;
+    engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 0, "echo": true})).await.unwrap();
+    drain(&engine).await;
+    let dead = engine.store().dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].event.depth, MAX_DEPTH + 1);
+    assert!(dead[0].reason.starts_with("loop"), "{}", dead[0].reason);
+    assert_eq!(tags(&engine)["count"], json!(MAX_DEPTH + 1), "depths 0..=16 ran");
+}
+
+#[tokio::test]
+async fn ingress_rejects_bad_payloads_and_accepts_nothing() {
+    let engine = engine(fast_retries()).await;
+    let err = engine.publish_message(ch("ticks"), TANK.into(), json!({"bad key": 1})).await.unwrap_err();
+    assert!(err.to_string().contains("bad key"), "{err}");
+    assert!(engine.store().queued().unwrap().is_empty());
+    assert!(engine.store().list_messages(&ch("ticks"), None, 10).unwrap().is_empty());
+}
