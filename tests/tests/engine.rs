@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use paddock::engine::{Engine, Installation, MAX_DEPTH, RetryPolicy};
+use paddock::engine::{Engine, EngineConfig, EngineError, Installation, MAX_DEPTH, RetryPolicy};
 use paddock::model::{Agent, AgentId, ChannelName, ChannelRef, OrgId};
 use paddock::store::Store;
 use paddock_tests::*;
@@ -14,22 +14,30 @@ use serde_json::{Value, json};
 const INSTALL: u64 = 31;
 
 async fn engine(policy: RetryPolicy) -> Arc<Engine> {
+    engine_with(EngineConfig { retry: policy, concurrency: 4, ..EngineConfig::default() }, "counter").await
+}
+
+async fn engine_with(config: EngineConfig, app: &str) -> Arc<Engine> {
     let rt = Arc::new(runtime());
-    let app = Arc::new(load(&rt, "counter").await);
+    let loaded = Arc::new(load(&rt, app).await);
     let store = Store::temporary().unwrap();
     let agent = Agent { id: TANK.into(), name: "tank".into(), serial_number: None, group: None, metadata: json!({}) };
     store.put_agent(OrgId::from(ORG), agent).unwrap();
-    let engine = Engine::new(store, rt, policy, 4);
-    engine.install(Installation {
-        id: INSTALL.into(),
-        organisation_id: ORG.into(),
-        agent_id: TANK.into(),
-        app_key: "counter".into(),
-        display_name: "Counter".into(),
-        config: json!({}),
-        subscriptions: vec![ChannelName::new("ticks").unwrap()],
-        app,
-    });
+    let engine = Engine::new(store, rt, config).unwrap();
+    let config = loaded.manifest.validate_config(&json!({})).unwrap();
+    engine
+        .install(Installation {
+            id: INSTALL.into(),
+            organisation_id: ORG.into(),
+            agent_id: TANK.into(),
+            app_key: app.replace('-', "_"),
+            display_name: app.into(),
+            config,
+            subscriptions: loaded.manifest.subscriptions.clone(),
+            app: loaded,
+        })
+        .await
+        .unwrap();
     Arc::new(engine)
 }
 
@@ -60,6 +68,54 @@ async fn drain(engine: &Arc<Engine>) {
 fn tags(engine: &Engine) -> Value {
     let agg = engine.store().get_aggregate(&ch("tag_values")).unwrap();
     agg.map(|a| a.data["counter"].clone()).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn every_attempt_leaves_a_summary_and_committed_ones_a_dv_proc_inv_message() {
+    let engine = engine(fast_retries()).await;
+    engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 0, "fail_attempts": 1})).await.unwrap();
+    drain(&engine).await;
+    let summaries = engine.store().invocations(INSTALL.into(), 10).unwrap();
+    let mut by_attempt: Vec<(u32, String)> = summaries.iter().map(|s| (s.attempt, s.status.clone())).collect();
+    by_attempt.sort();
+    assert_eq!(by_attempt, vec![(1, "error".to_string()), (2, "success".to_string())]);
+    let failed = summaries.iter().find(|s| s.attempt == 1).unwrap();
+    assert!(failed.error.as_deref().unwrap_or("").contains("attempt 1 asked to fail"), "{failed:?}");
+    assert_eq!(failed.op, "on_message_create");
+    let ok = summaries.iter().find(|s| s.attempt == 2).unwrap();
+    assert!(ok.fuel > 0 && ok.duration_ms > 0.0);
+    let published = engine.store().list_messages(&ch(&format!("dv-proc-inv-{INSTALL}")), None, 10).unwrap();
+    assert_eq!(published.len(), 1, "the committed attempt is published with its effects");
+    assert_eq!(published[0].data["status"], json!("success"));
+    assert!(published[0].data.get("logs").is_none(), "logs stay in the summary record");
+}
+
+#[tokio::test]
+async fn installing_an_app_with_a_deployment_hook_runs_it() {
+    let engine = engine_with(EngineConfig { retry: fast_retries(), ..EngineConfig::default() }, "tank-level").await;
+    drain(&engine).await;
+    let ui = engine.store().get_aggregate(&ch("ui_state")).unwrap().expect("the deployment hook published its UI");
+    assert_eq!(ui.data["state"]["children"]["tank_level"]["type"], json!("uiContainer"));
+}
+
+#[tokio::test]
+async fn ingress_answers_busy_past_the_queue_bound_and_keeps_nothing_of_the_refused_request() {
+    let config = EngineConfig { retry: fast_retries(), max_queue: 3, ..EngineConfig::default() };
+    let engine = engine_with(config, "counter").await;
+    for n in 0..3 {
+        engine.publish_message(ch("ticks"), TANK.into(), json!({"n": n})).await.unwrap();
+    }
+    let err = engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 3})).await.unwrap_err();
+    assert!(matches!(err, EngineError::Busy { queued: 3, limit: 3 }), "{err}");
+    assert_eq!(
+        engine.store().list_messages(&ch("ticks"), None, 10).unwrap().len(),
+        3,
+        "the refused message was not kept"
+    );
+    drain(&engine).await;
+    engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 3})).await.unwrap();
+    drain(&engine).await;
+    assert_eq!(tags(&engine)["count"], json!(4), "accepted events all ran");
 }
 
 #[tokio::test]
@@ -110,7 +166,7 @@ async fn an_event_failing_every_attempt_is_dead_lettered_and_can_be_redriven() {
 
     // Redrive: a fresh first attempt, which fails 3 more times... unless the
     // policy allows more attempts. With the default it is buried again.
-    assert!(engine.store().redrive(dead[0].event.id, paddock::model::now_ms()).unwrap());
+    assert!(engine.redrive(dead[0].event.id).await.unwrap());
     assert_eq!(engine.store().queued().unwrap()[0].attempt, 1);
     drain(&engine).await;
     assert_eq!(engine.store().dead_letters(10).unwrap().len(), 1);

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::{Engine, EngineError, MAX_DEPTH, routing};
+use super::{Engine, EngineError, Installation, MAX_DEPTH, routing};
 use crate::caps::StateView;
-use crate::model::{Event, now_ms};
-use crate::runtime::{Invocation, Outcome};
-use crate::store::{Commit, QueuedEvent, StoreError};
+use crate::model::{ChannelName, ChannelRef, Event, Message, MessageId, now_ms, well_known};
+use crate::runtime::{Invocation, Outcome, Report};
+use crate::store::{Commit, InvocationSummary, QueuedEvent, StoreError};
 
 /// Most due events looked at per round.
 const SCAN: usize = 1024;
@@ -108,6 +108,7 @@ impl Engine {
         };
         let inv = Invocation { event_id: queued.id, attempt: queued.attempt, event, grant: inst.grant() };
         let report = self.runtime.invoke(&inst.app, inv, Arc::new(self.store.clone())).await;
+        let summary = summary(&queued, &report);
         if report.outcome.is_ok() {
             let installs = self.installations();
             let downstream = routing::route(
@@ -118,15 +119,31 @@ impl Engine {
                 queued.depth + 1,
                 now_ms(),
             );
-            let commit =
-                Commit { ack: Some(&queued), effects: &report.effects, downstream: &downstream, now_ms: now_ms() };
+            // The summary is also a message on `dv-proc-inv-<install>`, as in
+            // Doover, committed with the effects it describes.
+            let mut effects = report.effects.clone();
+            if let Some(message) = summary_message(&inst, &summary) {
+                effects.messages.push(message);
+            }
+            let commit = Commit {
+                ack: Some(&queued),
+                effects: &effects,
+                downstream: &downstream,
+                now_ms: now_ms(),
+                summary: Some(&summary),
+            };
             return match self.store.commit(commit) {
+                Ok(()) => {
+                    self.settled(1, downstream.len());
+                    Ok(())
+                }
                 // Acknowledged already (by an earlier run): nothing applied.
-                Ok(()) | Err(StoreError::NotQueued(_)) => Ok(()),
+                Err(StoreError::NotQueued(_)) => Ok(()),
                 Err(e @ StoreError::UnknownAgent(_)) => self.bury(&queued, &e.to_string()),
                 Err(e) => Err(e.into()),
             };
         }
+        self.store.put_invocation(&summary)?;
         if report.outcome.is_retryable() && queued.attempt < self.policy.max_attempts {
             let delay = self.policy.delay(queued.attempt);
             let due = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
@@ -142,9 +159,22 @@ impl Engine {
     fn bury(&self, queued: &QueuedEvent, reason: &str) -> Result<(), EngineError> {
         tracing::warn!(event = %queued.id, install = %queued.install_id, reason, "dead-lettering");
         match self.store.dead_letter(queued, reason, now_ms()) {
-            Ok(()) | Err(StoreError::NotQueued(_)) => Ok(()),
+            Ok(()) => {
+                self.settled(1, 0);
+                Ok(())
+            }
+            Err(StoreError::NotQueued(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Keep the queued-event count in step: `done` left, `added` arrived.
+    fn settled(&self, done: usize, added: usize) {
+        // Saturating: the count is advisory (it only gates ingress) and
+        // must never wrap to a huge value that would refuse everything.
+        let step = |n: usize| Some(n.saturating_add(added).saturating_sub(done));
+        let _ =
+            self.queued.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, step);
     }
 
     /// An aggregate-update event carries the aggregate as it is now.
@@ -157,6 +187,47 @@ impl Engine {
             other => other,
         }
     }
+}
+
+/// The summary of one attempt (Doover's invocation summary shape).
+fn summary(queued: &QueuedEvent, report: &Report) -> InvocationSummary {
+    let skip_reason = match &report.outcome {
+        Outcome::Skipped { hook } => Some(format!("no {} handler", hook.op())),
+        _ => None,
+    };
+    let error = (report.outcome.summary_status() == "error").then(|| describe(&report.outcome));
+    InvocationSummary {
+        event_id: queued.id,
+        install_id: queued.install_id,
+        op: queued.event.op.clone(),
+        status: report.outcome.summary_status().to_owned(),
+        skip_reason,
+        outcome: serde_json::to_value(&report.outcome).unwrap_or_default(),
+        duration_ms: report.duration.as_secs_f64() * 1000.0,
+        fuel: report.fuel_consumed,
+        attempt: queued.attempt,
+        error,
+        logs: serde_json::to_value(&report.logs).unwrap_or_default(),
+        at_ms: now_ms(),
+    }
+}
+
+/// The summary as a message on the installation's `dv-proc-inv-<id>`
+/// channel (without the logs, which stay in the summary record).
+fn summary_message(inst: &Installation, s: &InvocationSummary) -> Option<Message> {
+    let name = ChannelName::new(format!("{}{}", well_known::INVOCATION_PREFIX, inst.id)).ok()?;
+    let mut data = serde_json::to_value(s).ok()?;
+    if let Some(map) = data.as_object_mut() {
+        map.remove("logs");
+    }
+    Some(Message {
+        id: MessageId::at(s.at_ms),
+        author_id: inst.agent_id,
+        channel: ChannelRef { agent_id: inst.agent_id, name },
+        data,
+        timestamp: None,
+        attachments: None,
+    })
 }
 
 /// The last outcome, as a dead letter's reason.

@@ -18,6 +18,7 @@ pub use installation::Installation;
 pub use retry::RetryPolicy;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::Value;
@@ -42,6 +43,35 @@ pub enum EngineError {
     /// No such installation.
     #[error("installation {0} does not exist")]
     UnknownInstallation(InstallId),
+    /// The queue is full: try again later. Nothing of the request was kept.
+    #[error("busy: {queued} events queued, the limit is {limit}; retry later")]
+    Busy {
+        /// Events queued now.
+        queued: usize,
+        /// The bound.
+        limit: usize,
+    },
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Retries and dead letters.
+    pub retry: RetryPolicy,
+    /// Concurrent invocations at most.
+    pub concurrency: usize,
+    /// Ingress answers `busy` once this many events are queued: a bound on
+    /// the backlog (and so on the latency of what is accepted).
+    pub max_queue: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        // Concurrency matches the runtime's default pool (64 slots) with
+        // headroom for load probes; 100k queued events is ~1 minute of
+        // backlog at the measured commit rates.
+        Self { retry: RetryPolicy::default(), concurrency: 32, max_queue: 100_000 }
+    }
 }
 
 /// The delivery engine over one store and one runtime.
@@ -54,19 +84,34 @@ pub struct Engine {
     in_flight: Mutex<HashSet<(InstallId, AgentId)>>,
     /// Concurrent invocations at most.
     concurrency: usize,
+    max_queue: usize,
+    /// Events queued, kept in step with the store (sled's `len` is a scan).
+    queued: AtomicUsize,
 }
 
 impl Engine {
-    /// An engine with no installations.
-    pub fn new(store: Store, runtime: Arc<Runtime>, policy: RetryPolicy, concurrency: usize) -> Self {
-        Self {
+    /// An engine with no installations over `store` (whose queue it resumes).
+    pub fn new(store: Store, runtime: Arc<Runtime>, config: EngineConfig) -> Result<Self, EngineError> {
+        let queued = store.queued()?.len();
+        Ok(Self {
             store,
             runtime,
             installs: RwLock::default(),
-            policy,
+            policy: config.retry,
             in_flight: Mutex::default(),
-            concurrency: concurrency.max(1),
+            concurrency: config.concurrency.max(1),
+            max_queue: config.max_queue,
+            queued: AtomicUsize::new(queued),
+        })
+    }
+
+    /// Refuse ingress of `adding` events when the queue is at its bound.
+    fn admit(&self, adding: usize) -> Result<(), EngineError> {
+        let queued = self.queued.load(Ordering::Relaxed);
+        if queued.saturating_add(adding) > self.max_queue {
+            return Err(EngineError::Busy { queued, limit: self.max_queue });
         }
+        Ok(())
     }
 
     /// The store.
@@ -74,10 +119,26 @@ impl Engine {
         &self.store
     }
 
-    /// Add or replace an installation.
-    pub fn install(&self, installation: Installation) {
-        let mut installs = self.installs.write().unwrap_or_else(|p| p.into_inner());
-        installs.insert(installation.id, Arc::new(installation));
+    /// Add or replace an installation. If its app handles `on_deployment`,
+    /// a deployment event is queued (durably) and its id returned.
+    pub async fn install(&self, installation: Installation) -> Result<Option<EventId>, EngineError> {
+        let inst = Arc::new(installation);
+        self.installs.write().unwrap_or_else(|p| p.into_inner()).insert(inst.id, Arc::clone(&inst));
+        if !inst.app.hooks.contains(&crate::model::Hook::Deployment) {
+            return Ok(None);
+        }
+        let event = crate::model::Event::Deployment {
+            agent_id: inst.agent_id,
+            app_id: 0.into(),
+            app_install_id: inst.id,
+            app_key: inst.app_key.clone(),
+            app_display_name: inst.display_name.clone(),
+        };
+        let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
+        self.store.enqueue(&queued)?;
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.store.flush().await?;
+        Ok(Some(queued.id))
     }
 
     fn installations(&self) -> Vec<Arc<Installation>> {
@@ -104,7 +165,9 @@ impl Engine {
         let org = crate::caps::StateView::agent_org(&self.store, message.channel.agent_id).unwrap_or_default();
         let effects = Effects { messages: vec![message.clone()], aggregates: Vec::new(), bytes: 0 };
         let events = routing::route(&self.installations(), org, &effects, None, 0, now);
-        self.store.commit(Commit { ack: None, effects: &effects, downstream: &events, now_ms: now })?;
+        self.admit(events.len())?;
+        self.store.commit(Commit { ack: None, effects: &effects, downstream: &events, now_ms: now, summary: None })?;
+        self.queued.fetch_add(events.len(), Ordering::Relaxed);
         self.store.flush().await?;
         Ok(message.id)
     }
@@ -116,9 +179,22 @@ impl Engine {
         let now = now_ms();
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now);
         let id = queued.id;
+        self.admit(1)?;
         self.store.enqueue(&queued)?;
+        self.queued.fetch_add(1, Ordering::Relaxed);
         self.store.flush().await?;
         Ok(id)
+    }
+
+    /// Put a dead letter back in the queue as a fresh first attempt.
+    /// Returns false if there is no such dead letter.
+    pub async fn redrive(&self, id: EventId) -> Result<bool, EngineError> {
+        let redriven = self.store.redrive(id, now_ms())?;
+        if redriven {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            self.store.flush().await?;
+        }
+        Ok(redriven)
     }
 
     /// The organisation of an agent, for callers building channels.

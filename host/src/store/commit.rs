@@ -4,6 +4,7 @@
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
+use super::invocations::InvocationSummary;
 use super::queue::{QueuedEvent, insert_queued, remove_queued, tx_error};
 use super::{Store, StoreError, decode, encode, keys};
 use crate::caps::Effects;
@@ -21,6 +22,8 @@ pub struct Commit<'a> {
     pub downstream: &'a [QueuedEvent],
     /// The commit time, Unix ms (aggregates' `last_updated`).
     pub now_ms: u64,
+    /// The invocation's summary, recorded in the same transaction.
+    pub summary: Option<&'a InvocationSummary>,
 }
 
 impl Store {
@@ -41,8 +44,8 @@ impl Store {
             .iter()
             .map(|e| Ok(QueuedEvent { seq: self.db.generate_id()?, ..e.clone() }))
             .collect::<Result<_, StoreError>>()?;
-        (&self.queue, &self.keyq, &self.aggregates, &self.messages, &self.agents)
-            .transaction(|(queue, keyq, aggregates, messages, agents)| {
+        (&self.queue, &self.keyq, &self.aggregates, &self.messages, &self.agents, &self.invocations)
+            .transaction(|(queue, keyq, aggregates, messages, agents, invocations)| {
                 let abort = ConflictableTransactionError::Abort;
                 if let Some(ack) = c.ack {
                     remove_queued(queue, keyq, ack)?;
@@ -70,6 +73,9 @@ impl Store {
                 }
                 for e in &downstream {
                     insert_queued(queue, keyq, e)?;
+                }
+                if let Some(s) = c.summary {
+                    invocations.insert(&keys::invocation(s.install_id, s.event_id, s.attempt), encode(s))?;
                 }
                 Ok(())
             })

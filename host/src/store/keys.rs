@@ -11,6 +11,7 @@
 //! | `queue`       | due ms (8) · event id (8)                        | `QueuedEvent` JSON    |
 //! | `keyq`        | install id (8) · agent id (8) · seq (8)          | event id (8)          |
 //! | `dead`        | event id (8)                                     | `DeadLetter` JSON     |
+//! | `invocations` | install id (8) · event id (8) · attempt (4)      | `InvocationSummary` JSON |
 //!
 //! Channel names are at most 128 bytes, so one length byte suffices; the
 //! length prefix keeps `a` and `ab` from sharing a message prefix. Message ids
@@ -81,6 +82,15 @@ pub fn place(install: InstallId, agent: AgentId, seq: u64) -> [u8; 24] {
     let mut k = [0u8; 24];
     k[..16].copy_from_slice(&line(install, agent));
     k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `invocations` key.
+pub fn invocation(install: InstallId, event: EventId, attempt: u32) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..8].copy_from_slice(&install.get().to_be_bytes());
+    k[8..16].copy_from_slice(&event.get().to_be_bytes());
+    k[16..].copy_from_slice(&attempt.to_be_bytes());
     k
 }
 

@@ -9,11 +9,13 @@
 //! caller may report "accepted" or "done" before the flush that covers it.
 
 mod commit;
+mod invocations;
 mod keys;
 mod queue;
 mod state;
 
 pub use commit::Commit;
+pub use invocations::InvocationSummary;
 pub use queue::{DeadLetter, QueuedEvent};
 
 use std::path::Path;
@@ -55,6 +57,7 @@ pub struct Store {
     queue: sled::Tree,
     keyq: sled::Tree,
     dead: sled::Tree,
+    invocations: sled::Tree,
 }
 
 impl Store {
@@ -77,6 +80,7 @@ impl Store {
             queue: db.open_tree("queue")?,
             keyq: db.open_tree("keyq")?,
             dead: db.open_tree("dead")?,
+            invocations: db.open_tree("invocations")?,
             db,
         })
     }

@@ -212,8 +212,13 @@ fn run(seed: u64, steps: usize) {
                         event(&mut rng, next_id)
                     })
                     .collect();
-                let result =
-                    store.commit(Commit { ack: Some(&ack), effects: &effects, downstream: &downstream, now_ms: 1 });
+                let result = store.commit(Commit {
+                    ack: Some(&ack),
+                    effects: &effects,
+                    downstream: &downstream,
+                    now_ms: 1,
+                    summary: None,
+                });
                 let queued = model.queue.contains_key(&(ack.due_ms, ack.id.get()));
                 let unknown = effects
                     .messages
@@ -319,7 +324,7 @@ fn a_commit_survives_reopening_after_flush() {
         store.enqueue(&e).unwrap();
         let mut effects = Effects::default();
         effects.aggregates.push(AggregateWrite { channel: ch(1, "a"), data: json!({"n": 1}), mode: WriteMode::Merge });
-        store.commit(Commit { ack: Some(&e), effects: &effects, downstream: &[], now_ms: 9 }).unwrap();
+        store.commit(Commit { ack: Some(&e), effects: &effects, downstream: &[], now_ms: 9, summary: None }).unwrap();
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(store.flush()).unwrap();
         e
     };
@@ -333,6 +338,12 @@ fn a_commit_survives_reopening_after_flush() {
         Some((json!({"n": 1}), Some(9)))
     );
     assert!(store.queued().unwrap().is_empty());
-    let again = store.commit(Commit { ack: Some(&e), effects: &Effects::default(), downstream: &[], now_ms: 10 });
+    let again = store.commit(Commit {
+        ack: Some(&e),
+        effects: &Effects::default(),
+        downstream: &[],
+        now_ms: 10,
+        summary: None,
+    });
     assert!(matches!(again, Err(StoreError::NotQueued(_))), "an acknowledged event cannot commit twice");
 }

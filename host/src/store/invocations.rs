@@ -1,0 +1,52 @@
+//! Invocation summaries (Doover's shape), one per attempt, queryable by
+//! installation.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Store, StoreError, decode, encode, keys};
+use crate::model::{EventId, InstallId};
+
+/// What one attempt of one event did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationSummary {
+    /// The event.
+    pub event_id: EventId,
+    /// The installation.
+    pub install_id: InstallId,
+    /// The event's op, e.g. `on_message_create`.
+    pub op: String,
+    /// `success`, `skipped` or `error`.
+    pub status: String,
+    /// Why it was skipped, if it was.
+    pub skip_reason: Option<String>,
+    /// The classified outcome, in full.
+    pub outcome: Value,
+    /// Wall-clock time, ms.
+    pub duration_ms: f64,
+    /// Fuel consumed.
+    pub fuel: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The error, for `error`.
+    pub error: Option<String>,
+    /// Captured logs (`{lines, truncated}`).
+    pub logs: Value,
+    /// When it finished, Unix ms.
+    pub at_ms: u64,
+}
+
+impl Store {
+    /// Record a summary (outside a commit: retries and dead letters).
+    pub fn put_invocation(&self, summary: &InvocationSummary) -> Result<(), StoreError> {
+        self.invocations
+            .insert(keys::invocation(summary.install_id, summary.event_id, summary.attempt), encode(summary))?;
+        Ok(())
+    }
+
+    /// An installation's summaries, newest event first, at most `limit`.
+    pub fn invocations(&self, install: InstallId, limit: usize) -> Result<Vec<InvocationSummary>, StoreError> {
+        let prefix = install.get().to_be_bytes();
+        self.invocations.scan_prefix(prefix).rev().take(limit).map(|e| decode("invocation", &e?.1)).collect()
+    }
+}
