@@ -1,5 +1,6 @@
 //! The dispatcher: run due events, commit or retry or bury each.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,18 +73,43 @@ impl Engine {
         }
     }
 
-    /// Due events that may start now: first in their line, line not busy.
+    /// Due events that may start now (first in their line, line not busy),
+    /// shared fairly: organisations take turns, one event each per turn, and
+    /// the organisation that goes first rotates from round to round. Each
+    /// organisation's due events are read from its own queue partition, so
+    /// one tenant's backlog never hides another's.
     fn pick(&self, now: u64) -> Result<Vec<QueuedEvent>, EngineError> {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let mut batch = Vec::new();
-        for event in self.store.due(now, SCAN)? {
-            if batch.len() >= self.concurrency {
-                break;
+        let mut turns: Vec<VecDeque<QueuedEvent>> = Vec::new();
+        for org in self.store.queued_orgs()? {
+            let mut runnable = VecDeque::new();
+            for event in self.store.due_for(org, now, SCAN)? {
+                if runnable.len() >= self.concurrency {
+                    break;
+                }
+                let line = (event.install_id, event.agent_id);
+                if !in_flight.contains(&line) && self.store.is_head(&event)? {
+                    runnable.push_back(event);
+                }
             }
-            let line = (event.install_id, event.agent_id);
-            if !in_flight.contains(&line) && self.store.is_head(&event)? {
-                in_flight.insert(line);
-                batch.push(event);
+            if !runnable.is_empty() {
+                turns.push(runnable);
+            }
+        }
+        if !turns.is_empty() {
+            let first = self.round.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % turns.len();
+            turns.rotate_left(first);
+        }
+        let mut batch = Vec::new();
+        while batch.len() < self.concurrency && turns.iter().any(|t| !t.is_empty()) {
+            for turn in &mut turns {
+                if batch.len() >= self.concurrency {
+                    break;
+                }
+                if let Some(event) = turn.pop_front() {
+                    in_flight.insert((event.install_id, event.agent_id));
+                    batch.push(event);
+                }
             }
         }
         Ok(batch)

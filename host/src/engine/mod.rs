@@ -87,6 +87,8 @@ pub struct Engine {
     max_queue: usize,
     /// Events queued, kept in step with the store (sled's `len` is a scan).
     queued: AtomicUsize,
+    /// Dispatch rounds so far: rotates which organisation goes first.
+    round: AtomicUsize,
 }
 
 impl Engine {
@@ -102,6 +104,7 @@ impl Engine {
             concurrency: config.concurrency.max(1),
             max_queue: config.max_queue,
             queued: AtomicUsize::new(queued),
+            round: AtomicUsize::new(0),
         })
     }
 

@@ -59,6 +59,7 @@ fn concerns(inst: &Installation, channel: &ChannelRef, data: &Value, hook: Hook)
 pub fn queued(inst: &Installation, agent: AgentId, event: &Event, depth: u32, now: u64) -> QueuedEvent {
     QueuedEvent {
         id: EventId::generate(),
+        organisation_id: inst.organisation_id,
         install_id: inst.id,
         agent_id: agent,
         event: event.to_envelope(),

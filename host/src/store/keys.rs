@@ -8,7 +8,7 @@
 //! | `serials`     | org id (8) · serial number (utf-8)               | agent id (8)          |
 //! | `aggregates`  | agent id (8) · channel name                      | `Aggregate` JSON      |
 //! | `messages`    | agent id (8) · name length (1) · name · msg id (8) | `Message` JSON      |
-//! | `queue`       | due ms (8) · event id (8)                        | `QueuedEvent` JSON    |
+//! | `queue`       | org id (8) · due ms (8) · event id (8)           | `QueuedEvent` JSON    |
 //! | `keyq`        | install id (8) · agent id (8) · seq (8)          | event id (8)          |
 //! | `dead`        | event id (8)                                     | `DeadLetter` JSON     |
 //! | `invocations` | install id (8) · event id (8) · attempt (4)      | `InvocationSummary` JSON |
@@ -61,11 +61,14 @@ pub fn message(ch: &ChannelRef, id: MessageId) -> Vec<u8> {
     k
 }
 
-/// `queue` key.
-pub fn queued(due_ms: u64, id: EventId) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&due_ms.to_be_bytes());
-    k[8..].copy_from_slice(&id.get().to_be_bytes());
+/// `queue` key. Partitioned by organisation so that the dispatcher can take
+/// each tenant's due events separately (fairness: one tenant's backlog never
+/// hides another's due events).
+pub fn queued(org: OrgId, due_ms: u64, id: EventId) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&org.get().to_be_bytes());
+    k[8..16].copy_from_slice(&due_ms.to_be_bytes());
+    k[16..].copy_from_slice(&id.get().to_be_bytes());
     k
 }
 
@@ -118,8 +121,10 @@ mod tests {
     }
 
     #[test]
-    fn queue_keys_sort_by_due_time_then_id() {
-        assert!(queued(10, 99.into()) < queued(11, 1.into()));
-        assert!(queued(10, 1.into()) < queued(10, 2.into()));
+    fn queue_keys_sort_by_organisation_then_due_time_then_id() {
+        let (a, b) = (OrgId::from(1), OrgId::from(2));
+        assert!(queued(a, 10, 99.into()) < queued(a, 11, 1.into()));
+        assert!(queued(a, 10, 1.into()) < queued(a, 10, 2.into()));
+        assert!(queued(a, 99, 1.into()) < queued(b, 0, 1.into()));
     }
 }

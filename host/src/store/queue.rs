@@ -5,13 +5,16 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::{Store, StoreError, decode, encode, keys};
-use crate::model::{AgentId, EventEnvelope, EventId, InstallId};
+use crate::model::{AgentId, EventEnvelope, EventId, InstallId, OrgId};
 
 /// An event bound for one installation, as it waits in the queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueuedEvent {
     /// Stable across retries.
     pub id: EventId,
+    /// The tenant (the queue is partitioned by it).
+    #[serde(default)]
+    pub organisation_id: OrgId,
     /// The installation to run.
     pub install_id: InstallId,
     /// With `install_id`, the ordering key: events for one (installation,
@@ -73,13 +76,44 @@ impl Store {
         Ok(first.is_some_and(|(k, _)| k.as_ref() == keys::place(event.install_id, event.agent_id, event.seq)))
     }
 
-    /// Up to `limit` events due at `now_ms`, earliest first.
-    pub fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
-        let end = keys::queued(now_ms.saturating_add(1), EventId::from(0));
-        self.queue.range(..end).take(limit).map(|e| decode("queued event", &e?.1)).collect()
+    /// Up to `limit` of one organisation's events due at `now_ms`, earliest first.
+    pub fn due_for(&self, org: OrgId, now_ms: u64, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
+        let start = keys::queued(org, 0, EventId::from(0));
+        let end = keys::queued(org, now_ms.saturating_add(1), EventId::from(0));
+        self.queue.range(start..end).take(limit).map(|e| decode("queued event", &e?.1)).collect()
     }
 
-    /// Every queued event, earliest first (tests, admin).
+    /// Every organisation with queued events: one seek per organisation.
+    pub fn queued_orgs(&self) -> Result<Vec<OrgId>, StoreError> {
+        let mut orgs = Vec::new();
+        let mut from = keys::queued(OrgId::from(0), 0, EventId::from(0)).to_vec();
+        while let Some(entry) = self.queue.range(from.clone()..).next() {
+            let (key, _) = entry?;
+            let org: [u8; 8] = key
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(StoreError::Corrupt { what: "queue key", reason: format!("{} bytes", key.len()) })?;
+            let org = u64::from_be_bytes(org);
+            orgs.push(OrgId::from(org));
+            let Some(next) = org.checked_add(1) else { break };
+            from = keys::queued(OrgId::from(next), 0, EventId::from(0)).to_vec();
+        }
+        Ok(orgs)
+    }
+
+    /// Events due at `now_ms` across organisations, earliest first, at most
+    /// `limit` (a scan of every organisation's partition: tests and admin).
+    pub fn due(&self, now_ms: u64, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
+        let mut all = Vec::new();
+        for org in self.queued_orgs()? {
+            all.extend(self.due_for(org, now_ms, limit)?);
+        }
+        all.sort_by_key(|e| (e.due_ms, e.id));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Every queued event, by organisation then due time (tests, admin).
     pub fn queued(&self) -> Result<Vec<QueuedEvent>, StoreError> {
         self.queue.iter().map(|e| decode("queued event", &e?.1)).collect()
     }
@@ -87,13 +121,13 @@ impl Store {
     /// Move a failed event to its next attempt at `due_ms`; returns it.
     pub fn reschedule(&self, event: &QueuedEvent, due_ms: u64) -> Result<QueuedEvent, StoreError> {
         let next = QueuedEvent { attempt: event.attempt + 1, due_ms, ..event.clone() };
-        let old = keys::queued(event.due_ms, event.id);
+        let old = keys::queued(event.organisation_id, event.due_ms, event.id);
         self.queue
             .transaction(|q| {
                 if q.remove(&old)?.is_none() {
                     return Err(ConflictableTransactionError::Abort(StoreError::NotQueued(event.id)));
                 }
-                q.insert(&keys::queued(next.due_ms, next.id), encode(&next))?;
+                q.insert(&keys::queued(next.organisation_id, next.due_ms, next.id), encode(&next))?;
                 Ok(())
             })
             .map_err(tx_error)?;
@@ -138,14 +172,14 @@ type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
 
 /// Insert a queued event and its place in its line.
 pub(super) fn insert_queued(queue: &TransactionalTree, keyq: &TransactionalTree, e: &QueuedEvent) -> TxResult {
-    queue.insert(&keys::queued(e.due_ms, e.id), encode(e))?;
+    queue.insert(&keys::queued(e.organisation_id, e.due_ms, e.id), encode(e))?;
     keyq.insert(&keys::place(e.install_id, e.agent_id, e.seq), &keys::dead(e.id))?;
     Ok(())
 }
 
 /// Remove a queued event and its place; aborts with `NotQueued` if absent.
 pub(super) fn remove_queued(queue: &TransactionalTree, keyq: &TransactionalTree, e: &QueuedEvent) -> TxResult {
-    if queue.remove(&keys::queued(e.due_ms, e.id))?.is_none() {
+    if queue.remove(&keys::queued(e.organisation_id, e.due_ms, e.id))?.is_none() {
         return Err(ConflictableTransactionError::Abort(StoreError::NotQueued(e.id)));
     }
     keyq.remove(&keys::place(e.install_id, e.agent_id, e.seq))?;

@@ -19,8 +19,8 @@ struct Model {
     agents: BTreeMap<u64, (u64, Option<String>)>,
     aggregates: BTreeMap<(u64, &'static str), Value>,
     messages: BTreeMap<(u64, &'static str), BTreeMap<u64, Value>>,
-    /// Queued events (seq zeroed: the store assigns it) by (due, id).
-    queue: BTreeMap<(u64, u64), QueuedEvent>,
+    /// Queued events (seq zeroed: the store assigns it) by (org, due, id).
+    queue: BTreeMap<(u64, u64, u64), QueuedEvent>,
     /// Event id -> insertion order, to check the store's lines are FIFO.
     order: BTreeMap<u64, u64>,
     next_order: u64,
@@ -31,8 +31,12 @@ impl Model {
     fn push(&mut self, e: QueuedEvent) {
         self.order.insert(e.id.get(), self.next_order);
         self.next_order += 1;
-        self.queue.insert((e.due_ms, e.id.get()), QueuedEvent { seq: 0, ..e });
+        self.queue.insert(qkey(&e), QueuedEvent { seq: 0, ..e });
     }
+}
+
+fn qkey(e: &QueuedEvent) -> (u64, u64, u64) {
+    (e.organisation_id.get(), e.due_ms, e.id.get())
 }
 
 fn unseq(events: Vec<QueuedEvent>) -> Vec<QueuedEvent> {
@@ -47,6 +51,7 @@ fn event(rng: &mut fastrand::Rng, id: u64) -> QueuedEvent {
     let due = rng.u64(0..100);
     QueuedEvent {
         id: EventId::from(id),
+        organisation_id: OrgId::from(rng.u64(1..4)),
         install_id: 7.into(),
         agent_id: AgentId::from(rng.u64(1..5)),
         event: EventEnvelope { op: "on_manual_invoke".into(), d: json!({"organisation_id": 1, "payload": {"n": id}}) },
@@ -127,6 +132,10 @@ fn check(store: &Store, model: &Model) {
             }
         }
     }
+    let orgs: Vec<u64> = store.queued_orgs().unwrap().iter().map(|o| o.get()).collect();
+    let mut want_orgs: Vec<u64> = model.queue.keys().map(|k| k.0).collect();
+    want_orgs.dedup();
+    assert_eq!(orgs, want_orgs, "organisations with queued events");
     let queued = store.queued().unwrap();
     assert_eq!(unseq(queued.clone()), model.queue.values().cloned().collect::<Vec<_>>(), "queue");
     // Each (installation, agent) line is FIFO by insertion, whatever the due
@@ -219,7 +228,7 @@ fn run(seed: u64, steps: usize) {
                     now_ms: 1,
                     summary: None,
                 });
-                let queued = model.queue.contains_key(&(ack.due_ms, ack.id.get()));
+                let queued = model.queue.contains_key(&qkey(&ack));
                 let unknown = effects
                     .messages
                     .iter()
@@ -233,7 +242,7 @@ fn run(seed: u64, steps: usize) {
                     }
                     (true, None) => {
                         result.unwrap();
-                        model.queue.remove(&(ack.due_ms, ack.id.get()));
+                        model.queue.remove(&qkey(&ack));
                         for m in &effects.messages {
                             let name = CHANNELS.iter().find(|n| **n == m.channel.name.as_str()).unwrap();
                             model
@@ -259,14 +268,14 @@ fn run(seed: u64, steps: usize) {
                 let due = rng.u64(0..200);
                 match store.reschedule(&e, due) {
                     Ok(next) => {
-                        assert!(model.queue.remove(&(e.due_ms, e.id.get())).is_some());
+                        assert!(model.queue.remove(&qkey(&e)).is_some());
                         assert_eq!(next.attempt, e.attempt + 1);
                         assert_eq!(next.seq, e.seq, "a retry keeps its place in line");
-                        model.queue.insert((due, e.id.get()), QueuedEvent { seq: 0, ..next });
+                        model.queue.insert(qkey(&next), QueuedEvent { seq: 0, ..next });
                     }
                     Err(err) => {
                         assert!(matches!(err, StoreError::NotQueued(_)));
-                        assert!(!model.queue.contains_key(&(e.due_ms, e.id.get())));
+                        assert!(!model.queue.contains_key(&qkey(&e)));
                     }
                 }
             }
@@ -274,7 +283,7 @@ fn run(seed: u64, steps: usize) {
                 let e = pick_queued(&mut rng, &store, next_id);
                 match store.dead_letter(&e, "test", 5) {
                     Ok(()) => {
-                        model.queue.remove(&(e.due_ms, e.id.get()));
+                        model.queue.remove(&qkey(&e));
                         let event = QueuedEvent { seq: 0, ..e };
                         model.dead.insert(event.id.get(), DeadLetter { event, reason: "test".into(), dead_ms: 5 });
                     }
@@ -293,8 +302,15 @@ fn run(seed: u64, steps: usize) {
             _ => {
                 let now = rng.u64(0..200);
                 let due = store.due(now, 1000).unwrap();
-                let want: Vec<QueuedEvent> = model.queue.values().filter(|e| e.due_ms <= now).cloned().collect();
+                let mut want: Vec<QueuedEvent> = model.queue.values().filter(|e| e.due_ms <= now).cloned().collect();
+                want.sort_by_key(|e| (e.due_ms, e.id));
                 assert_eq!(unseq(due), want, "due at {now}");
+                for org in 1..4u64 {
+                    let got = unseq(store.due_for(OrgId::from(org), now, 1000).unwrap());
+                    let want: Vec<QueuedEvent> =
+                        model.queue.range((org, 0, 0)..=(org, now, u64::MAX)).map(|(_, e)| e.clone()).collect();
+                    assert_eq!(got, want, "org {org} due at {now}");
+                }
             }
         }
         check(&store, &model);
