@@ -312,12 +312,9 @@ impl Manifest {
             if !is_valid_key(&s.name) {
                 return Err((format!("schedules[{i}].name"), format!("{:?} must match [a-zA-Z0-9_-]+", s.name)));
             }
-            if !(s.expression.starts_with("rate(") || s.expression.starts_with("cron(")) || !s.expression.ends_with(')')
-            {
-                return Err((
-                    format!("schedules[{i}].expression"),
-                    format!("{:?} must be rate(...) or cron(...)", s.expression),
-                ));
+            if let Err(e) = crate::model::ScheduleExpr::parse(&s.expression, s.timezone.as_deref()) {
+                let field = if e.reason.starts_with("unknown time zone") { "timezone" } else { "expression" };
+                return Err((format!("schedules[{i}].{field}"), e.reason));
             }
         }
         for (i, h) in self.allowed_hosts.iter().enumerate() {

@@ -6,6 +6,7 @@ mod event;
 mod ids;
 mod merge;
 mod payload;
+mod schedule;
 
 pub use channel::{Agent, Aggregate, BadChannelName, ChannelName, ChannelRef, MAX_CHANNEL_NAME, Message, well_known};
 pub use event::{Event, EventEnvelope, EventError, Hook};
@@ -15,3 +16,4 @@ pub use ids::{
 };
 pub use merge::{WriteMode, apply_diff, apply_diff_in_place, apply_diff_with, apply_write, apply_write_in_place};
 pub use payload::{MAX_DEPTH, PayloadError, check_object, is_valid_key, kind_of, parse_object};
+pub use schedule::{ScheduleError, ScheduleExpr};
