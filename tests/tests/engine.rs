@@ -244,3 +244,35 @@ async fn a_flooding_tenant_does_not_starve_another() {
     assert!(rounds <= 2, "tenant B waited {rounds} rounds behind tenant A's flood");
     drain(&engine).await;
 }
+
+#[tokio::test]
+async fn a_missed_schedule_fires_once_after_downtime_and_a_disabled_one_never() {
+    let engine = engine_with(EngineConfig { retry: fast_retries(), ..EngineConfig::default() }, "daily-summary").await;
+    let now = paddock::model::now_ms();
+    let state = engine.store().get_schedule(INSTALL.into(), "daily").unwrap().expect("registered on install");
+    assert!(state.next_fire_ms.is_some_and(|t| t > now), "planned in the future");
+    assert_eq!(state.expression, "cron(0 6 * * ? *)");
+
+    // Downtime: the plan says three days ago, so three fires were missed.
+    let missed = paddock::store::ScheduleState { next_fire_ms: Some(now - 3 * 86_400_000), ..state.clone() };
+    engine.store().put_schedule(&missed).unwrap();
+    // Schedules fire at the start of a round; then the queue drains.
+    engine.run_once().await.unwrap();
+    drain(&engine).await;
+    let runs = |e: &Engine| {
+        e.store().invocations(INSTALL.into(), 100).unwrap().iter().filter(|s| s.op == "on_schedule").count()
+    };
+    assert_eq!(runs(&engine), 1, "missed fires collapse into one");
+    let after = engine.store().get_schedule(INSTALL.into(), "daily").unwrap().unwrap();
+    assert!(after.next_fire_ms.is_some_and(|t| t > now), "the plan moved past now");
+    assert_eq!(after.id, state.id);
+    engine.run_once().await.unwrap();
+    assert_eq!(runs(&engine), 1, "not due again");
+    let summary = engine.store().get_aggregate(&ch("daily_summary")).unwrap();
+    assert!(summary.is_some(), "the scheduled run wrote its summary aggregate");
+
+    let disabled = paddock::store::ScheduleState { disabled: true, next_fire_ms: Some(now - 1), ..after };
+    engine.store().put_schedule(&disabled).unwrap();
+    engine.run_once().await.unwrap();
+    assert_eq!(runs(&engine), 1, "a disabled schedule never fires");
+}

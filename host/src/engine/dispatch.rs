@@ -22,7 +22,9 @@ impl Engine {
     /// `concurrency`), wait for them, then flush once for all of them
     /// (group commit). Returns how many ran.
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, EngineError> {
-        let batch = self.pick(now_ms())?;
+        let now = now_ms();
+        self.fire_schedules(now)?;
+        let batch = self.pick(now)?;
         let ran = batch.len();
         let mut tasks = JoinSet::new();
         for event in batch {
@@ -195,7 +197,7 @@ impl Engine {
     }
 
     /// Keep the queued-event count in step: `done` left, `added` arrived.
-    fn settled(&self, done: usize, added: usize) {
+    pub(super) fn settled(&self, done: usize, added: usize) {
         // Saturating: the count is advisory (it only gates ingress) and
         // must never wrap to a huge value that would refuse everything.
         let step = |n: usize| Some(n.saturating_add(added).saturating_sub(done));

@@ -13,6 +13,7 @@ mod dispatch;
 mod installation;
 mod retry;
 mod routing;
+mod schedules;
 
 pub use installation::Installation;
 pub use retry::RetryPolicy;
@@ -127,6 +128,7 @@ impl Engine {
     pub async fn install(&self, installation: Installation) -> Result<Option<EventId>, EngineError> {
         let inst = Arc::new(installation);
         self.installs.write().unwrap_or_else(|p| p.into_inner()).insert(inst.id, Arc::clone(&inst));
+        self.register_schedules(&inst)?;
         if !inst.app.hooks.contains(&crate::model::Hook::Deployment) {
             return Ok(None);
         }

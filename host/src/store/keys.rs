@@ -11,6 +11,7 @@
 //! | `queue`       | org id (8) · due ms (8) · event id (8)           | `QueuedEvent` JSON    |
 //! | `keyq`        | install id (8) · agent id (8) · seq (8)          | event id (8)          |
 //! | `dead`        | event id (8)                                     | `DeadLetter` JSON     |
+//! | `schedules`   | install id (8) · schedule name                   | `ScheduleState` JSON  |
 //! | `invocations` | install id (8) · event id (8) · attempt (4)      | `InvocationSummary` JSON |
 //!
 //! Channel names are at most 128 bytes, so one length byte suffices; the
@@ -85,6 +86,13 @@ pub fn place(install: InstallId, agent: AgentId, seq: u64) -> [u8; 24] {
     let mut k = [0u8; 24];
     k[..16].copy_from_slice(&line(install, agent));
     k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `schedules` key.
+pub fn schedule(install: InstallId, name: &str) -> Vec<u8> {
+    let mut k = install.get().to_be_bytes().to_vec();
+    k.extend_from_slice(name.as_bytes());
     k
 }
 

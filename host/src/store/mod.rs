@@ -12,11 +12,13 @@ mod commit;
 mod invocations;
 mod keys;
 mod queue;
+mod schedules;
 mod state;
 
 pub use commit::Commit;
 pub use invocations::InvocationSummary;
 pub use queue::{DeadLetter, QueuedEvent};
+pub use schedules::ScheduleState;
 
 use std::path::Path;
 
@@ -58,6 +60,7 @@ pub struct Store {
     keyq: sled::Tree,
     dead: sled::Tree,
     invocations: sled::Tree,
+    schedules: sled::Tree,
 }
 
 impl Store {
@@ -81,6 +84,7 @@ impl Store {
             keyq: db.open_tree("keyq")?,
             dead: db.open_tree("dead")?,
             invocations: db.open_tree("invocations")?,
+            schedules: db.open_tree("schedules")?,
             db,
         })
     }

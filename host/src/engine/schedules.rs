@@ -1,0 +1,72 @@
+//! Firing schedules: every fire is an event through the same queue.
+
+use super::{Engine, EngineError, Installation, routing};
+use crate::model::{Event, Hook, ScheduleExpr, ScheduleId, now_ms};
+use crate::store::ScheduleState;
+
+impl Engine {
+    /// Register `inst`'s manifest schedules. A schedule whose expression,
+    /// time zone and switch are unchanged keeps its id and next fire time;
+    /// a changed one is re-planned from now.
+    pub(super) fn register_schedules(&self, inst: &Installation) -> Result<(), EngineError> {
+        let now = now_ms();
+        for spec in &inst.app.manifest.schedules {
+            let existing = self.store.get_schedule(inst.id, &spec.name)?;
+            let unchanged = existing.as_ref().is_some_and(|s| {
+                s.expression == spec.expression && s.timezone == spec.timezone && s.disabled == spec.disabled
+            });
+            if unchanged {
+                continue;
+            }
+            // The manifest validated the expression when it was loaded.
+            let Ok(expr) = ScheduleExpr::parse(&spec.expression, spec.timezone.as_deref()) else { continue };
+            let state = ScheduleState {
+                id: existing.map_or_else(ScheduleId::generate, |s| s.id),
+                install_id: inst.id,
+                name: spec.name.clone(),
+                expression: spec.expression.clone(),
+                timezone: spec.timezone.clone(),
+                disabled: spec.disabled,
+                next_fire_ms: expr.next_after(now),
+            };
+            self.store.put_schedule(&state)?;
+        }
+        Ok(())
+    }
+
+    /// Fire every schedule that is due at `now`. However many fire times
+    /// were missed (downtime), a schedule fires once and its next fire time
+    /// moves past `now`. Returns how many fired.
+    pub(super) fn fire_schedules(&self, now: u64) -> Result<usize, EngineError> {
+        let mut fired = 0;
+        for state in self.store.schedules()? {
+            let Some(due) = state.next_fire_ms.filter(|due| *due <= now && !state.disabled) else { continue };
+            let Some(inst) = self.installation(state.install_id) else { continue };
+            let Ok(expr) = ScheduleExpr::parse(&state.expression, state.timezone.as_deref()) else { continue };
+            let next = next_after_now(&expr, due, now);
+            let event = Event::Schedule { schedule_id: state.id, organisation_id: inst.organisation_id };
+            let queued = routing::queued(&inst, inst.agent_id, &event, 0, now);
+            if !inst.app.hooks.contains(&Hook::Schedule) {
+                // Nothing would run: just keep the plan moving.
+                self.store.put_schedule(&ScheduleState { next_fire_ms: next, ..state })?;
+            } else if self.store.fire_schedule(&state, &queued, next)? {
+                self.settled(0, 1);
+                fired += 1;
+            }
+        }
+        Ok(fired)
+    }
+}
+
+/// The first fire time after `now`: a rate keeps its phase (steps from the
+/// missed fire time), a cron takes its next match.
+fn next_after_now(expr: &ScheduleExpr, due: u64, now: u64) -> Option<u64> {
+    match expr {
+        ScheduleExpr::Rate { every } => {
+            let every = u64::try_from(every.as_millis()).ok()?.max(1);
+            let missed = (now - due) / every + 1;
+            due.checked_add(missed.checked_mul(every)?)
+        }
+        ScheduleExpr::Cron { .. } => expr.next_after(now),
+    }
+}
