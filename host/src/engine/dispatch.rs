@@ -236,6 +236,7 @@ fn summary(queued: &QueuedEvent, report: &Report) -> InvocationSummary {
         attempt: queued.attempt,
         error,
         logs: serde_json::to_value(&report.logs).unwrap_or_default(),
+        queued_ms: queued.enqueued_ms,
         at_ms: now_ms(),
     }
 }

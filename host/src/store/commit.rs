@@ -44,41 +44,43 @@ impl Store {
             .iter()
             .map(|e| Ok(QueuedEvent { seq: self.db.generate_id()?, ..e.clone() }))
             .collect::<Result<_, StoreError>>()?;
-        (&self.queue, &self.keyq, &self.aggregates, &self.messages, &self.agents, &self.invocations)
-            .transaction(|(queue, keyq, aggregates, messages, agents, invocations)| {
-                let abort = ConflictableTransactionError::Abort;
-                if let Some(ack) = c.ack {
-                    remove_queued(queue, keyq, ack)?;
-                }
-                for m in &c.effects.messages {
-                    if agents.get(keys::agent(m.channel.agent_id))?.is_none() {
-                        return Err(abort(StoreError::UnknownAgent(m.channel.agent_id)));
+        self.gated(|| {
+            (&self.queue, &self.keyq, &self.aggregates, &self.messages, &self.agents, &self.invocations)
+                .transaction(|(queue, keyq, aggregates, messages, agents, invocations)| {
+                    let abort = ConflictableTransactionError::Abort;
+                    if let Some(ack) = c.ack {
+                        remove_queued(queue, keyq, ack)?;
                     }
-                    let key = keys::message(&m.channel, m.id);
-                    if messages.get(&key)?.is_none() {
-                        messages.insert(key, encode(m))?;
+                    for m in &c.effects.messages {
+                        if agents.get(keys::agent(m.channel.agent_id))?.is_none() {
+                            return Err(abort(StoreError::UnknownAgent(m.channel.agent_id)));
+                        }
+                        let key = keys::message(&m.channel, m.id);
+                        if messages.get(&key)?.is_none() {
+                            messages.insert(key, encode(m))?;
+                        }
                     }
-                }
-                for w in &c.effects.aggregates {
-                    if agents.get(keys::agent(w.channel.agent_id))?.is_none() {
-                        return Err(abort(StoreError::UnknownAgent(w.channel.agent_id)));
+                    for w in &c.effects.aggregates {
+                        if agents.get(keys::agent(w.channel.agent_id))?.is_none() {
+                            return Err(abort(StoreError::UnknownAgent(w.channel.agent_id)));
+                        }
+                        let key = keys::aggregate(&w.channel);
+                        let old = match aggregates.get(&key)? {
+                            Some(bytes) => decode::<Aggregate>("aggregate", &bytes).map_err(abort)?.data,
+                            None => serde_json::Value::Object(Default::default()),
+                        };
+                        let new = Aggregate { data: apply_write(&old, &w.data, &w.mode), last_updated: Some(c.now_ms) };
+                        aggregates.insert(key, encode(&new))?;
                     }
-                    let key = keys::aggregate(&w.channel);
-                    let old = match aggregates.get(&key)? {
-                        Some(bytes) => decode::<Aggregate>("aggregate", &bytes).map_err(abort)?.data,
-                        None => serde_json::Value::Object(Default::default()),
-                    };
-                    let new = Aggregate { data: apply_write(&old, &w.data, &w.mode), last_updated: Some(c.now_ms) };
-                    aggregates.insert(key, encode(&new))?;
-                }
-                for e in &downstream {
-                    insert_queued(queue, keyq, e)?;
-                }
-                if let Some(s) = c.summary {
-                    invocations.insert(&keys::invocation(s.install_id, s.event_id, s.attempt), encode(s))?;
-                }
-                Ok(())
-            })
-            .map_err(tx_error)
+                    for e in &downstream {
+                        insert_queued(queue, keyq, e)?;
+                    }
+                    if let Some(s) = c.summary {
+                        invocations.insert(&keys::invocation(s.install_id, s.event_id, s.attempt), encode(s))?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_error)
+        })
     }
 }

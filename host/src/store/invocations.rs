@@ -32,6 +32,10 @@ pub struct InvocationSummary {
     pub error: Option<String>,
     /// Captured logs (`{lines, truncated}`).
     pub logs: Value,
+    /// When the event was first accepted, Unix ms (`at_ms - queued_ms` is
+    /// its end-to-end latency).
+    #[serde(default)]
+    pub queued_ms: u64,
     /// When it finished, Unix ms.
     pub at_ms: u64,
 }

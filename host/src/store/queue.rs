@@ -60,12 +60,14 @@ impl Store {
     /// [`Store::flush`]); returns it with its sequence number.
     pub fn enqueue(&self, event: &QueuedEvent) -> Result<QueuedEvent, StoreError> {
         let queued = QueuedEvent { seq: self.db.generate_id()?, ..event.clone() };
-        (&self.queue, &self.keyq)
-            .transaction(|(q, k)| {
-                insert_queued(q, k, &queued)?;
-                Ok(())
-            })
-            .map_err(tx_error)?;
+        self.gated(|| {
+            (&self.queue, &self.keyq)
+                .transaction(|(q, k)| {
+                    insert_queued(q, k, &queued)?;
+                    Ok(())
+                })
+                .map_err(tx_error)
+        })?;
         Ok(queued)
     }
 
@@ -122,28 +124,32 @@ impl Store {
     pub fn reschedule(&self, event: &QueuedEvent, due_ms: u64) -> Result<QueuedEvent, StoreError> {
         let next = QueuedEvent { attempt: event.attempt + 1, due_ms, ..event.clone() };
         let old = keys::queued(event.organisation_id, event.due_ms, event.id);
-        self.queue
-            .transaction(|q| {
-                if q.remove(&old)?.is_none() {
-                    return Err(ConflictableTransactionError::Abort(StoreError::NotQueued(event.id)));
-                }
-                q.insert(&keys::queued(next.organisation_id, next.due_ms, next.id), encode(&next))?;
-                Ok(())
-            })
-            .map_err(tx_error)?;
+        self.gated(|| {
+            self.queue
+                .transaction(|q| {
+                    if q.remove(&old)?.is_none() {
+                        return Err(ConflictableTransactionError::Abort(StoreError::NotQueued(event.id)));
+                    }
+                    q.insert(&keys::queued(next.organisation_id, next.due_ms, next.id), encode(&next))?;
+                    Ok(())
+                })
+                .map_err(tx_error)
+        })?;
         Ok(next)
     }
 
     /// Give an event up: out of the queue, into the dead letters.
     pub fn dead_letter(&self, event: &QueuedEvent, reason: &str, now_ms: u64) -> Result<(), StoreError> {
         let letter = DeadLetter { event: event.clone(), reason: reason.to_owned(), dead_ms: now_ms };
-        (&self.queue, &self.keyq, &self.dead)
-            .transaction(|(q, k, d)| {
-                remove_queued(q, k, event)?;
-                d.insert(&keys::dead(event.id), encode(&letter))?;
-                Ok(())
-            })
-            .map_err(tx_error)
+        self.gated(|| {
+            (&self.queue, &self.keyq, &self.dead)
+                .transaction(|(q, k, d)| {
+                    remove_queued(q, k, event)?;
+                    d.insert(&keys::dead(event.id), encode(&letter))?;
+                    Ok(())
+                })
+                .map_err(tx_error)
+        })
     }
 
     /// Dead letters, oldest event first, at most `limit`.
@@ -156,15 +162,18 @@ impl Store {
     /// such dead letter.
     pub fn redrive(&self, id: EventId, now_ms: u64) -> Result<bool, StoreError> {
         let seq = self.db.generate_id()?;
-        (&self.dead, &self.queue, &self.keyq)
-            .transaction(|(d, q, k)| {
-                let Some(bytes) = d.remove(&keys::dead(id))? else { return Ok(false) };
-                let letter: DeadLetter = decode("dead letter", &bytes).map_err(ConflictableTransactionError::Abort)?;
-                let event = QueuedEvent { attempt: 1, due_ms: now_ms, seq, ..letter.event };
-                insert_queued(q, k, &event)?;
-                Ok(true)
-            })
-            .map_err(tx_error)
+        self.gated(|| {
+            (&self.dead, &self.queue, &self.keyq)
+                .transaction(|(d, q, k)| {
+                    let Some(bytes) = d.remove(&keys::dead(id))? else { return Ok(false) };
+                    let letter: DeadLetter =
+                        decode("dead letter", &bytes).map_err(ConflictableTransactionError::Abort)?;
+                    let event = QueuedEvent { attempt: 1, due_ms: now_ms, seq, ..letter.event };
+                    insert_queued(q, k, &event)?;
+                    Ok(true)
+                })
+                .map_err(tx_error)
+        })
     }
 }
 

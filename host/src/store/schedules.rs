@@ -54,20 +54,22 @@ impl Store {
         let key = keys::schedule(s.install_id, &s.name);
         let event = QueuedEvent { seq: self.db.generate_id()?, ..event.clone() };
         let updated = ScheduleState { next_fire_ms: next, ..s.clone() };
-        (&self.schedules, &self.queue, &self.keyq)
-            .transaction(|(schedules, queue, keyq)| {
-                let current: Option<ScheduleState> = schedules
-                    .get(key.as_slice())?
-                    .map(|v| decode("schedule", &v))
-                    .transpose()
-                    .map_err(ConflictableTransactionError::Abort)?;
-                if current.as_ref().map(|c| c.next_fire_ms) != Some(s.next_fire_ms) {
-                    return Ok(false);
-                }
-                schedules.insert(key.as_slice(), encode(&updated))?;
-                insert_queued(queue, keyq, &event)?;
-                Ok(true)
-            })
-            .map_err(tx_error)
+        self.gated(|| {
+            (&self.schedules, &self.queue, &self.keyq)
+                .transaction(|(schedules, queue, keyq)| {
+                    let current: Option<ScheduleState> = schedules
+                        .get(key.as_slice())?
+                        .map(|v| decode("schedule", &v))
+                        .transpose()
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    if current.as_ref().map(|c| c.next_fire_ms) != Some(s.next_fire_ms) {
+                        return Ok(false);
+                    }
+                    schedules.insert(key.as_slice(), encode(&updated))?;
+                    insert_queued(queue, keyq, &event)?;
+                    Ok(true)
+                })
+                .map_err(tx_error)
+        })
     }
 }
