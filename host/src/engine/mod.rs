@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde_json::Value;
 
 use crate::caps::Effects;
-use crate::model::{AgentId, ChannelName, ChannelRef, EventId, InstallId, Message, MessageId, OrgId, now_ms};
+use crate::model::{AgentId, ChannelRef, EventId, InstallId, Message, MessageId, now_ms};
 use crate::runtime::Runtime;
 use crate::store::{Commit, Store, StoreError};
 
@@ -200,15 +200,5 @@ impl Engine {
             self.store.flush().await?;
         }
         Ok(redriven)
-    }
-
-    /// The organisation of an agent, for callers building channels.
-    pub fn organisation_of(&self, agent: AgentId) -> Option<OrgId> {
-        crate::caps::StateView::agent_org(&self.store, agent)
-    }
-
-    /// A channel reference, validated.
-    pub fn channel(agent: AgentId, name: &str) -> Result<ChannelRef, crate::model::BadChannelName> {
-        Ok(ChannelRef { agent_id: agent, name: ChannelName::new(name)? })
     }
 }
