@@ -21,6 +21,7 @@ pub use queue::{DeadLetter, QueuedEvent};
 pub use schedules::ScheduleState;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -60,6 +61,8 @@ pub struct Store {
     /// an iterator all parked). Transactions share the gate; a flush takes
     /// it alone.
     gate: Arc<RwLock<()>>,
+    /// Group commit: concurrent `flush` callers share flushes (see `flush`).
+    flushes: Arc<FlushTickets>,
     agents: sled::Tree,
     serials: sled::Tree,
     aggregates: sled::Tree,
@@ -85,6 +88,7 @@ impl Store {
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
         Ok(Store {
             gate: Arc::default(),
+            flushes: Arc::default(),
             agents: db.open_tree("agents")?,
             serials: db.open_tree("serials")?,
             aggregates: db.open_tree("aggregates")?,
@@ -98,17 +102,26 @@ impl Store {
         })
     }
 
-    /// Make every write so far durable (group commit: one flush covers all
-    /// the writes before it). Returns the bytes flushed.
-    pub async fn flush(&self) -> Result<usize, StoreError> {
+    /// Make every write so far durable. Group commit: a caller takes a
+    /// ticket after its writes; a flush that starts after reading the
+    /// latest ticket covers every caller up to it, so concurrent callers
+    /// share one flush instead of queueing one each.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let ticket = self.flushes.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _one_at_a_time = self.flushes.lock.lock().await;
+        if self.flushes.completed.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covers = self.flushes.requested.load(Ordering::SeqCst);
         let (db, gate) = (self.db.clone(), Arc::clone(&self.gate));
-        let flushed = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let _alone = gate.write().unwrap_or_else(|p| p.into_inner());
             db.flush()
         })
         .await
-        .map_err(|e| StoreError::Corrupt { what: "flush task", reason: e.to_string() })?;
-        Ok(flushed?)
+        .map_err(|e| StoreError::Corrupt { what: "flush task", reason: e.to_string() })??;
+        self.flushes.completed.store(covers, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Run a transaction under the shared side of the gate (see `gate`).
@@ -116,6 +129,14 @@ impl Store {
         let _shared = self.gate.read().unwrap_or_else(|p| p.into_inner());
         run()
     }
+}
+
+/// Flush tickets: callers requested, flushes completed up to.
+#[derive(Default)]
+struct FlushTickets {
+    requested: AtomicU64,
+    completed: AtomicU64,
+    lock: tokio::sync::Mutex<()>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
