@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use super::queue::tx_error;
 use super::{Store, StoreError, decode, encode, keys};
 use crate::caps::StateView;
 use crate::model::{Agent, AgentId, Aggregate, ChannelRef, Message, MessageId, OrgId};
@@ -14,19 +18,28 @@ struct AgentRecord {
 }
 
 impl Store {
-    /// Create or replace an agent (and its serial-number index entry).
+    /// Create or replace an agent and its serial-number index entry, in one
+    /// transaction (a crash must not leave the index pointing elsewhere).
     pub fn put_agent(&self, org: OrgId, agent: Agent) -> Result<(), StoreError> {
-        if let Some(old) = self.agent_record(agent.id)?
-            && let Some(serial) = &old.agent.serial_number
-        {
-            self.serials.remove(keys::serial(old.organisation_id, serial))?;
-        }
-        if let Some(serial) = &agent.serial_number {
-            self.serials.insert(keys::serial(org, serial), &keys::agent(agent.id))?;
-        }
         let record = AgentRecord { organisation_id: org, agent };
-        self.agents.insert(keys::agent(record.agent.id), encode(&record))?;
-        Ok(())
+        let key = keys::agent(record.agent.id);
+        self.gated(|| {
+            (&self.agents, &self.serials)
+                .transaction(|(agents, serials)| {
+                    if let Some(bytes) = agents.get(key)? {
+                        let old: AgentRecord = decode("agent", &bytes).map_err(ConflictableTransactionError::Abort)?;
+                        if let Some(serial) = &old.agent.serial_number {
+                            serials.remove(keys::serial(old.organisation_id, serial))?;
+                        }
+                    }
+                    if let Some(serial) = &record.agent.serial_number {
+                        serials.insert(keys::serial(org, serial), &key)?;
+                    }
+                    agents.insert(&key, encode(&record))?;
+                    Ok(())
+                })
+                .map_err(tx_error)
+        })
     }
 
     fn agent_record(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
