@@ -11,12 +11,18 @@
 //! - [`runtime`]: the wasmtime sandbox that runs one event and returns a [`runtime::Report`];
 //! - [`store`]: the sled store: state, the durable queue, dead letters, the atomic commit;
 //! - [`engine`]: ingress, routing, the dispatcher, retries and dead letters;
-//! - [`cli`]: the `paddock` command line (`invoke`).
+//! - [`plugins`]: the plugins directory, loaded at start and watched;
+//! - [`api`]: the HTTP API (`/v1`), ingestion endpoints, OAuth callback, metrics;
+//! - [`serve`]: `paddock serve`, the server process;
+//! - [`cli`]: the `paddock` command line (`invoke`, `schema`, `serve`).
 
+pub mod api;
 pub mod caps;
 pub mod cli;
 pub mod engine;
 pub mod manifest;
 pub mod model;
+pub mod plugins;
 pub mod runtime;
+pub mod serve;
 pub mod store;

@@ -39,6 +39,16 @@ pub enum AppKind {
     Integration,
 }
 
+impl AppKind {
+    /// Doover's code: `PRO` or `INT`.
+    pub fn code(self) -> &'static str {
+        match self {
+            AppKind::Processor => "PRO",
+            AppKind::Integration => "INT",
+        }
+    }
+}
+
 /// Resource limits of one invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppLimits {

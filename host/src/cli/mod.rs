@@ -4,6 +4,7 @@
 mod invoke;
 mod render;
 mod schema;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use invoke::InvokeArgs;
+pub use serve::ServeArgs;
 
 /// Exit code for a run whose outcome was an error (retry, fail, trap, ...).
 pub const EXIT_OUTCOME_ERROR: u8 = 1;
@@ -24,6 +26,9 @@ pub struct Cli {
     /// Log filter for Paddock's own diagnostics (e.g. `info`, `paddock=debug`).
     #[arg(long, global = true, default_value = "warn", env = "PADDOCK_LOG")]
     pub log: String,
+    /// Log format: `human` or `json` (one object per line).
+    #[arg(long, global = true, default_value = "human", env = "PADDOCK_LOG_FORMAT", value_parser = ["human", "json"])]
+    pub log_format: String,
     /// Where compiled components are cached [default: $XDG_CACHE_HOME/paddock
     /// or ~/.cache/paddock].
     #[arg(long, global = true, env = "PADDOCK_CACHE_DIR")]
@@ -52,12 +57,20 @@ enum Command {
         #[arg(long)]
         write: bool,
     },
+    /// Run the server: the HTTP API, the plugins directory (loaded and
+    /// watched), the durable event engine.
+    ///
+    /// Stops gracefully on SIGINT or SIGTERM: it stops accepting requests,
+    /// lets in-flight invocations finish and commit, and flushes the store.
+    /// On first start without an operator token it generates one and
+    /// prints it once.
+    Serve(ServeArgs),
 }
 
 /// Parse arguments and run; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log);
+    init_tracing(&cli.log, &cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -70,6 +83,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Invoke(args) => invoke::run(args, config).await,
             Command::Schema { app, write } => schema::run(&app, write, config).await,
+            Command::Serve(args) => serve::run(args, config).await,
         }
     });
     match result {
@@ -92,7 +106,8 @@ fn runtime_config(cli: &Cli) -> crate::runtime::RuntimeConfig {
     crate::runtime::RuntimeConfig { cache_dir, ..Default::default() }
 }
 
-fn init_tracing(filter: &str) {
+fn init_tracing(filter: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }

@@ -14,40 +14,34 @@ use crate::store::{Commit, InvocationSummary, QueuedEvent, StoreError};
 
 /// Most due events looked at per round.
 const SCAN: usize = 1024;
-/// How long the loop sleeps when nothing is due.
+/// How long the loop sleeps when nothing is due (ingress wakes it sooner).
 const IDLE: Duration = Duration::from_millis(20);
+/// Commits are flushed at most this often while work completes.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(10);
+/// Schedules are checked at most this often.
+const SCHEDULE_EVERY_MS: u64 = 250;
 
 impl Engine {
     /// One round: start every due event that is first in its line (at most
     /// `concurrency`), wait for them, then flush once for all of them
-    /// (group commit). Returns how many ran.
+    /// (group commit). Returns how many ran. Tests and tools drive the
+    /// engine with this; a server uses [`Engine::run`].
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, EngineError> {
         let now = now_ms();
         let fired = self.fire_schedules(now)?;
-        let batch = self.pick(now)?;
+        let batch = self.pick(now, self.concurrency)?;
         let ran = batch.len();
         let mut tasks = JoinSet::new();
         for event in batch {
-            let engine = Arc::clone(self);
-            tasks.spawn(async move {
-                let line = (event.install_id, event.agent_id);
-                let result = engine.process(event).await;
-                engine.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&line);
-                result
-            });
+            self.start(&mut tasks, event);
         }
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "event processing failed; it stays queued");
-                    first_error.get_or_insert(e);
-                }
-                Err(e) => tracing::error!(error = %e, "event task panicked; the event stays queued"),
+            if let Err(e) = finished(joined) {
+                first_error.get_or_insert(e);
             }
         }
-        // An idle round wrote nothing: no flush (the idle loop runs every 20 ms).
+        // An idle round wrote nothing: no flush.
         if fired + ran > 0 {
             self.store.flush().await?;
         }
@@ -57,25 +51,82 @@ impl Engine {
         }
     }
 
-    /// Run rounds until `stop` resolves.
+    /// Dispatch continuously until `stop` resolves: whenever a slot frees
+    /// (or ingress signals new work, or the idle timer ticks), start the
+    /// next fair pick of due events. No invocation waits for another.
+    ///
+    /// Commits are made durable by a flush at most every
+    /// [`FLUSH_EVERY`] while work completes. Nobody waits on them: an
+    /// acknowledgement lost in a crash only means the event runs again,
+    /// and its effects commit atomically with the acknowledgement, so
+    /// they are never applied twice.
+    ///
+    /// On stop: start nothing new, let in-flight invocations finish and
+    /// commit, then flush (graceful shutdown).
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
+        let mut tasks = JoinSet::new();
+        let mut unflushed = false;
+        let mut last_flush = std::time::Instant::now();
+        let mut last_schedules = 0u64;
         loop {
-            let idle = match self.run_once().await {
-                Ok(0) => true,
-                Ok(_) => false,
-                Err(e) => {
-                    tracing::error!(error = %e, "dispatch round failed");
-                    true
-                }
-            };
-            if idle {
-                tokio::select! {
-                    () = &mut stop => return,
-                    () = tokio::time::sleep(IDLE) => {}
+            let now = now_ms();
+            if now.saturating_sub(last_schedules) >= SCHEDULE_EVERY_MS {
+                last_schedules = now;
+                match self.fire_schedules(now) {
+                    Ok(n) => unflushed |= n > 0,
+                    Err(e) => tracing::error!(error = %e, "firing schedules failed"),
                 }
             }
+            let free = self.concurrency.saturating_sub(tasks.len());
+            if free > 0 {
+                match self.pick(now, free) {
+                    Ok(batch) => {
+                        for event in batch {
+                            self.start(&mut tasks, event);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "picking due events failed"),
+                }
+            }
+            if unflushed && last_flush.elapsed() >= FLUSH_EVERY {
+                unflushed = false;
+                last_flush = std::time::Instant::now();
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.flush().await {
+                        tracing::error!(error = %e, "flushing commits failed");
+                    }
+                });
+            }
+            tokio::select! {
+                () = &mut stop => break,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    let _ = finished(joined);
+                    unflushed = true;
+                }
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(if unflushed { FLUSH_EVERY } else { IDLE }) => {}
+            }
         }
+        tracing::info!(in_flight = tasks.len(), "dispatcher stopping: draining in-flight invocations");
+        while let Some(joined) = tasks.join_next().await {
+            let _ = finished(joined);
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+
+    /// Start one picked event; its line is freed when it ends.
+    fn start(self: &Arc<Self>, tasks: &mut JoinSet<Result<(), EngineError>>, event: QueuedEvent) {
+        let engine = Arc::clone(self);
+        tasks.spawn(async move {
+            let line = (event.install_id, event.agent_id);
+            let result = engine.process(event).await;
+            engine.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&line);
+            result
+        });
     }
 
     /// Due events that may start now (first in their line, line not busy),
@@ -83,13 +134,13 @@ impl Engine {
     /// the organisation that goes first rotates from round to round. Each
     /// organisation's due events are read from its own queue partition, so
     /// one tenant's backlog never hides another's.
-    fn pick(&self, now: u64) -> Result<Vec<QueuedEvent>, EngineError> {
+    fn pick(&self, now: u64, slots: usize) -> Result<Vec<QueuedEvent>, EngineError> {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let mut turns: Vec<VecDeque<QueuedEvent>> = Vec::new();
         for org in self.store.queued_orgs()? {
             let mut runnable = VecDeque::new();
             for event in self.store.due_for(org, now, SCAN)? {
-                if runnable.len() >= self.concurrency {
+                if runnable.len() >= slots {
                     break;
                 }
                 let line = (event.install_id, event.agent_id);
@@ -106,9 +157,9 @@ impl Engine {
             turns.rotate_left(first);
         }
         let mut batch = Vec::new();
-        while batch.len() < self.concurrency && turns.iter().any(|t| !t.is_empty()) {
+        while batch.len() < slots && turns.iter().any(|t| !t.is_empty()) {
             for turn in &mut turns {
-                if batch.len() >= self.concurrency {
+                if batch.len() >= slots {
                     break;
                 }
                 if let Some(event) = turn.pop_front() {
@@ -140,6 +191,12 @@ impl Engine {
         let inv = Invocation { event_id: queued.id, attempt: queued.attempt, event, grant: inst.grant() };
         let report = self.runtime.invoke(&inst.app, inv, Arc::new(self.store.clone())).await;
         let summary = summary(&queued, &report);
+        self.metrics.invocation(
+            inst.organisation_id,
+            &summary.status,
+            report.duration.as_secs_f64(),
+            report.fuel_consumed,
+        );
         if report.outcome.is_ok() {
             let installs = self.installations();
             let downstream = routing::route(
@@ -192,6 +249,7 @@ impl Engine {
         match self.store.dead_letter(queued, reason, now_ms()) {
             Ok(()) => {
                 self.settled(1, 0);
+                self.metrics.dead_lettered();
                 Ok(())
             }
             Err(StoreError::NotQueued(_)) => Ok(()),
@@ -216,6 +274,21 @@ impl Engine {
                 Event::AggregateUpdate { organisation_id, author_id, channel, aggregate, request_data }
             }
             other => other,
+        }
+    }
+}
+
+/// Log a finished task's failure; the event stays queued and runs again.
+fn finished(joined: Result<Result<(), EngineError>, tokio::task::JoinError>) -> Result<(), EngineError> {
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "event processing failed; it stays queued");
+            Err(e)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "event task panicked; the event stays queued");
+            Ok(())
         }
     }
 }

@@ -9,23 +9,28 @@
 //!   acknowledgement commit together; a failure commits only the next
 //!   attempt (exponential backoff with jitter) or a dead letter.
 
+mod catalog;
 mod dispatch;
 mod installation;
+mod metrics;
 mod retry;
 mod routing;
 mod schedules;
 
+pub use catalog::{AppSlot, AppStatus, new_record};
+pub use dispatch::FLUSH_EVERY;
 pub use installation::Installation;
+pub use metrics::{Gauges, Metrics};
 pub use retry::RetryPolicy;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::Value;
 
 use crate::caps::Effects;
-use crate::model::{AgentId, ChannelRef, EventId, InstallId, Message, MessageId, now_ms};
+use crate::model::{AgentId, ChannelRef, EventId, IngestionId, InstallId, Message, MessageId, now_ms};
 use crate::runtime::Runtime;
 use crate::store::{Commit, Store, StoreError};
 
@@ -44,6 +49,15 @@ pub enum EngineError {
     /// No such installation.
     #[error("installation {0} does not exist")]
     UnknownInstallation(InstallId),
+    /// No version of this app is serving.
+    #[error("app {0:?} is not loaded")]
+    UnknownApp(String),
+    /// No such agent in the organisation.
+    #[error("agent {0} does not exist in this organisation")]
+    UnknownAgent(AgentId),
+    /// The installation config breaks the app's schema.
+    #[error("invalid config: {}", .0.join("; "))]
+    InvalidConfig(Vec<String>),
     /// The queue is full: try again later. Nothing of the request was kept.
     #[error("busy: {queued} events queued, the limit is {limit}; retry later")]
     Busy {
@@ -80,6 +94,12 @@ pub struct Engine {
     store: Store,
     runtime: Arc<Runtime>,
     installs: RwLock<BTreeMap<InstallId, Arc<Installation>>>,
+    /// Serving app versions by name.
+    apps: RwLock<BTreeMap<String, AppSlot>>,
+    /// Signalled when ingress queued work, so the dispatcher starts it now.
+    wake: tokio::sync::Notify,
+    /// Counters for `/metrics`.
+    metrics: Metrics,
     policy: RetryPolicy,
     /// Lines with an event in flight: at most one per (installation, agent).
     in_flight: Mutex<HashSet<(InstallId, AgentId)>>,
@@ -100,6 +120,9 @@ impl Engine {
             store,
             runtime,
             installs: RwLock::default(),
+            apps: RwLock::default(),
+            wake: tokio::sync::Notify::new(),
+            metrics: Metrics::default(),
             policy: config.retry,
             in_flight: Mutex::default(),
             concurrency: config.concurrency.max(1),
@@ -123,6 +146,42 @@ impl Engine {
         &self.store
     }
 
+    /// The runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Events queued now (advisory: kept in step with the store).
+    pub fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Queued events per organisation (a scan: for `/metrics`).
+    pub fn queue_depth_by_org(&self) -> Result<HashMap<crate::model::OrgId, usize>, EngineError> {
+        let mut out = HashMap::new();
+        for e in self.store.queued()? {
+            *out.entry(e.organisation_id).or_default() += 1;
+        }
+        Ok(out)
+    }
+
+    /// An active installation.
+    pub fn active_installation(&self, id: InstallId) -> Option<Arc<Installation>> {
+        self.installation(id)
+    }
+
+    /// Tell the dispatcher work was queued.
+    fn queued_work(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        self.metrics.accepted(n);
+        self.wake.notify_one();
+    }
+
     /// Add or replace an installation. If its app handles `on_deployment`,
     /// a deployment event is queued (durably) and its id returned.
     pub async fn install(&self, installation: Installation) -> Result<Option<EventId>, EngineError> {
@@ -141,8 +200,8 @@ impl Engine {
         };
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
         self.store.enqueue(&queued)?;
-        self.queued.fetch_add(1, Ordering::Relaxed);
         self.store.flush().await?;
+        self.queued_work(1);
         Ok(Some(queued.id))
     }
 
@@ -172,23 +231,75 @@ impl Engine {
         let events = routing::route(&self.installations(), org, &effects, None, 0, now);
         self.admit(events.len())?;
         self.store.commit(Commit { ack: None, effects: &effects, downstream: &events, now_ms: now, summary: None })?;
-        self.queued.fetch_add(events.len(), Ordering::Relaxed);
         self.store.flush().await?;
+        self.queued_work(events.len());
         Ok(message.id)
+    }
+
+    /// Ingress: a user or device writes a channel's aggregate (`Merge`
+    /// patches, `Replace` puts). The write and the events it raises are
+    /// committed atomically and flushed before this returns; the aggregate
+    /// as stored afterwards is returned.
+    pub async fn write_aggregate(
+        &self,
+        channel: ChannelRef,
+        data: Value,
+        mode: crate::model::WriteMode,
+    ) -> Result<crate::model::Aggregate, EngineError> {
+        crate::model::check_object(&data)?;
+        let now = now_ms();
+        let org = crate::caps::StateView::agent_org(&self.store, channel.agent_id).unwrap_or_default();
+        let write = crate::caps::AggregateWrite { channel: channel.clone(), data, mode };
+        let effects = Effects { messages: Vec::new(), aggregates: vec![write], bytes: 0 };
+        let events = routing::route(&self.installations(), org, &effects, None, 0, now);
+        self.admit(events.len())?;
+        self.store.commit(Commit { ack: None, effects: &effects, downstream: &events, now_ms: now, summary: None })?;
+        self.store.flush().await?;
+        self.queued_work(events.len());
+        Ok(self
+            .store
+            .get_aggregate(&channel)?
+            .unwrap_or(crate::model::Aggregate { data: Value::Object(Default::default()), last_updated: None }))
     }
 
     /// Ingress: invoke an installation by hand with `payload`.
     pub async fn manual_invoke(&self, install: InstallId, payload: Value) -> Result<EventId, EngineError> {
+        let org = self.installation(install).ok_or(EngineError::UnknownInstallation(install))?.organisation_id;
+        self.deliver(install, crate::model::Event::ManualInvoke { organisation_id: org, payload }).await
+    }
+
+    /// Ingress: queue `event` for one installation (on its own agent's
+    /// line). Durable when this returns.
+    pub async fn deliver(&self, install: InstallId, event: crate::model::Event) -> Result<EventId, EngineError> {
         let inst = self.installation(install).ok_or(EngineError::UnknownInstallation(install))?;
-        let event = crate::model::Event::ManualInvoke { organisation_id: inst.organisation_id, payload };
-        let now = now_ms();
-        let queued = routing::queued(&inst, inst.agent_id, &event, 0, now);
-        let id = queued.id;
+        let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
         self.admit(1)?;
         self.store.enqueue(&queued)?;
-        self.queued.fetch_add(1, Ordering::Relaxed);
         self.store.flush().await?;
-        Ok(id)
+        self.queued_work(1);
+        Ok(queued.id)
+    }
+
+    /// Ingress: an external system posted `payload` to an ingestion
+    /// endpoint of `install`. Durable when this returns.
+    pub async fn ingest(
+        &self,
+        install: InstallId,
+        ingestion_id: IngestionId,
+        payload: Vec<u8>,
+        content_type: String,
+        invocation_url: String,
+    ) -> Result<EventId, EngineError> {
+        let inst = self.installation(install).ok_or(EngineError::UnknownInstallation(install))?;
+        let event = crate::model::Event::Ingestion {
+            ingestion_id,
+            agent_id: inst.agent_id,
+            organisation_id: inst.organisation_id,
+            payload,
+            content_type,
+            invocation_url,
+        };
+        self.deliver(install, event).await
     }
 
     /// Put a dead letter back in the queue as a fresh first attempt.
@@ -196,8 +307,8 @@ impl Engine {
     pub async fn redrive(&self, id: EventId) -> Result<bool, EngineError> {
         let redriven = self.store.redrive(id, now_ms())?;
         if redriven {
-            self.queued.fetch_add(1, Ordering::Relaxed);
             self.store.flush().await?;
+            self.queued_work(1);
         }
         Ok(redriven)
     }

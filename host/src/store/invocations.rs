@@ -48,6 +48,24 @@ impl Store {
         Ok(())
     }
 
+    /// Keep only an installation's newest `keep` summaries (retention);
+    /// returns how many were removed.
+    pub fn prune_invocations(&self, install: InstallId, keep: usize) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for entry in self.invocations.scan_prefix(install.get().to_be_bytes()).rev().skip(keep) {
+            self.invocations.remove(entry?.0)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// One event's summaries (every attempt) for an installation.
+    pub fn event_invocations(&self, install: InstallId, event: EventId) -> Result<Vec<InvocationSummary>, StoreError> {
+        let mut prefix = install.get().to_be_bytes().to_vec();
+        prefix.extend_from_slice(&event.get().to_be_bytes());
+        self.invocations.scan_prefix(prefix).map(|e| decode("invocation", &e?.1)).collect()
+    }
+
     /// An installation's summaries, newest event first, at most `limit`.
     pub fn invocations(&self, install: InstallId, limit: usize) -> Result<Vec<InvocationSummary>, StoreError> {
         let prefix = install.get().to_be_bytes();

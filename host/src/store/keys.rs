@@ -13,6 +13,12 @@
 //! | `dead`        | event id (8)                                     | `DeadLetter` JSON     |
 //! | `schedules`   | install id (8) · schedule name                   | `ScheduleState` JSON  |
 //! | `invocations` | install id (8) · event id (8) · attempt (4)      | `InvocationSummary` JSON |
+//! | `orgs`        | org id (8)                                       | `OrgRecord` JSON      |
+//! | `installs`    | install id (8)                                   | `InstallRecord` JSON  |
+//! | `app_keys`    | agent id (8) · app key (utf-8)                   | install id (8)        |
+//! | `tokens`      | SHA-256 of the token secret (32)                 | `TokenRecord` JSON    |
+//! | `ingestions`  | ingestion id (8)                                 | `IngestionRecord` JSON |
+//! | `seen`        | scope length (1) · scope · key                   | expiry ms (JSON)      |
 //!
 //! Channel names are at most 128 bytes, so one length byte suffices; the
 //! length prefix keeps `a` and `ab` from sharing a message prefix. Message ids
@@ -108,6 +114,26 @@ pub fn invocation(install: InstallId, event: EventId, attempt: u32) -> [u8; 20] 
 /// `dead` key.
 pub fn dead(id: EventId) -> [u8; 8] {
     id.get().to_be_bytes()
+}
+
+/// `installs` key.
+pub fn install(id: InstallId) -> [u8; 8] {
+    id.get().to_be_bytes()
+}
+
+/// `app_keys` key: an app key is unique per agent.
+pub fn app_key(agent: AgentId, app_key: &str) -> Vec<u8> {
+    let mut k = agent.get().to_be_bytes().to_vec();
+    k.extend_from_slice(app_key.as_bytes());
+    k
+}
+
+/// `seen` key (idempotency keys). Scopes are short names of ours.
+pub fn seen(scope: &str, key: &str) -> Vec<u8> {
+    let mut k = vec![u8::try_from(scope.len()).unwrap_or(u8::MAX)];
+    k.extend_from_slice(scope.as_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! is group commit: [`Store::flush`] covers every write before it, and no
 //! caller may report "accepted" or "done" before the flush that covers it.
 
+mod catalog;
 mod commit;
 mod invocations;
 mod keys;
@@ -15,6 +16,7 @@ mod queue;
 mod schedules;
 mod state;
 
+pub use catalog::{IngestionRecord, InstallRecord, OrgRecord, TokenRecord};
 pub use commit::Commit;
 pub use invocations::InvocationSummary;
 pub use queue::{DeadLetter, QueuedEvent};
@@ -48,6 +50,9 @@ pub enum StoreError {
     /// already, so its effects must not be applied again.
     #[error("event {0} is not queued (already acknowledged or dead-lettered)")]
     NotQueued(crate::model::EventId),
+    /// A uniqueness rule would be broken (e.g. an app key taken on an agent).
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 /// The embedded store.
@@ -72,6 +77,12 @@ pub struct Store {
     dead: sled::Tree,
     invocations: sled::Tree,
     schedules: sled::Tree,
+    orgs: sled::Tree,
+    installs: sled::Tree,
+    app_keys: sled::Tree,
+    tokens: sled::Tree,
+    ingestions: sled::Tree,
+    seen: sled::Tree,
 }
 
 impl Store {
@@ -98,6 +109,12 @@ impl Store {
             dead: db.open_tree("dead")?,
             invocations: db.open_tree("invocations")?,
             schedules: db.open_tree("schedules")?,
+            orgs: db.open_tree("orgs")?,
+            installs: db.open_tree("installs")?,
+            app_keys: db.open_tree("app_keys")?,
+            tokens: db.open_tree("tokens")?,
+            ingestions: db.open_tree("ingestions")?,
+            seen: db.open_tree("seen")?,
             db,
         })
     }

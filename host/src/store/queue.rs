@@ -157,6 +157,16 @@ impl Store {
         self.dead.iter().take(limit).map(|e| decode("dead letter", &e?.1)).collect()
     }
 
+    /// One dead letter.
+    pub fn dead_letter_by_id(&self, id: EventId) -> Result<Option<DeadLetter>, StoreError> {
+        self.dead.get(keys::dead(id))?.map(|v| decode("dead letter", &v)).transpose()
+    }
+
+    /// Discard a dead letter; false if there was none.
+    pub fn delete_dead_letter(&self, id: EventId) -> Result<bool, StoreError> {
+        Ok(self.dead.remove(keys::dead(id))?.is_some())
+    }
+
     /// Put a dead letter back in the queue, at the end of its line, as a
     /// fresh first attempt due at `now_ms`. Returns false if there is no
     /// such dead letter.

@@ -78,6 +78,43 @@ impl Store {
         self.messages.get(keys::message(ch, id))?.map(|v| decode("message", &v)).transpose()
     }
 
+    /// Keep only the newest `keep` messages of a channel (retention);
+    /// returns how many were removed.
+    pub fn prune_channel(&self, ch: &ChannelRef, keep: usize) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for entry in self.messages.scan_prefix(keys::channel_messages(ch)).rev().skip(keep) {
+            self.messages.remove(entry?.0)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// The names of an agent's channels (those with an aggregate or a
+    /// message), sorted.
+    pub fn list_channels(&self, agent: AgentId) -> Result<Vec<String>, StoreError> {
+        let prefix = keys::agent(agent);
+        let mut names = std::collections::BTreeSet::new();
+        for entry in self.aggregates.scan_prefix(prefix) {
+            let (k, _) = entry?;
+            names.insert(String::from_utf8_lossy(&k[8..]).into_owned());
+        }
+        // Messages: jump from one channel's prefix to the next instead of
+        // reading every message.
+        let mut from = prefix.to_vec();
+        while let Some(entry) = self.messages.range(from.clone()..).next() {
+            let (k, _) = entry?;
+            if !k.starts_with(&prefix) || k.len() < 9 {
+                break;
+            }
+            let len = usize::from(k[8]);
+            let Some(name) = k.get(9..9 + len) else { break };
+            names.insert(String::from_utf8_lossy(name).into_owned());
+            from = k[..9 + len].to_vec();
+            from.extend_from_slice(&[0xFF; 9]);
+        }
+        Ok(names.into_iter().collect())
+    }
+
     /// The agents of an organisation, at most `limit`.
     pub fn list_agents(&self, org: OrgId, limit: usize) -> Result<Vec<Agent>, StoreError> {
         let mut out = Vec::new();

@@ -1,0 +1,411 @@
+//! The HTTP API (`/v1`, hyper 1.x): tenant resources, ingestion endpoints,
+//! the OAuth callback, health and Prometheus metrics.
+//!
+//! Every route is declared once in [`routes::ROUTES`]; the router matches
+//! requests against that table and `/v1/openapi.json` is generated from
+//! it, so the document cannot drift from what is served.
+//!
+//! Errors are `{"error":{"code","message"}}` with the matching status;
+//! internal errors are logged and answered with a generic message.
+
+mod auth;
+mod handlers;
+mod ingest;
+mod oauth;
+pub mod routes;
+
+pub use auth::{Principal, Secret, hash_secret, new_mini_token, new_secret};
+pub use handlers::provision_org;
+pub use ingest::{DEFAULT_MAX_BODY, DEFAULT_RATE, HMAC_HEADER, MAX_RATE, Throttle, WEBHOOK_TOLERANCE_S};
+pub use oauth::StateSigner;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use hyper::{Method, StatusCode};
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::engine::{Engine, EngineError};
+use crate::store::StoreError;
+
+/// Largest request body of the management API (uploads of components are
+/// larger: see [`ApiConfig::max_upload_bytes`]).
+pub const MAX_API_BODY: usize = 1024 * 1024;
+
+/// API settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Proxies whose `X-Forwarded-For` is believed (empty: none is).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest app upload (component + manifest), bytes.
+    pub max_upload_bytes: usize,
+    /// The base URL clients reach this server on (for ingestion URLs and
+    /// the OAuth redirect URI), e.g. `http://127.0.0.1:8080`.
+    pub public_url: String,
+    /// Where uploaded apps are written (the plugins directory), if uploads
+    /// are enabled.
+    pub plugins_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            max_upload_bytes: 32 * 1024 * 1024,
+            public_url: "http://127.0.0.1:8080".into(),
+            plugins_dir: None,
+        }
+    }
+}
+
+/// The API service: shared by every connection.
+pub struct Api {
+    engine: Arc<Engine>,
+    config: ApiConfig,
+    throttle: Throttle,
+    signer: StateSigner,
+}
+
+impl Api {
+    /// The API over `engine`. `signer` signs OAuth `state` tokens.
+    pub fn new(engine: Arc<Engine>, config: ApiConfig, signer: StateSigner) -> Self {
+        Self { engine, config, throttle: Throttle::default(), signer }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Answer one request (never fails: errors become error responses).
+    pub async fn handle(&self, req: hyper::Request<Incoming>, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        let query = parse_query(parts.uri.query().unwrap_or(""));
+        let started = std::time::Instant::now();
+        let response = match routes::find(&parts.method, &path) {
+            Err(e) => e.response(),
+            Ok((route, params)) => {
+                let limit = route.body_limit(&self.config);
+                match read_body(&parts.headers, body, limit).await {
+                    Err(e) => e.response(),
+                    Ok(body) => {
+                        let req =
+                            Request { route, params, query, headers: parts.headers, body, peer, path: path.clone() };
+                        match handlers::dispatch(self, &req).await {
+                            Ok(reply) => reply.into_response(),
+                            Err(e) => e.response(),
+                        }
+                    }
+                }
+            }
+        };
+        tracing::debug!(method = %parts.method, %path, status = response.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1000.0, "request");
+        response
+    }
+}
+
+/// A parsed request, as handlers see it.
+pub struct Request {
+    /// The matched route.
+    pub route: &'static routes::Route,
+    /// Path parameters by name.
+    pub params: BTreeMap<&'static str, String>,
+    /// Query parameters (last one wins).
+    pub query: BTreeMap<String, String>,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The whole body (already size-checked).
+    pub body: Bytes,
+    /// The socket peer.
+    pub peer: SocketAddr,
+    /// The request path.
+    pub path: String,
+}
+
+impl Request {
+    /// A path parameter parsed as `T`, or 404 (an unparsable id names nothing).
+    pub fn param<T: std::str::FromStr>(&self, name: &str) -> Result<T, ApiError> {
+        let raw = self.params.get(name).map(String::as_str).unwrap_or_default();
+        raw.parse().map_err(|_| ApiError::not_found(format!("no {name} {raw:?}")))
+    }
+
+    /// The body as JSON of type `T` (400 naming the field that failed).
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let mut de = serde_json::Deserializer::from_slice(&self.body);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let at = if path == "." { String::new() } else { format!(" at {path}") };
+            ApiError::bad_request("invalid_json", format!("request body{at}: {}", e.inner()))
+        })
+    }
+
+    /// A query parameter parsed as `T`, if present (400 if unparsable).
+    pub fn query<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        self.query
+            .get(name)
+            .map(|v| v.parse().map_err(|_| ApiError::bad_request("invalid_query", format!("bad {name}: {v:?}"))))
+            .transpose()
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The client's address: the socket peer, or — only when the peer is
+    /// a trusted proxy — the nearest untrusted hop of `X-Forwarded-For`.
+    pub fn client_ip(&self, trusted: &[IpNet]) -> IpAddr {
+        let peer = self.peer.ip();
+        if !trusted.iter().any(|n| n.contains(&peer)) {
+            return peer;
+        }
+        let hops = self.header("x-forwarded-for").unwrap_or_default();
+        hops.rsplit(',')
+            .filter_map(|h| h.trim().parse::<IpAddr>().ok())
+            .find(|ip| !trusted.iter().any(|n| n.contains(ip)))
+            .unwrap_or(peer)
+    }
+}
+
+/// A successful answer.
+pub struct Reply {
+    status: StatusCode,
+    body: Bytes,
+    content_type: &'static str,
+}
+
+impl Reply {
+    /// 200 with a JSON body.
+    pub fn ok(value: impl Serialize) -> Self {
+        Self::json(StatusCode::OK, value)
+    }
+
+    /// `status` with a JSON body.
+    pub fn json(status: StatusCode, value: impl Serialize) -> Self {
+        let body = serde_json::to_vec(&value).unwrap_or_default();
+        Self { status, body: body.into(), content_type: "application/json" }
+    }
+
+    /// 200 with a text body of `content_type`.
+    pub fn text(content_type: &'static str, body: String) -> Self {
+        Self { status: StatusCode::OK, body: body.into(), content_type }
+    }
+
+    /// 204.
+    pub fn no_content() -> Self {
+        Self { status: StatusCode::NO_CONTENT, body: Bytes::new(), content_type: "application/json" }
+    }
+
+    fn into_response(self) -> hyper::Response<Full<Bytes>> {
+        let mut r = hyper::Response::new(Full::new(self.body));
+        *r.status_mut() = self.status;
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        r
+    }
+}
+
+/// An error answer: `{"error":{"code","message"}}` with `status`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human explanation (never internal details).
+    pub message: String,
+    /// Extra detail, e.g. every config violation.
+    pub details: Option<Box<Value>>,
+    /// `Retry-After` seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with `status` and `code`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), details: None, retry_after: None }
+    }
+    /// 400.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    /// 500, logging the cause and showing none of it.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error answering a request");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+    }
+
+    fn response(self) -> hyper::Response<Full<Bytes>> {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(d) = self.details {
+            error["details"] = *d;
+        }
+        let body = serde_json::to_vec(&json!({ "error": error })).unwrap_or_default();
+        let mut r = hyper::Response::new(Full::new(body.into()));
+        *r.status_mut() = self.status;
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(s) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(RETRY_AFTER, v);
+        }
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::UnknownAgent(a) => ApiError::not_found(format!("agent {a} does not exist")),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Store(s) => s.into(),
+            EngineError::Payload(p) => ApiError::bad_request("invalid_payload", p.to_string()),
+            e @ EngineError::UnknownInstallation(_) => ApiError::not_found(e.to_string()),
+            e @ EngineError::UnknownAgent(_) => ApiError::not_found(e.to_string()),
+            e @ EngineError::UnknownApp(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_app", e.to_string())
+            }
+            EngineError::InvalidConfig(v) => ApiError {
+                details: Some(Box::new(json!(v))),
+                ..ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_config",
+                    format!("config breaks the app's schema ({} violation(s))", v.len()),
+                )
+            },
+            e @ EngineError::Busy { .. } => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
+            },
+        }
+    }
+}
+
+/// Read a body of at most `limit` bytes: 413 before reading when the
+/// declared length is over, and while reading when the stream is.
+async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("body exceeds {limit} bytes"));
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request("bad_body", format!("could not read the body: {e}"))),
+    }
+}
+
+fn parse_query(q: &str) -> BTreeMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Decode `%XX` escapes and `+` (form encoding) in a query component.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Accept connections on `listener` until `shutdown` resolves, then stop
+/// accepting and give open connections `grace` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<Api>,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let api = Arc::clone(&api);
+                let service = hyper::service::service_fn(move |req| {
+                    let api = Arc::clone(&api);
+                    async move { Ok::<_, Infallible>(api.handle(req, peer).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => tracing::warn!("connections still open after the grace period"),
+    }
+}
+
+/// The method of a route (re-exported for the route table).
+pub type HttpMethod = Method;

@@ -1,0 +1,229 @@
+//! Apps and installations: the registry of loaded app versions (swapped
+//! atomically on upgrade) and the durable installations that run them.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Engine, EngineError, Installation};
+use crate::model::{EventId, InstallId, now_ms};
+use crate::runtime::LoadedApp;
+use crate::store::InstallRecord;
+
+/// What the engine knows of an app name: the version serving, and the
+/// last load error if a newer version failed (the previous one keeps serving).
+#[derive(Debug, Clone, Default)]
+pub struct AppSlot {
+    /// The version serving now, if any loaded.
+    pub current: Option<Arc<LoadedApp>>,
+    /// Why the latest version could not be loaded, if it could not.
+    pub error: Option<String>,
+}
+
+/// An app's status as the API reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppStatus {
+    /// The app's name.
+    pub name: String,
+    /// `ok`, `broken` (a newer version failed; the previous one serves) or
+    /// `failed` (no version loaded).
+    pub status: &'static str,
+    /// SHA-256 of the serving component.
+    pub digest: Option<String>,
+    /// `PRO` or `INT`.
+    pub kind: Option<String>,
+    /// The manifest's display name.
+    pub display_name: Option<String>,
+    /// The hooks the serving component handles.
+    pub hooks: Vec<&'static str>,
+    /// The last load error.
+    pub error: Option<String>,
+}
+
+impl Engine {
+    /// Serve `app` for its name: new events of its installations run it;
+    /// events in flight finish on the version they started with. Each
+    /// installation of an upgraded app gets a deployment event.
+    pub async fn put_app(&self, app: Arc<LoadedApp>) -> Result<Vec<EventId>, EngineError> {
+        let name = app.manifest.name.clone();
+        let previous = {
+            let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+            let slot = apps.entry(name.clone()).or_default();
+            slot.error = None;
+            slot.current.replace(Arc::clone(&app))
+        };
+        if previous.as_ref().is_some_and(|p| p.digest == app.digest) {
+            return Ok(Vec::new());
+        }
+        tracing::info!(app = %name, digest = %app.digest, "app serving");
+        let mut deployed = Vec::new();
+        for rec in self.store.installs()?.into_iter().filter(|r| r.app == name) {
+            if let Some(id) = self.activate(&rec, Arc::clone(&app)).await? {
+                deployed.push(id);
+            }
+        }
+        Ok(deployed)
+    }
+
+    /// Record that the latest version of `name` failed to load. The version
+    /// serving (if any) keeps serving.
+    pub fn app_failed(&self, name: &str, error: String) {
+        tracing::error!(app = %name, %error, "app failed to load; the previous version (if any) keeps serving");
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        apps.entry(name.to_owned()).or_default().error = Some(error);
+    }
+
+    /// Stop serving `name` (its files were removed). Its installations stay
+    /// stored but receive nothing until the app comes back.
+    pub fn remove_app(&self, name: &str) {
+        self.apps.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let mut installs = self.installs.write().unwrap_or_else(|p| p.into_inner());
+        installs.retain(|_, i| i.app.manifest.name != name);
+        tracing::info!(app = %name, "app removed");
+    }
+
+    /// The serving version of `name`.
+    pub fn app(&self, name: &str) -> Option<Arc<LoadedApp>> {
+        self.apps.read().unwrap_or_else(|p| p.into_inner()).get(name).and_then(|s| s.current.clone())
+    }
+
+    /// Every app's status, by name.
+    pub fn app_statuses(&self) -> Vec<AppStatus> {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        apps.iter()
+            .map(|(name, slot)| {
+                let app = slot.current.as_deref();
+                AppStatus {
+                    name: name.clone(),
+                    status: match (app, &slot.error) {
+                        (Some(_), None) => "ok",
+                        (Some(_), Some(_)) => "broken",
+                        (None, _) => "failed",
+                    },
+                    digest: app.map(|a| a.digest.clone()),
+                    kind: app.map(|a| a.manifest.kind.code().to_owned()),
+                    display_name: app.map(|a| a.manifest.display_name.clone()),
+                    hooks: app.map(|a| a.hooks.iter().map(|h| h.op()).collect()).unwrap_or_default(),
+                    error: slot.error.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Create or update an installation: the app must be serving, the
+    /// config is validated against its schema (every violation listed),
+    /// the app key must be free on the agent. The record is stored, the
+    /// installation activated and, if its app handles deployments, a
+    /// deployment event queued. Returns the deployment event's id.
+    pub async fn put_installation(&self, rec: &InstallRecord) -> Result<Option<EventId>, EngineError> {
+        let app = self.app(&rec.app).ok_or_else(|| EngineError::UnknownApp(rec.app.clone()))?;
+        app.manifest.validate_config(&rec.config).map_err(EngineError::InvalidConfig)?;
+        if crate::caps::StateView::agent_org(&self.store, rec.agent_id) != Some(rec.organisation_id) {
+            return Err(EngineError::UnknownAgent(rec.agent_id));
+        }
+        self.store.put_install(rec)?;
+        self.activate(rec, app).await
+    }
+
+    /// Delete an installation; false if there was none. Its queued events
+    /// are dead-lettered when they come up (reason: no installation).
+    pub async fn delete_installation(&self, id: InstallId) -> Result<bool, EngineError> {
+        let existed = self.store.delete_install(id)?;
+        self.installs.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.store.flush().await?;
+        Ok(existed)
+    }
+
+    /// A stored installation.
+    pub fn installation_record(&self, id: InstallId) -> Result<Option<InstallRecord>, EngineError> {
+        Ok(self.store.installs()?.into_iter().find(|r| r.id == id))
+    }
+
+    /// Activate every stored installation whose app is serving (at start,
+    /// after the apps are loaded). Returns how many were activated; the
+    /// others wait for their app.
+    pub fn restore(&self) -> Result<usize, EngineError> {
+        let mut active = 0;
+        for rec in self.store.installs()? {
+            let Some(app) = self.app(&rec.app) else {
+                tracing::warn!(install = %rec.id, app = %rec.app, "installation waits for its app");
+                continue;
+            };
+            match installation(&rec, app) {
+                Ok(inst) => {
+                    let inst = Arc::new(inst);
+                    self.register_schedules(&inst)?;
+                    self.installs.write().unwrap_or_else(|p| p.into_inner()).insert(inst.id, inst);
+                    active += 1;
+                }
+                Err(errors) => tracing::error!(install = %rec.id, ?errors, "installation config no longer valid"),
+            }
+        }
+        Ok(active)
+    }
+
+    /// Retention: keep the newest `messages` per channel and `invocations`
+    /// summaries per installation; drop expired idempotency keys. Returns
+    /// how many records were removed.
+    pub fn prune(&self, messages: usize, invocations: usize) -> Result<usize, EngineError> {
+        let mut removed = 0;
+        for org in self.store.orgs()? {
+            for agent in self.store.list_agents(org.id, usize::MAX)? {
+                for name in self.store.list_channels(agent.id)? {
+                    let Ok(name) = crate::model::ChannelName::new(name) else { continue };
+                    removed +=
+                        self.store.prune_channel(&crate::model::ChannelRef { agent_id: agent.id, name }, messages)?;
+                }
+            }
+        }
+        for rec in self.store.installs()? {
+            removed += self.store.prune_invocations(rec.id, invocations)?;
+        }
+        removed += self.store.forget_expired(now_ms())?;
+        Ok(removed)
+    }
+
+    /// Run `rec` on `app` from now on (with a deployment event).
+    async fn activate(&self, rec: &InstallRecord, app: Arc<LoadedApp>) -> Result<Option<EventId>, EngineError> {
+        let inst = installation(rec, app).map_err(EngineError::InvalidConfig)?;
+        self.install(inst).await
+    }
+}
+
+/// The runnable installation of a record on an app version.
+fn installation(rec: &InstallRecord, app: Arc<LoadedApp>) -> Result<Installation, Vec<String>> {
+    let config = app.manifest.validate_config(&rec.config)?;
+    let subscriptions = app.manifest.subscriptions.clone();
+    Ok(Installation {
+        id: rec.id,
+        organisation_id: rec.organisation_id,
+        agent_id: rec.agent_id,
+        app_key: rec.app_key.clone(),
+        display_name: rec.display_name.clone(),
+        config,
+        subscriptions,
+        app,
+    })
+}
+
+/// A new installation record (id and creation time filled in).
+pub fn new_record(
+    app: &str,
+    organisation_id: crate::model::OrgId,
+    agent_id: crate::model::AgentId,
+    app_key: &str,
+    display_name: &str,
+    config: Value,
+) -> InstallRecord {
+    InstallRecord {
+        id: InstallId::generate(),
+        app: app.to_owned(),
+        organisation_id,
+        agent_id,
+        app_key: app_key.to_owned(),
+        display_name: display_name.to_owned(),
+        config,
+        created_ms: now_ms(),
+    }
+}

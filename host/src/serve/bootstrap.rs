@@ -1,0 +1,207 @@
+//! The declarative bootstrap file: organisations, agents, installations,
+//! tokens and ingestion endpoints created at start, so a demo needs no API
+//! calls. Applying it is idempotent: existing records (found by name,
+//! serial number or app key) are kept; installations get their config
+//! updated.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::hash_secret;
+use crate::engine::{Engine, new_record};
+use crate::model::{Agent, AgentId, IngestionId, OrgId, now_ms};
+use crate::store::{IngestionRecord, TokenRecord};
+
+/// The file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bootstrap {
+    /// Organisations to create.
+    #[serde(default)]
+    pub organisations: Vec<OrgSpec>,
+}
+
+/// One organisation and what it holds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgSpec {
+    /// Its name (the identity used to find it again).
+    pub name: String,
+    /// API tokens with fixed secrets (demo use: never commit real ones).
+    #[serde(default)]
+    pub tokens: Vec<TokenSpec>,
+    /// Its agents (devices).
+    #[serde(default)]
+    pub agents: Vec<AgentSpec>,
+    /// Its installations.
+    #[serde(default)]
+    pub installations: Vec<InstallSpec>,
+    /// Its ingestion endpoints.
+    #[serde(default)]
+    pub ingestions: Vec<IngestionSpec>,
+}
+
+/// A token with a known secret.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// What it is for.
+    pub name: String,
+    /// The secret.
+    pub secret: String,
+}
+
+/// An agent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// Its name.
+    pub name: String,
+    /// Its serial number (the identity used to find it again).
+    pub serial_number: String,
+    /// Free-form metadata.
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// An installation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallSpec {
+    /// The app's name.
+    pub app: String,
+    /// The agent's serial number; none installs on the organisation's agent.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// Its key (unique per agent; the identity used to find it again).
+    pub app_key: String,
+    /// Human name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Its config.
+    #[serde(default)]
+    pub config: Option<Value>,
+}
+
+/// An ingestion endpoint with a known token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestionSpec {
+    /// Its id (fixed, so its URL is known in advance).
+    pub id: u64,
+    /// The app key of the organisation-level installation it feeds.
+    pub installation: String,
+    /// Its bearer token.
+    pub token: String,
+    /// Its mini-token.
+    #[serde(default)]
+    pub mini_token: Option<String>,
+    /// Allowed peers.
+    #[serde(default)]
+    pub allow_cidrs: Vec<String>,
+    /// HMAC-SHA256 secret.
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    /// Requests per second.
+    #[serde(default)]
+    pub rate_per_s: Option<u32>,
+}
+
+/// Read and apply a bootstrap file.
+pub async fn apply(engine: &Engine, file: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let boot: Bootstrap =
+        toml::from_str(&text).with_context(|| format!("{}: invalid bootstrap file", file.display()))?;
+    for org in &boot.organisations {
+        apply_org(engine, org).await.with_context(|| format!("{}: organisation {:?}", file.display(), org.name))?;
+    }
+    Ok(())
+}
+
+async fn apply_org(engine: &Engine, spec: &OrgSpec) -> anyhow::Result<()> {
+    let store = engine.store();
+    let org = match store.orgs()?.into_iter().find(|o| o.name == spec.name) {
+        Some(o) => o,
+        None => {
+            crate::api::provision_org(store, OrgId::generate(), &spec.name).map_err(|e| anyhow::anyhow!(e.message))?
+        }
+    };
+    for t in &spec.tokens {
+        let hash = hash_secret(&t.secret);
+        if store.token(&hash)?.is_none() {
+            let rec = TokenRecord {
+                id: format!("boot-{}", t.name),
+                organisation_id: Some(org.id),
+                name: t.name.clone(),
+                created_ms: now_ms(),
+            };
+            store.put_token(&hash, &rec)?;
+        }
+    }
+    for a in &spec.agents {
+        if crate::caps::StateView::agent_by_serial(store, org.id, &a.serial_number).is_none() {
+            let agent = Agent {
+                id: AgentId::generate(),
+                name: a.name.clone(),
+                serial_number: Some(a.serial_number.clone()),
+                group: None,
+                metadata: a.metadata.clone().unwrap_or_else(|| serde_json::json!({})),
+            };
+            store.put_agent(org.id, agent)?;
+        }
+    }
+    let installs = store.installs()?;
+    for i in &spec.installations {
+        let agent = match &i.agent {
+            Some(serial) => match crate::caps::StateView::agent_by_serial(store, org.id, serial) {
+                Some(a) => a.id,
+                None => bail!("installation {:?}: no agent with serial number {serial:?}", i.app_key),
+            },
+            None => org.agent_id,
+        };
+        let config = i.config.clone().unwrap_or_else(|| serde_json::json!({}));
+        let existing = installs.iter().find(|r| r.agent_id == agent && r.app_key == i.app_key);
+        let mut rec = existing.cloned().unwrap_or_else(|| {
+            new_record(&i.app, org.id, agent, &i.app_key, i.display_name.as_deref().unwrap_or(&i.app), config.clone())
+        });
+        if existing.is_some() && rec.config == config && rec.app == i.app {
+            continue;
+        }
+        rec.config = config;
+        rec.app = i.app.clone();
+        match engine.put_installation(&rec).await {
+            Ok(_) => {}
+            // The app may be missing or broken now: the record waits for it.
+            Err(crate::engine::EngineError::UnknownApp(app)) => {
+                tracing::warn!(%app, install = %rec.app_key, "bootstrap: app not loaded; installation stored for later");
+                store.put_install(&rec)?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("installation {:?}", i.app_key)),
+        }
+    }
+    for g in &spec.ingestions {
+        let install = store
+            .installs()?
+            .into_iter()
+            .find(|r| r.organisation_id == org.id && r.app_key == g.installation)
+            .with_context(|| format!("ingestion {}: no installation with app key {:?}", g.id, g.installation))?;
+        let rec = IngestionRecord {
+            id: IngestionId::from(g.id),
+            organisation_id: org.id,
+            install_id: install.id,
+            token_sha256: hex::encode(hash_secret(&g.token)),
+            mini_token_sha256: g.mini_token.as_deref().map(|m| hex::encode(hash_secret(m))),
+            allow_cidrs: g.allow_cidrs.clone(),
+            hmac_secret: g.hmac_secret.clone(),
+            webhook_secret: None,
+            rate_per_s: g.rate_per_s.unwrap_or(crate::api::DEFAULT_RATE),
+            max_body_bytes: crate::api::DEFAULT_MAX_BODY,
+            created_ms: now_ms(),
+        };
+        store.put_ingestion(&rec)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! `paddock serve`: the store, the runtime, the engine's dispatcher, the
+//! plugins directory and the HTTP API in one process, with a graceful
+//! shutdown (stop accepting, drain in-flight invocations, flush).
+
+pub mod bootstrap;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use crate::api::{Api, ApiConfig, StateSigner, hash_secret, new_secret};
+use crate::engine::{Engine, EngineConfig};
+use crate::model::now_ms;
+use crate::plugins::Plugins;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::{Store, TokenRecord};
+
+/// Environment variable holding the operator token.
+pub const OPERATOR_TOKEN_ENV: &str = "PADDOCK_OPERATOR_TOKEN";
+
+/// Settings of `paddock serve` (a TOML file; flags override it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Data directory (the sled store and the host secret).
+    pub data: PathBuf,
+    /// Plugins directory.
+    pub plugins: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Base URL clients use (default: `http://<listen>`).
+    pub public_url: Option<String>,
+    /// Operator token (else `PADDOCK_OPERATOR_TOKEN`, else generated once).
+    pub operator_token: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// A bootstrap file applied at start.
+    pub bootstrap: Option<PathBuf>,
+    /// Concurrent invocations at most.
+    pub concurrency: usize,
+    /// Queued events at most before ingress answers `busy`.
+    pub max_queue: usize,
+    /// Messages kept per channel (oldest pruned).
+    pub messages_per_channel: usize,
+    /// Invocation summaries kept per installation (oldest pruned).
+    pub invocations_per_installation: usize,
+    /// Seconds open connections get to finish at shutdown.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        Self {
+            data: default_data_dir(),
+            plugins: PathBuf::from("plugins"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            operator_token: None,
+            trusted_proxies: Vec::new(),
+            bootstrap: None,
+            concurrency: engine.concurrency,
+            max_queue: engine.max_queue,
+            messages_per_channel: 10_000,
+            invocations_per_installation: 1_000,
+            shutdown_grace_s: 10,
+        }
+    }
+}
+
+/// `$PADDOCK_DATA`, else `$XDG_DATA_HOME/paddock`, else
+/// `~/.local/share/paddock`, else `./paddock-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PADDOCK_DATA") {
+        return PathBuf::from(d);
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .map_or_else(|| PathBuf::from("paddock-data"), |d| d.join("paddock"))
+}
+
+impl ServeConfig {
+    /// Read a config file.
+    pub fn load(file: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
+        toml::from_str(&text).with_context(|| format!("{}: invalid config", file.display()))
+    }
+}
+
+/// Run until SIGINT/SIGTERM (or `stop`), then shut down gracefully.
+/// `ready` receives the bound address once the server accepts requests.
+pub async fn run(
+    config: ServeConfig,
+    runtime_config: RuntimeConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data).with_context(|| format!("{}: cannot create", config.data.display()))?;
+    let store = Store::open(&config.data.join("store")).context("opening the store")?;
+    ensure_operator_token(&store, config.operator_token.clone())?;
+    let signer = StateSigner::new(host_secret(&config.data)?);
+    let runtime = Arc::new(Runtime::new(runtime_config).context("starting the runtime")?);
+    let engine_config =
+        EngineConfig { concurrency: config.concurrency, max_queue: config.max_queue, ..EngineConfig::default() };
+    let engine = Arc::new(Engine::new(store.clone(), runtime, engine_config)?);
+
+    let plugins = Plugins::new(Arc::clone(&engine), config.plugins.clone());
+    if config.plugins.is_dir() {
+        let (ok, failed) = plugins.load_all().await?;
+        tracing::info!(dir = %config.plugins.display(), ok, failed, "plugins loaded");
+    } else {
+        tracing::warn!(dir = %config.plugins.display(), "no plugins directory; no apps loaded");
+    }
+    let restored = engine.restore()?;
+    tracing::info!(restored, "installations restored");
+    if let Some(file) = &config.bootstrap {
+        bootstrap::apply(&engine, file).await?;
+    }
+    let _watcher = if config.plugins.is_dir() { Some(plugins.watch()?) } else { None };
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let trusted = config
+        .trusted_proxies
+        .iter()
+        .map(|c| c.parse().with_context(|| format!("trusted_proxies: {c:?} is not a CIDR block")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let api_config = ApiConfig {
+        trusted_proxies: trusted,
+        public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{addr}")),
+        plugins_dir: config.plugins.is_dir().then(|| config.plugins.clone()),
+        ..ApiConfig::default()
+    };
+    let api = Arc::new(Api::new(Arc::clone(&engine), api_config, signer));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let dispatcher = tokio::spawn(Arc::clone(&engine).run(stopped(stop_rx.clone())));
+    let maintenance = tokio::spawn(maintain(Arc::clone(&engine), config.clone(), stopped(stop_rx.clone())));
+    tracing::info!(%addr, data = %config.data.display(), "paddock serving");
+    eprintln!("paddock: listening on http://{addr}");
+    if let Some(ready) = ready {
+        let _ = ready.send(addr);
+    }
+    let grace = Duration::from_secs(config.shutdown_grace_s);
+    crate::api::serve(listener, api, shutdown_signal(stop), grace).await;
+    tracing::info!("stopped accepting; draining in-flight invocations");
+    let _ = stop_tx.send(true);
+    let _ = dispatcher.await;
+    let _ = maintenance.await;
+    store.flush().await?;
+    eprintln!("paddock: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal(stop: impl std::future::Future<Output = ()>) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+        () = stop => {}
+    }
+}
+
+/// Make sure an operator token exists: the configured one (stored by hash),
+/// or — on first start with none — a generated one, printed once.
+fn ensure_operator_token(store: &Store, configured: Option<String>) -> anyhow::Result<()> {
+    let configured = configured.or_else(|| std::env::var(OPERATOR_TOKEN_ENV).ok()).filter(|t| !t.is_empty());
+    let record = |id: &str| TokenRecord {
+        id: id.to_owned(),
+        organisation_id: None,
+        name: "operator".into(),
+        created_ms: now_ms(),
+    };
+    if let Some(token) = configured {
+        if store.token(&hash_secret(&token))?.is_none() {
+            store.put_token(&hash_secret(&token), &record("operator-configured"))?;
+        }
+        return Ok(());
+    }
+    if !store.tokens(None)?.is_empty() {
+        return Ok(());
+    }
+    let secret = new_secret("pdo_").map_err(|e| anyhow::anyhow!(e.message))?;
+    store.put_token(&hash_secret(&secret.0), &record("operator-generated"))?;
+    eprintln!("paddock: generated the operator token (shown once; set {OPERATOR_TOKEN_ENV} to choose your own):");
+    eprintln!("    {}", secret.0);
+    Ok(())
+}
+
+/// The host secret (signs OAuth states): 32 random bytes in
+/// `<data>/host.key`, created on first start, readable by the owner only.
+fn host_secret(data: &Path) -> anyhow::Result<Vec<u8>> {
+    let file = data.join("host.key");
+    if let Ok(key) = std::fs::read(&file)
+        && key.len() == 32
+    {
+        return Ok(key);
+    }
+    let mut key = vec![0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random numbers: {e}"))?;
+    std::fs::write(&file, &key).with_context(|| format!("{}: cannot write", file.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(key)
+}
+
+/// Retention: every minute, prune messages past the per-channel limit,
+/// summaries past the per-installation limit, and expired idempotency keys.
+async fn maintain(engine: Arc<Engine>, config: ServeConfig, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        let engine = Arc::clone(&engine);
+        let config = config.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            engine.prune(config.messages_per_channel, config.invocations_per_installation)
+        })
+        .await;
+        match pruned {
+            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "retention pruned records"),
+            Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The catalog: organisations, installations, API tokens, ingestion
+//! endpoints and idempotency keys — what `paddock serve` must find again
+//! after a restart.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use super::queue::tx_error;
+use super::{Store, StoreError, decode, encode, keys};
+use crate::model::{AgentId, IngestionId, InstallId, OrgId};
+
+/// An organisation (tenant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrgRecord {
+    /// Its id.
+    pub id: OrgId,
+    /// Human name.
+    pub name: String,
+    /// Its own agent (integrations are installed on it).
+    pub agent_id: AgentId,
+    /// Created, Unix ms.
+    pub created_ms: u64,
+}
+
+/// A stored installation: which app (by name) runs where, with what config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstallRecord {
+    /// Its id.
+    pub id: InstallId,
+    /// The app's name (its manifest `name`).
+    pub app: String,
+    /// The tenant.
+    pub organisation_id: OrgId,
+    /// The agent it is installed on.
+    pub agent_id: AgentId,
+    /// Its key, unique per agent.
+    pub app_key: String,
+    /// Human name.
+    pub display_name: String,
+    /// The config as given (validated against the app's schema).
+    pub config: Value,
+    /// Created, Unix ms.
+    pub created_ms: u64,
+}
+
+/// An API token, stored by the SHA-256 of its secret (never the secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Public id (used to revoke it).
+    pub id: String,
+    /// Its organisation; `None` for an operator token.
+    pub organisation_id: Option<OrgId>,
+    /// What it is for.
+    pub name: String,
+    /// Created, Unix ms.
+    pub created_ms: u64,
+}
+
+/// An ingestion endpoint: where an external system posts events for one
+/// installation (an integration), and the checks its requests pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestionRecord {
+    /// Its id (the path segment of `POST /v1/ingest/{id}`).
+    pub id: IngestionId,
+    /// The tenant.
+    pub organisation_id: OrgId,
+    /// The installation that receives its events.
+    pub install_id: InstallId,
+    /// SHA-256 (hex) of its bearer token.
+    pub token_sha256: String,
+    /// SHA-256 (hex) of its mini-token, if it has one.
+    #[serde(default)]
+    pub mini_token_sha256: Option<String>,
+    /// Peers allowed (CIDR); empty allows every peer.
+    #[serde(default)]
+    pub allow_cidrs: Vec<String>,
+    /// Secret of the `x-hmac-sha256` body signature, if one is required.
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    /// Standard Webhooks secret (`whsec_<base64>`), if that scheme is required.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// Sustained requests per second.
+    pub rate_per_s: u32,
+    /// Largest body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// Created, Unix ms.
+    pub created_ms: u64,
+}
+
+impl Store {
+    /// Create or replace an organisation.
+    pub fn put_org(&self, org: &OrgRecord) -> Result<(), StoreError> {
+        self.orgs.insert(org.id.get().to_be_bytes(), encode(org))?;
+        Ok(())
+    }
+
+    /// An organisation.
+    pub fn org(&self, id: OrgId) -> Result<Option<OrgRecord>, StoreError> {
+        self.orgs.get(id.get().to_be_bytes())?.map(|v| decode("organisation", &v)).transpose()
+    }
+
+    /// Every organisation, oldest first.
+    pub fn orgs(&self) -> Result<Vec<OrgRecord>, StoreError> {
+        self.orgs.iter().map(|e| decode("organisation", &e?.1)).collect()
+    }
+
+    /// Create or replace an installation. Its `app_key` must be unique on
+    /// its agent: [`StoreError::Conflict`] names the installation holding it.
+    pub fn put_install(&self, rec: &InstallRecord) -> Result<(), StoreError> {
+        let key = keys::install(rec.id);
+        let app_key = keys::app_key(rec.agent_id, &rec.app_key);
+        self.gated(|| {
+            (&self.installs, &self.app_keys)
+                .transaction(|(installs, app_keys)| {
+                    if let Some(holder) = app_keys.get(&app_key)?
+                        && holder.as_ref() != key
+                    {
+                        let reason = format!("app_key {:?} is taken on agent {}", rec.app_key, rec.agent_id);
+                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict(reason)));
+                    }
+                    if let Some(old) = installs.get(key)? {
+                        let old: InstallRecord =
+                            decode("installation", &old).map_err(ConflictableTransactionError::Abort)?;
+                        app_keys.remove(keys::app_key(old.agent_id, &old.app_key))?;
+                    }
+                    app_keys.insert(app_key.as_slice(), &key)?;
+                    installs.insert(&key, encode(rec))?;
+                    Ok(())
+                })
+                .map_err(tx_error)
+        })
+    }
+
+    /// Remove an installation; false if there was none.
+    pub fn delete_install(&self, id: InstallId) -> Result<bool, StoreError> {
+        let key = keys::install(id);
+        self.gated(|| {
+            (&self.installs, &self.app_keys)
+                .transaction(|(installs, app_keys)| {
+                    let Some(old) = installs.remove(&key)? else { return Ok(false) };
+                    let old: InstallRecord =
+                        decode("installation", &old).map_err(ConflictableTransactionError::Abort)?;
+                    app_keys.remove(keys::app_key(old.agent_id, &old.app_key))?;
+                    Ok(true)
+                })
+                .map_err(tx_error)
+        })
+    }
+
+    /// Every installation.
+    pub fn installs(&self) -> Result<Vec<InstallRecord>, StoreError> {
+        self.installs.iter().map(|e| decode("installation", &e?.1)).collect()
+    }
+
+    /// Store a token under the hash of its secret.
+    pub fn put_token(&self, sha256: &[u8; 32], rec: &TokenRecord) -> Result<(), StoreError> {
+        self.tokens.insert(sha256, encode(rec))?;
+        Ok(())
+    }
+
+    /// The token whose secret hashes to `sha256`.
+    pub fn token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        self.tokens.get(sha256)?.map(|v| decode("token", &v)).transpose()
+    }
+
+    /// Tokens of an organisation (`Some`) or the operator tokens (`None`).
+    pub fn tokens(&self, org: Option<OrgId>) -> Result<Vec<TokenRecord>, StoreError> {
+        let all: Result<Vec<TokenRecord>, _> = self.tokens.iter().map(|e| decode("token", &e?.1)).collect();
+        Ok(all?.into_iter().filter(|t| t.organisation_id == org).collect())
+    }
+
+    /// Revoke a token of `org` by its public id; false if there was none.
+    pub fn revoke_token(&self, org: Option<OrgId>, id: &str) -> Result<bool, StoreError> {
+        for entry in self.tokens.iter() {
+            let (key, value) = entry?;
+            let rec: TokenRecord = decode("token", &value)?;
+            if rec.id == id && rec.organisation_id == org {
+                self.tokens.remove(key)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Create or replace an ingestion endpoint.
+    pub fn put_ingestion(&self, rec: &IngestionRecord) -> Result<(), StoreError> {
+        self.ingestions.insert(rec.id.get().to_be_bytes(), encode(rec))?;
+        Ok(())
+    }
+
+    /// An ingestion endpoint.
+    pub fn ingestion(&self, id: IngestionId) -> Result<Option<IngestionRecord>, StoreError> {
+        self.ingestions.get(id.get().to_be_bytes())?.map(|v| decode("ingestion", &v)).transpose()
+    }
+
+    /// Every ingestion endpoint.
+    pub fn ingestions(&self) -> Result<Vec<IngestionRecord>, StoreError> {
+        self.ingestions.iter().map(|e| decode("ingestion", &e?.1)).collect()
+    }
+
+    /// Remove an ingestion endpoint; false if there was none.
+    pub fn delete_ingestion(&self, id: IngestionId) -> Result<bool, StoreError> {
+        Ok(self.ingestions.remove(id.get().to_be_bytes())?.is_some())
+    }
+
+    /// Remember `key` in `scope` until `expires_ms`: true the first time,
+    /// false while an unexpired entry exists (replay de-duplication).
+    pub fn remember(&self, scope: &str, key: &str, now_ms: u64, expires_ms: u64) -> Result<bool, StoreError> {
+        let k = keys::seen(scope, key);
+        let old = self.seen.get(&k)?;
+        if let Some(old) = &old
+            && decode::<u64>("idempotency key", old)? > now_ms
+        {
+            return Ok(false);
+        }
+        // Lost race against a concurrent first sighting: that one wins.
+        let swapped = self.seen.compare_and_swap(&k, old, Some(encode(&expires_ms)))?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Drop idempotency keys that expired before `now_ms`; returns how many.
+    pub fn forget_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        for entry in self.seen.iter() {
+            let (k, v) = entry?;
+            if decode::<u64>("idempotency key", &v)? <= now_ms {
+                self.seen.remove(k)?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+}
