@@ -5,6 +5,9 @@
 //! runs first); a missing component fails the test with that hint.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
 
+pub mod http;
+pub mod server;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -1,6 +1,6 @@
 //! The dispatcher: run due events, commit or retry or bury each.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,14 +139,25 @@ impl Engine {
         let mut turns: Vec<VecDeque<QueuedEvent>> = Vec::new();
         for org in self.store.queued_orgs()? {
             let mut runnable = VecDeque::new();
+            // Each line is looked at once, at its earliest due event. That
+            // event may wait behind its line's head (a retry due later):
+            // the head is then read directly, so a head whose due time
+            // sorts after `SCAN` younger events is never starved.
+            let mut lines = HashSet::new();
             for event in self.store.due_for(org, now, SCAN)? {
                 if runnable.len() >= slots {
                     break;
                 }
                 let line = (event.install_id, event.agent_id);
-                if !in_flight.contains(&line) && self.store.is_head(&event)? {
-                    runnable.push_back(event);
+                if in_flight.contains(&line) || !lines.insert(line) {
+                    continue;
                 }
+                let head = if self.store.is_head(&event)? {
+                    Some(event)
+                } else {
+                    self.store.line_head(line.0, line.1)?.filter(|h| h.due_ms <= now)
+                };
+                runnable.extend(head);
             }
             if !runnable.is_empty() {
                 turns.push(runnable);

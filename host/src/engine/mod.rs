@@ -89,6 +89,31 @@ impl Default for EngineConfig {
     }
 }
 
+/// Queued events counted ahead of their commit: uncounted again unless
+/// [`Counted::accepted`] confirms the write.
+struct Counted<'a> {
+    engine: &'a Engine,
+    n: usize,
+    kept: bool,
+}
+
+impl Counted<'_> {
+    /// The events are durable: keep them counted and wake the dispatcher.
+    fn accepted(mut self) {
+        self.kept = true;
+        self.engine.metrics.accepted(self.n);
+        self.engine.wake.notify_one();
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.engine.settled(self.n, 0);
+        }
+    }
+}
+
 /// The delivery engine over one store and one runtime.
 pub struct Engine {
     store: Store,
@@ -175,11 +200,12 @@ impl Engine {
         self.installation(id)
     }
 
-    /// Tell the dispatcher work was queued.
-    fn queued_work(&self, n: usize) {
+    /// Count `n` events as queued. Called before their commit, so that the
+    /// dispatcher (which may run them before ingress returns) never
+    /// settles an event that was not counted yet.
+    fn counting(&self, n: usize) -> Counted<'_> {
         self.queued.fetch_add(n, Ordering::Relaxed);
-        self.metrics.accepted(n);
-        self.wake.notify_one();
+        Counted { engine: self, n, kept: false }
     }
 
     /// Add or replace an installation. If its app handles `on_deployment`,
@@ -199,9 +225,10 @@ impl Engine {
             app_display_name: inst.display_name.clone(),
         };
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
+        let counted = self.counting(1);
         self.store.enqueue(&queued)?;
         self.store.flush().await?;
-        self.queued_work(1);
+        counted.accepted();
         Ok(Some(queued.id))
     }
 
@@ -230,9 +257,10 @@ impl Engine {
         let effects = Effects { messages: vec![message.clone()], aggregates: Vec::new(), bytes: 0 };
         let events = routing::route(&self.installations(), org, &effects, None, 0, now);
         self.admit(events.len())?;
+        let counted = self.counting(events.len());
         self.store.commit(Commit { ack: None, effects: &effects, downstream: &events, now_ms: now, summary: None })?;
         self.store.flush().await?;
-        self.queued_work(events.len());
+        counted.accepted();
         Ok(message.id)
     }
 
@@ -253,9 +281,10 @@ impl Engine {
         let effects = Effects { messages: Vec::new(), aggregates: vec![write], bytes: 0 };
         let events = routing::route(&self.installations(), org, &effects, None, 0, now);
         self.admit(events.len())?;
+        let counted = self.counting(events.len());
         self.store.commit(Commit { ack: None, effects: &effects, downstream: &events, now_ms: now, summary: None })?;
         self.store.flush().await?;
-        self.queued_work(events.len());
+        counted.accepted();
         Ok(self
             .store
             .get_aggregate(&channel)?
@@ -274,9 +303,10 @@ impl Engine {
         let inst = self.installation(install).ok_or(EngineError::UnknownInstallation(install))?;
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
         self.admit(1)?;
+        let counted = self.counting(1);
         self.store.enqueue(&queued)?;
         self.store.flush().await?;
-        self.queued_work(1);
+        counted.accepted();
         Ok(queued.id)
     }
 
@@ -305,10 +335,11 @@ impl Engine {
     /// Put a dead letter back in the queue as a fresh first attempt.
     /// Returns false if there is no such dead letter.
     pub async fn redrive(&self, id: EventId) -> Result<bool, EngineError> {
+        let counted = self.counting(1);
         let redriven = self.store.redrive(id, now_ms())?;
         if redriven {
             self.store.flush().await?;
-            self.queued_work(1);
+            counted.accepted();
         }
         Ok(redriven)
     }

@@ -9,7 +9,7 @@
 //! | `aggregates`  | agent id (8) · channel name                      | `Aggregate` JSON      |
 //! | `messages`    | agent id (8) · name length (1) · name · msg id (8) | `Message` JSON      |
 //! | `queue`       | org id (8) · due ms (8) · event id (8)           | `QueuedEvent` JSON    |
-//! | `keyq`        | install id (8) · agent id (8) · seq (8)          | event id (8)          |
+//! | `keyq`        | install id (8) · agent id (8) · seq (8)          | its `queue` key (24)  |
 //! | `dead`        | event id (8)                                     | `DeadLetter` JSON     |
 //! | `schedules`   | install id (8) · schedule name                   | `ScheduleState` JSON  |
 //! | `invocations` | install id (8) · event id (8) · attempt (4)      | `InvocationSummary` JSON |

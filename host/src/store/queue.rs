@@ -78,6 +78,14 @@ impl Store {
         Ok(first.is_some_and(|(k, _)| k.as_ref() == keys::place(event.install_id, event.agent_id, event.seq)))
     }
 
+    /// The first event of an (installation, agent) line, whatever its due time.
+    pub fn line_head(&self, install: InstallId, agent: AgentId) -> Result<Option<QueuedEvent>, StoreError> {
+        let Some((_, queue_key)) = self.keyq.scan_prefix(keys::line(install, agent)).next().transpose()? else {
+            return Ok(None);
+        };
+        self.queue.get(queue_key)?.map(|v| decode("queued event", &v)).transpose()
+    }
+
     /// Up to `limit` of one organisation's events due at `now_ms`, earliest first.
     pub fn due_for(&self, org: OrgId, now_ms: u64, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
         let start = keys::queued(org, 0, EventId::from(0));
@@ -123,14 +131,13 @@ impl Store {
     /// Move a failed event to its next attempt at `due_ms`; returns it.
     pub fn reschedule(&self, event: &QueuedEvent, due_ms: u64) -> Result<QueuedEvent, StoreError> {
         let next = QueuedEvent { attempt: event.attempt + 1, due_ms, ..event.clone() };
-        let old = keys::queued(event.organisation_id, event.due_ms, event.id);
         self.gated(|| {
-            self.queue
-                .transaction(|q| {
-                    if q.remove(&old)?.is_none() {
-                        return Err(ConflictableTransactionError::Abort(StoreError::NotQueued(event.id)));
-                    }
-                    q.insert(&keys::queued(next.organisation_id, next.due_ms, next.id), encode(&next))?;
+            (&self.queue, &self.keyq)
+                .transaction(|(q, k)| {
+                    // Same place in its line (same seq); the line's entry
+                    // now points at the new queue key.
+                    remove_queued(q, k, event)?;
+                    insert_queued(q, k, &next)?;
                     Ok(())
                 })
                 .map_err(tx_error)
@@ -192,7 +199,7 @@ type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
 /// Insert a queued event and its place in its line.
 pub(super) fn insert_queued(queue: &TransactionalTree, keyq: &TransactionalTree, e: &QueuedEvent) -> TxResult {
     queue.insert(&keys::queued(e.organisation_id, e.due_ms, e.id), encode(e))?;
-    keyq.insert(&keys::place(e.install_id, e.agent_id, e.seq), &keys::dead(e.id))?;
+    keyq.insert(&keys::place(e.install_id, e.agent_id, e.seq), &keys::queued(e.organisation_id, e.due_ms, e.id))?;
     Ok(())
 }
 

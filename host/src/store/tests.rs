@@ -151,6 +151,8 @@ fn check(store: &Store, model: &Model) {
         for (i, e) in line.iter().enumerate() {
             assert_eq!(store.is_head(e).unwrap(), i == 0, "head of line");
         }
+        let head = store.line_head(line[0].install_id, line[0].agent_id).unwrap();
+        assert_eq!(head.as_ref(), Some(line[0]), "line_head reads the current head (after reschedules too)");
     }
     let dead: Vec<DeadLetter> = store
         .dead_letters(1000)

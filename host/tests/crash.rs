@@ -1,0 +1,241 @@
+//! Crash safety: a real `paddock serve` process under load is killed with
+//! SIGKILL at random moments (and once right after a 201), restarted each
+//! time, and at the end every message acknowledged to the producer was
+//! processed, exactly once: the counter app's tag equals the number of
+//! distinct messages it saw, no message is counted twice, and no message
+//! it published appears twice. Some messages ask the app to fail their
+//! first attempt, so retries cross the crashes too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
+
+#[path = "../../tests/src/http.rs"]
+#[allow(dead_code, reason = "shared with the tests crate, which uses every item")]
+mod http;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const TOKEN: &str = "pdk_crash_test_token";
+/// Random kills, then one right after an acknowledgement.
+const RANDOM_KILLS: usize = 4;
+/// Devices (each its own ordered line).
+const DEVICES: usize = 4;
+/// Every this many messages, the first attempt fails (a retry ~1 s later
+/// that holds up its device's line meanwhile).
+const FAIL_EVERY: u64 = 101;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn start(data: &Path, plugins: &Path, bootstrap: &Path) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(data)
+        .arg("--plugins")
+        .arg(plugins)
+        .arg("--bootstrap")
+        .arg(bootstrap)
+        .env("PADDOCK_OPERATOR_TOKEN", "pdo_crash_operator")
+        .env("PADDOCK_CACHE_DIR", std::env::temp_dir().join("paddock-test-cache"))
+        .env("PADDOCK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && let Some(addr) = line.strip_prefix("paddock: listening on http://") {
+                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                sent = true;
+            } else if line.contains("ERROR") || line.contains("panicked") {
+                eprintln!("server: {line}");
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("paddock serve did not start");
+    Node { child, addr }
+}
+
+fn get(addr: SocketAddr, path: &str) -> Value {
+    let auth = format!("Bearer {TOKEN}");
+    let r = http::request(addr, "GET", path, &[("authorization", &auth)], b"").unwrap();
+    assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+    r.json()
+}
+
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, plugins) = (root.path().join("data"), root.path().join("plugins"));
+    let app = plugins.join("counter");
+    std::fs::create_dir_all(&app).unwrap();
+    for f in ["paddock.toml", "counter.wasm"] {
+        let from = repo().join("plugins/counter").join(f);
+        std::fs::copy(&from, app.join(f)).unwrap_or_else(|e| panic!("{}: {e} (run `make plugins`)", from.display()));
+    }
+    let bootstrap = root.path().join("bootstrap.toml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "[[organisations]]\nname = \"Crash\"\ntokens = [{{ name = \"t\", secret = \"{TOKEN}\" }}]\n\
+             {}",
+            (0..DEVICES)
+                .map(|d| format!(
+                    "[[organisations.agents]]\nname = \"C{d}\"\nserial_number = \"C-{d}\"\n\
+                     [[organisations.installations]]\napp = \"counter\"\nagent = \"C-{d}\"\napp_key = \"counter\"\n"
+                ))
+                .collect::<String>()
+        ),
+    )
+    .unwrap();
+
+    let mut node = start(&data, &plugins, &bootstrap);
+    let org = get(node.addr, "/v1/orgs")["organisations"][0]["id"].as_str().unwrap().to_owned();
+    let listed = get(node.addr, &format!("/v1/orgs/{org}/agents"));
+    let devices: Vec<String> = listed["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["serial_number"].as_str().is_some_and(|s| s.starts_with("C-")))
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(devices.len(), DEVICES);
+    let devices = Arc::new(devices);
+
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut sent = 0u64;
+    for life in 0..=RANDOM_KILLS {
+        let kill_after_ack = life == RANDOM_KILLS;
+        let lifetime = Duration::from_millis(fastrand::u64(300..1500));
+        let started = Instant::now();
+        let dead = Arc::new(AtomicBool::new(false));
+        // Producers: two concurrent clients, each message a distinct n.
+        let child = Arc::new(Mutex::new(node.child));
+        let next = Arc::new(Mutex::new(sent));
+        let producers: Vec<_> = (0..2)
+            .map(|_| {
+                let (acked, dead, child, next, devices) = (
+                    Arc::clone(&acked),
+                    Arc::clone(&dead),
+                    Arc::clone(&child),
+                    Arc::clone(&next),
+                    Arc::clone(&devices),
+                );
+                let addr = node.addr;
+                let org = org.clone();
+                std::thread::spawn(move || {
+                    let auth = format!("Bearer {TOKEN}");
+                    while !dead.load(Ordering::SeqCst) {
+                        let n = {
+                            let mut next = next.lock().unwrap();
+                            *next += 1;
+                            *next
+                        };
+                        let device = &devices[usize::try_from(n).unwrap() % DEVICES];
+                        let path = format!("/v1/orgs/{org}/agents/{device}/channels/ticks/messages");
+                        let body = json!({ "n": n, "fail_attempts": u64::from(n % FAIL_EVERY == 0) }).to_string();
+                        let r = http::request(addr, "POST", &path, &[("authorization", &auth)], body.as_bytes());
+                        std::thread::sleep(Duration::from_millis(1));
+                        match r {
+                            Ok(r) if r.status == 201 => {
+                                acked.lock().unwrap().insert(n);
+                                if kill_after_ack && started.elapsed() > Duration::from_millis(300) {
+                                    // The acceptance case: killed right after its 201.
+                                    let _ = child.lock().unwrap().kill();
+                                    dead.store(true, Ordering::SeqCst);
+                                }
+                            }
+                            Ok(r) => panic!("publish answered {}: {}", r.status, r.text()),
+                            Err(_) => break, // the server died mid-request: not acknowledged
+                        }
+                    }
+                })
+            })
+            .collect();
+        if !kill_after_ack {
+            std::thread::sleep(lifetime);
+            let _ = child.lock().unwrap().kill();
+            dead.store(true, Ordering::SeqCst);
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        let mut child = Arc::try_unwrap(child).ok().unwrap().into_inner().unwrap();
+        let _ = child.wait();
+        sent = *next.lock().unwrap();
+        node = start(&data, &plugins, &bootstrap);
+    }
+
+    // The last life: let everything drain.
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 20, "the load was too light to mean anything: {} acknowledged", acked.len());
+    let read = |node: &Node| {
+        let mut seen = Vec::new();
+        let mut counts = 0;
+        let mut published = Vec::new();
+        for d in devices.iter() {
+            let tags = get(node.addr, &format!("/v1/orgs/{org}/agents/{d}/channels/tag_values/aggregate"));
+            let own: Vec<u64> = tags["data"]["counter"]["seen"]
+                .as_array()
+                .map(|a| a.iter().map(|v| v.as_u64().unwrap()).collect())
+                .unwrap_or_default();
+            let count = tags["data"]["counter"]["count"].as_u64().unwrap_or(0);
+            assert_eq!(count, own.len() as u64, "device {d}: count equals the messages it saw");
+            assert!(own.windows(2).all(|w| w[0] < w[1]), "device {d}: processed in publish order");
+            counts += count;
+            seen.extend(own);
+            let path = format!("/v1/orgs/{org}/agents/{d}/channels/counted/messages?limit=1000");
+            let counted = get(node.addr, &path);
+            published.extend(counted["messages"].as_array().unwrap().iter().map(|m| m["data"]["n"].as_u64().unwrap()));
+        }
+        (seen, counts, published)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (seen, counts, published) = loop {
+        let health = get(node.addr, "/v1/health");
+        let (seen, counts, published) = read(&node);
+        let distinct: BTreeSet<u64> = seen.iter().copied().collect();
+        if health["queue_depth"] == 0 && acked.is_subset(&distinct) {
+            break (seen, counts, published);
+        }
+        assert!(Instant::now() < deadline, "not drained: {health}, {} acknowledged, {} seen", acked.len(), seen.len());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let distinct: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(seen.len(), distinct.len(), "a message was counted twice");
+    assert_eq!(counts, seen.len() as u64);
+    let lost: Vec<&u64> = acked.difference(&distinct).collect();
+    assert!(lost.is_empty(), "acknowledged but never processed: {lost:?}");
+    assert!(distinct.iter().all(|n| *n <= sent), "only messages that were sent");
+    // What the app published (one `counted` message per event, keyed by the
+    // event id) appears once per processed message.
+    let distinct_published: BTreeSet<u64> = published.iter().copied().collect();
+    assert_eq!(published.len(), distinct_published.len(), "a published message appears twice");
+    assert_eq!(distinct_published, distinct);
+    eprintln!(
+        "crash test: {} lives, {} sent, {} acknowledged, {} processed exactly once",
+        RANDOM_KILLS + 2,
+        sent,
+        acked.len(),
+        distinct.len()
+    );
+    let _ = node.child.kill();
+    let _ = node.child.wait();
+}
