@@ -3,7 +3,7 @@ CARGO ?= cargo
 PLUGIN_TARGET := plugins/target/wasm32-wasip2/release
 APPS := tank-level webhook daily-summary hostile counter
 
-.PHONY: all toolchain plugins schemas build run test fmt fmt-check clippy doc bench ci
+.PHONY: all toolchain plugins schemas build run invoke-example test fmt fmt-check clippy doc bench bench-ingest ci
 
 all: plugins build
 
@@ -28,8 +28,13 @@ schemas: plugins
 build:
 	$(CARGO) build
 
-## Run the tank-level example against its sample event.
-run: plugins
+## The demo: paddock serve with the example apps, a demo organisation and a
+## reading simulator (demo/run.sh). Runs until Ctrl-C.
+run: plugins build
+	demo/run.sh
+
+## Run the tank-level example against its sample event, without a server.
+invoke-example: plugins
 	$(PADDOCK) invoke plugins/tank-level --event plugins/tank-level/events/reading.json \
 		--state plugins/tank-level/events/state.json --config plugins/tank-level/events/config.json
 

@@ -32,12 +32,56 @@ pub struct Context<C> {
     pub config: C,
     /// The channel that raised this event, if any.
     pub invoking_channel: Option<String>,
+    /// OAuth2 pass-through, for apps that handle `on_oauth_callback` on a
+    /// server: put [`OauthInfo::state`] and [`OauthInfo::redirect_uri`] in
+    /// the provider's authorize URL; the provider's redirect then reaches
+    /// this installation as [`crate::OauthCallback`]. `None` elsewhere
+    /// (e.g. under `paddock invoke`).
+    pub oauth: Option<OauthInfo>,
     // JSON documents parsed on first use: most hooks never look at them, and
     // parsing in wasm is a visible share of a short hook's cost.
     raw_config: String,
     tags: String,
     connection: Option<String>,
     parsed: OnceCell<Parsed>,
+}
+
+/// What goes into an OAuth2 authorize URL (see [`Context::oauth`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OauthInfo {
+    /// The host-signed `state` naming this installation (valid for an hour).
+    pub state: String,
+    /// The host's callback URL, for `redirect_uri`.
+    pub redirect_uri: String,
+}
+
+impl OauthInfo {
+    /// An authorize URL: `base` (the provider's authorization endpoint)
+    /// with `client_id`, `redirect_uri`, `state`, `response_type=code` and
+    /// `scope` added, percent-encoded.
+    pub fn authorize_url(&self, base: &str, client_id: &str, scope: &str) -> String {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!(
+            "{base}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={}",
+            encode(client_id),
+            encode(&self.redirect_uri),
+            encode(scope),
+            encode(&self.state)
+        )
+    }
+}
+
+/// Percent-encode everything but unreserved characters (RFC 3986).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +107,7 @@ impl<C: serde::de::DeserializeOwned> Context<C> {
             app_display_name: ctx.app_display_name,
             config,
             invoking_channel: ctx.invoking_channel,
+            oauth: ctx.oauth.map(|o| OauthInfo { state: o.state, redirect_uri: o.redirect_uri }),
             raw_config: ctx.deployment_config,
             tags: ctx.tags,
             connection: ctx.connection,

@@ -61,7 +61,7 @@ pub mod bindings {
     });
 }
 
-pub use context::Context;
+pub use context::{Context, OauthInfo};
 pub use error::{AppError, Error};
 pub use event::{
     Aggregate, AggregateUpdate, ChannelRef, Deployment, Event, Hook, Ingestion, ManualInvoke, Message, MessageCreate,

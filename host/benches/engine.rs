@@ -111,7 +111,7 @@ async fn load(engine: &Arc<Engine>, org: u64, lines: u64, per_line: u64, publish
         t.await.unwrap();
     }
     let ingress = start.elapsed().as_secs_f64();
-    while !engine.store().queued().unwrap().is_empty() {
+    while engine.queue_depth() > 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     (ingress, start.elapsed().as_secs_f64())
@@ -124,9 +124,21 @@ fn main() {
     tokio.block_on(async {
         let rt = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
         let app = Arc::new(rt.load_dir(&repo().join("plugins/counter")).await.unwrap());
-        println!("flush policy: ingress flushes before answering; the dispatcher flushes once per round");
+        println!(
+            "flush policy: ingress flushes (group commit) before answering; the dispatcher's commits are flushed at most every {:?}",
+            paddock::engine::FLUSH_EVERY
+        );
         println!("{:<34} {:>10} {:>12} {:>10} {:>10}", "scenario", "events", "events/s", "p50 ms", "p99 ms");
-        for (lines, agents, per_line) in [(1, 1, 400), (10, 10, 60), (100, 100, 8), (100, 1000, 8), (100, 10_000, 8)] {
+        let only = std::env::var("PADDOCK_BENCH_ONLY").unwrap_or_default();
+        let scenarios = [
+            (1, 1, 400),
+            (10, 10, 60),
+            (100, 100, 8),
+            (1000, 1000, 2),
+            (100, 1000, 8),
+            (100, 100_000, 8),
+        ];
+        for (lines, agents, per_line) in scenarios.into_iter().filter(|_| only.is_empty() || only == "scale") {
             let s = setup(&rt, &app, &[(1, agents, lines)]).await;
             let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
             let (ingress, total) = load(&s.engine, 1, lines, per_line, 8).await;
@@ -144,6 +156,9 @@ fn main() {
             );
         }
 
+        if !only.is_empty() && only != "fairness" {
+            return;
+        }
         // Fairness: tenant B (10 devices) alone, then with tenant A flooding
         // 100 devices at the same time.
         let s = setup(&rt, &app, &[(2, 10, 10)]).await;

@@ -91,6 +91,7 @@ pub fn grant(app: &LoadedApp, config: Value) -> Grant {
         reach: if app.manifest.kind == AppKind::Integration { Reach::Organisation } else { Reach::OwnAgent },
         invoking_channel: None,
         allow_invoking_channel: app.manifest.allow_invoking_channel,
+        oauth: None,
     }
 }
 

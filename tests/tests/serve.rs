@@ -509,3 +509,45 @@ fn a_broken_upgrade_is_reported_and_the_previous_version_keeps_serving() {
     assert_eq!((r.status, r.json()["error"]["code"].clone()), (422, json!("invalid_app")), "{}", r.text());
     assert_eq!(s.op("GET", "/v1/apps", None, 200)["apps"][0]["status"], "ok", "a rejected upload changes nothing");
 }
+
+#[test]
+fn oauth_pass_through_delivers_the_code_to_the_installation_named_by_a_signed_state() {
+    let s = Server::start(plugins_with(&["counter"]), |_| {});
+    let t = tenant(&s, "OAuth");
+    let dev = t.agent(&s, "D", "D-1");
+    let install = t.install(&s, json!({ "app": "counter", "agent_id": dev }));
+    // The app gets the state and redirect URI in its context and builds an
+    // authorize URL with them.
+    t.call(&s, "POST", &format!("/v1/orgs/{{org}}/installations/{install}/invoke"), None, 202);
+    let path = format!("/v1/orgs/{}/agents/{dev}/channels/oauth/messages", t.org);
+    let msg = eventually(10, "the authorize URL", || {
+        let r = s.call("GET", &path, Some(&t.token), None);
+        r.json()["messages"].as_array().and_then(|m| m.first().cloned())
+    });
+    let state = msg["data"]["state"].as_str().unwrap().to_owned();
+    let url = msg["data"]["authorize_url"].as_str().unwrap();
+    let redirect = format!("http://{}/v1/oauth/callback", s.addr);
+    assert!(url.contains(&format!("state={}", state.replace('.', "."))), "{url}");
+    assert!(url.contains(&format!("redirect_uri={}", redirect.replace(':', "%3A").replace('/', "%2F"))), "{url}");
+    // The API hands out the same kind of state.
+    let api_state = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/installations/{install}/oauth-state"), None, 200);
+    assert_eq!(api_state["redirect_uri"], json!(redirect));
+
+    // A tampered or missing state is refused and delivers nothing.
+    let mut forged = state.clone();
+    forged.pop();
+    forged.push(if state.ends_with('A') { 'B' } else { 'A' });
+    let r = s.call("GET", &format!("/v1/oauth/callback?code=evil&state={forged}"), None, None);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(s.call("GET", "/v1/oauth/callback?code=x", None, None).status, 400);
+    let r = s.call("GET", &format!("/v1/oauth/callback?error=access_denied&state={state}"), None, None);
+    assert_eq!(r.status, 400);
+
+    // The provider's redirect: the code reaches on_oauth_callback.
+    let r = s.call("GET", &format!("/v1/oauth/callback?code=abc123&state={state}&scope=read"), None, None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let tags = eventually(10, "the code", || {
+        t.aggregate(&s, &dev, "tag_values").filter(|v| v["counter"]["oauth_code"].is_string())
+    });
+    assert_eq!(tags["counter"]["oauth_code"], json!("abc123"));
+}

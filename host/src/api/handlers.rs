@@ -406,7 +406,7 @@ fn create_ingestion(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiEr
     }
     let token = new_secret("pdi_")?;
     let mini = if body.mini_token { Some(new_mini_token()?) } else { None };
-    let rec = ingestion_record(org, body, &token.0, mini.as_ref().map(|m| m.0.as_str()))?;
+    let rec = ingestion_record(org, body, &token.0, mini.as_ref().map(|m| m.0.as_str()), api.config.max_ingest_rate)?;
     store.put_ingestion(&rec)?;
     let mut view = ingestion_view(api, &rec);
     view["token"] = json!(token.0);
@@ -423,14 +423,15 @@ fn ingestion_record(
     body: NewIngestion,
     token: &str,
     mini: Option<&str>,
+    max_rate: u32,
 ) -> Result<IngestionRecord, ApiError> {
     for c in &body.allow_cidrs {
         c.parse::<ipnet::IpNet>()
             .map_err(|_| ApiError::bad_request("invalid_cidr", format!("{c:?} is not a CIDR block")))?;
     }
     let rate = body.rate_per_s.unwrap_or(ingest::DEFAULT_RATE);
-    if !(1..=ingest::MAX_RATE).contains(&rate) {
-        return Err(ApiError::bad_request("invalid_rate", format!("rate_per_s must be 1..={}", ingest::MAX_RATE)));
+    if !(1..=max_rate).contains(&rate) {
+        return Err(ApiError::bad_request("invalid_rate", format!("rate_per_s must be 1..={max_rate}")));
     }
     let max_body = body.max_body_bytes.unwrap_or(ingest::DEFAULT_MAX_BODY);
     if max_body == 0 || max_body > crate::caps::MAX_PAYLOAD_BYTES {

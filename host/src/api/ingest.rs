@@ -25,7 +25,8 @@ use crate::store::IngestionRecord;
 
 /// Default sustained rate of an ingestion endpoint (Doover's).
 pub const DEFAULT_RATE: u32 = 10;
-/// Highest rate an endpoint may be given.
+/// Highest rate an endpoint may be given unless the operator raises it
+/// (`max_ingest_rate` in the server config).
 pub const MAX_RATE: u32 = 30;
 /// Default body limit of an ingestion endpoint.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
@@ -42,7 +43,7 @@ pub struct Throttle {
 
 impl Throttle {
     /// Take a token for `id` (at `rate`/s, burst `rate`), or the seconds to
-    /// wait for one.
+    /// wait for one. The caller caps `rate`.
     pub fn check(&self, id: IngestionId, rate: u32) -> Result<(), u64> {
         let limiter = {
             let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
@@ -60,7 +61,7 @@ impl Throttle {
 }
 
 fn limiter(rate: u32) -> DefaultDirectRateLimiter {
-    let rate = NonZeroU32::new(rate.clamp(1, MAX_RATE)).unwrap_or(NonZeroU32::MIN);
+    let rate = NonZeroU32::new(rate.max(1)).unwrap_or(NonZeroU32::MIN);
     RateLimiter::direct(Quota::per_second(rate))
 }
 
@@ -86,7 +87,7 @@ pub async fn ingest(api: &Api, req: &Request) -> Result<Reply, ApiError> {
     {
         return Ok(Reply::json(StatusCode::OK, json!({ "duplicate": true, "webhook_id": wid })));
     }
-    if let Err(wait) = api.throttle.check(id, rec.rate_per_s) {
+    if let Err(wait) = api.throttle.check(id, rec.rate_per_s.min(api.config.max_ingest_rate)) {
         if let Some(wid) = &webhook_id {
             // Not accepted: a retry with the same id must be taken.
             let _ = store.remember(&format!("wh{id}"), wid, now_ms(), now_ms());

@@ -17,7 +17,6 @@ pub mod routes;
 pub use auth::{Principal, Secret, hash_secret, new_mini_token, new_secret};
 pub use handlers::provision_org;
 pub use ingest::{DEFAULT_MAX_BODY, DEFAULT_RATE, HMAC_HEADER, MAX_RATE, Throttle, WEBHOOK_TOLERANCE_S};
-pub use oauth::StateSigner;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -36,6 +35,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::engine::{Engine, EngineError};
+use crate::model::StateSigner;
 use crate::store::StoreError;
 
 /// Largest request body of the management API (uploads of components are
@@ -55,6 +55,8 @@ pub struct ApiConfig {
     /// Where uploaded apps are written (the plugins directory), if uploads
     /// are enabled.
     pub plugins_dir: Option<std::path::PathBuf>,
+    /// Highest rate (requests/s) an ingestion endpoint may have.
+    pub max_ingest_rate: u32,
 }
 
 impl Default for ApiConfig {
@@ -64,6 +66,7 @@ impl Default for ApiConfig {
             max_upload_bytes: 32 * 1024 * 1024,
             public_url: "http://127.0.0.1:8080".into(),
             plugins_dir: None,
+            max_ingest_rate: ingest::MAX_RATE,
         }
     }
 }
@@ -73,12 +76,14 @@ pub struct Api {
     engine: Arc<Engine>,
     config: ApiConfig,
     throttle: Throttle,
-    signer: StateSigner,
+    signer: Arc<StateSigner>,
 }
 
 impl Api {
     /// The API over `engine`. `signer` signs OAuth `state` tokens.
-    pub fn new(engine: Arc<Engine>, config: ApiConfig, signer: StateSigner) -> Self {
+    pub fn new(engine: Arc<Engine>, config: ApiConfig, signer: Arc<StateSigner>) -> Self {
+        let redirect = format!("{}/v1/oauth/callback", config.public_url);
+        engine.set_oauth(Arc::clone(&signer), redirect);
         Self { engine, config, throttle: Throttle::default(), signer }
     }
 

@@ -41,6 +41,17 @@ pub struct Grant {
     pub invoking_channel: Option<ChannelRef>,
     /// Whether writes to the invoking channel are allowed (manifest).
     pub allow_invoking_channel: bool,
+    /// OAuth2 pass-through details, for apps that handle the callback.
+    pub oauth: Option<OauthGrant>,
+}
+
+/// What an app puts in an OAuth2 authorize URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OauthGrant {
+    /// The host-signed `state` naming the installation.
+    pub state: String,
+    /// The host's callback URL.
+    pub redirect_uri: String,
 }
 
 impl Grant {

@@ -21,7 +21,7 @@ mod view;
 pub use channels::NewMessage;
 pub use connection::{ConnectionStatus, DEFAULT_OFFLINE_AFTER_SECS, Determination};
 pub use effects::{AggregateWrite, Effects};
-pub use grant::{Grant, Reach};
+pub use grant::{Grant, OauthGrant, Reach};
 pub use logs::{LogBuffer, LogLevel, LogLine, MAX_LOG_BYTES, MAX_LOG_LINE_BYTES};
 pub use notifications::Notification;
 pub use view::{MemoryState, StateError, StateView};

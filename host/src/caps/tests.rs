@@ -48,6 +48,7 @@ fn grant(reach: Reach) -> Grant {
             name: ChannelName::new("sensor_data").unwrap(),
         }),
         allow_invoking_channel: false,
+        oauth: None,
     }
 }
 

@@ -125,6 +125,7 @@ fn grant(args: &InvokeArgs, manifest: &Manifest, event: &Event, config: Value, s
         reach: if manifest.kind == AppKind::Integration { Reach::Organisation } else { Reach::OwnAgent },
         invoking_channel: None,
         allow_invoking_channel: manifest.allow_invoking_channel,
+        oauth: None,
     }
 }
 

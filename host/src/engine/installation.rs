@@ -52,6 +52,7 @@ impl Installation {
             reach: if self.app.manifest.kind == AppKind::Integration { Reach::Organisation } else { Reach::OwnAgent },
             invoking_channel: None,
             allow_invoking_channel: self.app.manifest.allow_invoking_channel,
+            oauth: None,
         }
     }
 }

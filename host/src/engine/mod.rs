@@ -125,6 +125,9 @@ pub struct Engine {
     wake: tokio::sync::Notify,
     /// Counters for `/metrics`.
     metrics: Metrics,
+    /// Signs OAuth `state`s for apps that handle the callback, with the
+    /// redirect URI to announce (set by the API server).
+    oauth: RwLock<Option<(Arc<crate::model::StateSigner>, String)>>,
     policy: RetryPolicy,
     /// Lines with an event in flight: at most one per (installation, agent).
     in_flight: Mutex<HashSet<(InstallId, AgentId)>>,
@@ -148,6 +151,7 @@ impl Engine {
             apps: RwLock::default(),
             wake: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
+            oauth: RwLock::default(),
             policy: config.retry,
             in_flight: Mutex::default(),
             concurrency: config.concurrency.max(1),
@@ -179,6 +183,24 @@ impl Engine {
     /// Counters for `/metrics`.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Give apps that handle `on_oauth_callback` a signed `state` and
+    /// this `redirect_uri` in their context.
+    pub fn set_oauth(&self, signer: Arc<crate::model::StateSigner>, redirect_uri: String) {
+        *self.oauth.write().unwrap_or_else(|p| p.into_inner()) = Some((signer, redirect_uri));
+    }
+
+    /// The OAuth details for an installation's invocation, if it handles
+    /// the callback and a server signs states.
+    fn oauth_grant(&self, inst: &Installation) -> Option<crate::caps::OauthGrant> {
+        if !inst.app.hooks.contains(&crate::model::Hook::OauthCallback) {
+            return None;
+        }
+        let oauth = self.oauth.read().unwrap_or_else(|p| p.into_inner());
+        let (signer, redirect_uri) = oauth.as_ref()?;
+        let state = signer.sign(inst.id, now_ms() + crate::model::STATE_TTL_MS);
+        Some(crate::caps::OauthGrant { state, redirect_uri: redirect_uri.clone() })
     }
 
     /// Events queued now (advisory: kept in step with the store).

@@ -5,6 +5,7 @@ mod channel;
 mod event;
 mod ids;
 mod merge;
+mod oauth;
 mod payload;
 mod schedule;
 
@@ -15,5 +16,6 @@ pub use ids::{
     ScheduleId, now_ms,
 };
 pub use merge::{WriteMode, apply_diff, apply_diff_in_place, apply_diff_with, apply_write, apply_write_in_place};
+pub use oauth::{STATE_TTL_MS, StateSigner};
 pub use payload::{MAX_DEPTH, PayloadError, check_object, is_valid_key, kind_of, parse_object};
 pub use schedule::{ScheduleError, ScheduleExpr};

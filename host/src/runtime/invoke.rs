@@ -221,6 +221,7 @@ pub(crate) fn probe_grant() -> Grant {
         reach: Reach::OwnAgent,
         invoking_channel: None,
         allow_invoking_channel: false,
+        oauth: None,
     }
 }
 

@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use crate::api::{Api, ApiConfig, StateSigner, hash_secret, new_secret};
+use crate::api::{Api, ApiConfig, hash_secret, new_secret};
 use crate::engine::{Engine, EngineConfig};
+use crate::model::StateSigner;
 use crate::model::now_ms;
 use crate::plugins::Plugins;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -50,6 +51,9 @@ pub struct ServeConfig {
     pub invocations_per_installation: usize,
     /// Seconds open connections get to finish at shutdown.
     pub shutdown_grace_s: u64,
+    /// Highest rate (requests/s) an ingestion endpoint may be given
+    /// (default 30, Doover's maximum).
+    pub max_ingest_rate: u32,
 }
 
 impl Default for ServeConfig {
@@ -68,6 +72,7 @@ impl Default for ServeConfig {
             messages_per_channel: 10_000,
             invocations_per_installation: 1_000,
             shutdown_grace_s: 10,
+            max_ingest_rate: crate::api::MAX_RATE,
         }
     }
 }
@@ -103,7 +108,7 @@ pub async fn run(
     std::fs::create_dir_all(&config.data).with_context(|| format!("{}: cannot create", config.data.display()))?;
     let store = Store::open(&config.data.join("store")).context("opening the store")?;
     ensure_operator_token(&store, config.operator_token.clone())?;
-    let signer = StateSigner::new(host_secret(&config.data)?);
+    let signer = Arc::new(StateSigner::new(host_secret(&config.data)?));
     let runtime = Arc::new(Runtime::new(runtime_config).context("starting the runtime")?);
     let engine_config =
         EngineConfig { concurrency: config.concurrency, max_queue: config.max_queue, ..EngineConfig::default() };
@@ -136,6 +141,7 @@ pub async fn run(
         trusted_proxies: trusted,
         public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{addr}")),
         plugins_dir: config.plugins.is_dir().then(|| config.plugins.clone()),
+        max_ingest_rate: config.max_ingest_rate,
         ..ApiConfig::default()
     };
     let api = Arc::new(Api::new(Arc::clone(&engine), api_config, signer));

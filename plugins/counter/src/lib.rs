@@ -12,7 +12,21 @@ struct Counter;
 
 impl App for Counter {
     type Config = Config;
-    const HOOKS: &'static [Hook] = &[Hook::MessageCreate];
+    const HOOKS: &'static [Hook] = &[Hook::MessageCreate, Hook::ManualInvoke, Hook::OauthCallback];
+
+    /// Publishes an OAuth authorize URL (for the OAuth pass-through test).
+    fn on_manual_invoke(&mut self, ctx: &Context<Config>, _ev: &ManualInvoke) -> Result<(), AppError> {
+        let Some(oauth) = &ctx.oauth else { return Err(AppError::fail("no OAuth state in this context")) };
+        let url = oauth.authorize_url("https://provider.example/authorize", "paddock-counter", "read");
+        channels::publish("oauth", &json!({ "authorize_url": url, "state": oauth.state }))?;
+        Ok(())
+    }
+
+    /// Keeps the code the provider sent (a real app would exchange it).
+    fn on_oauth_callback(&mut self, _ctx: &Context<Config>, ev: &OauthCallback) -> Result<(), AppError> {
+        tags::set("oauth_code", &ev.code)?;
+        Ok(())
+    }
 
     fn on_message_create(&mut self, ctx: &Context<Config>, ev: &MessageCreate) -> Result<(), AppError> {
         let data = &ev.message.data;

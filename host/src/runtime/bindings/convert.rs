@@ -82,6 +82,11 @@ pub(crate) fn context_to_wit(c: ContextInfo) -> types::Context {
         tags: c.tags.to_string(),
         connection: c.connection.map(|v| v.to_string()),
         invoking_channel: c.grant.invoking_channel.as_ref().map(|ch| ch.name.to_string()),
+        oauth: c
+            .grant
+            .oauth
+            .as_ref()
+            .map(|o| types::OauthInfo { state: o.state.clone(), redirect_uri: o.redirect_uri.clone() }),
     }
 }
 
