@@ -3,7 +3,7 @@ CARGO ?= cargo
 PLUGIN_TARGET := plugins/target/wasm32-wasip2/release
 APPS := tank-level webhook daily-summary hostile counter
 
-.PHONY: all toolchain plugins schemas build run invoke-example test fmt fmt-check clippy doc bench bench-ingest ci
+.PHONY: all toolchain plugins schemas build run invoke-example test fmt fmt-check clippy doc bench bench-engine bench-ingest ci
 
 all: plugins build
 
@@ -63,5 +63,13 @@ doc:
 ## Per-event benchmark (release build; prints medians and p99).
 bench: plugins
 	$(CARGO) bench -p paddock --bench per_event
+
+## Durable delivery: throughput and latency by scale, and tenant fairness.
+bench-engine: plugins
+	$(CARGO) bench -p paddock --bench engine
+
+## HTTP ingestion under wrk, against `wasmtime serve` on a hello-world component.
+bench-ingest: plugins
+	bench/ingest.sh
 
 ci: fmt-check clippy test doc
