@@ -80,6 +80,75 @@ fn get(addr: SocketAddr, path: &str) -> Value {
     r.json()
 }
 
+/// Copy an example app's manifest, schema and component into `plugins`.
+fn copy_app(plugins: &Path, name: &str) {
+    let app = plugins.join(name);
+    std::fs::create_dir_all(&app).unwrap();
+    for entry in std::fs::read_dir(repo().join("plugins").join(name)).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        if file == "paddock.toml" || file == "config.schema.json" || file.ends_with(".wasm") {
+            std::fs::copy(&path, app.join(&file)).unwrap();
+        }
+    }
+    assert!(app.join("paddock.toml").exists(), "plugins/{name} (run `make plugins`)");
+}
+
+#[test]
+fn a_webhook_accepted_with_202_survives_a_sigkill_right_after() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, plugins) = (root.path().join("data"), root.path().join("plugins"));
+    copy_app(&plugins, "counter");
+    copy_app(&plugins, "webhook");
+    let bootstrap = root.path().join("bootstrap.toml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "[[organisations]]\nname = \"Hooked\"\ntokens = [{{ name = \"t\", secret = \"{TOKEN}\" }}]\n\
+             [[organisations.agents]]\nname = \"D\"\nserial_number = \"D-1\"\n\
+             [[organisations.installations]]\napp = \"counter\"\nagent = \"D-1\"\napp_key = \"counter\"\n\
+             [[organisations.installations]]\napp = \"webhook\"\napp_key = \"hook\"\nconfig = {{ target_channel = \"ticks\" }}\n\
+             [[organisations.ingestions]]\nid = 77\ninstallation = \"hook\"\ntoken = \"pdi_crash\"\nrate_per_s = 30\n"
+        ),
+    )
+    .unwrap();
+    let mut accepted = Vec::new();
+    for n in 1..=5u64 {
+        let mut node = start(&data, &plugins, &bootstrap);
+        let body = json!({ "readings": [{ "serial": "D-1", "n": n }] }).to_string();
+        let headers = [("authorization", "Bearer pdi_crash"), ("content-type", "application/json")];
+        let r = http::request(node.addr, "POST", "/v1/ingest/77", &headers, body.as_bytes()).unwrap();
+        // SIGKILL the instant the 202 is in hand.
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+        assert_eq!(r.status, 202, "{}", r.text());
+        accepted.push(n);
+    }
+    let mut node = start(&data, &plugins, &bootstrap);
+    let org = get(node.addr, "/v1/orgs")["organisations"][0]["id"].as_str().unwrap().to_owned();
+    let agents = get(node.addr, &format!("/v1/orgs/{org}/agents"));
+    let dev = agents["agents"].as_array().unwrap().iter().find(|a| a["serial_number"] == "D-1").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let tags = get(node.addr, &format!("/v1/orgs/{org}/agents/{dev}/channels/tag_values/aggregate"));
+        let seen: Vec<u64> = tags["data"]["counter"]["seen"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap()).collect())
+            .unwrap_or_default();
+        if seen.len() >= accepted.len() {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "accepted webhooks lost: seen {seen:?} of {accepted:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(seen, accepted, "every accepted webhook ran once, in order");
+    let _ = node.child.kill();
+    let _ = node.child.wait();
+}
+
 #[test]
 fn sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice() {
     let root = tempfile::tempdir().unwrap();
