@@ -12,6 +12,8 @@ use paddock_tests::*;
 use serde_json::{Value, json};
 
 const INSTALL: u64 = 31;
+/// The organisation of [`FOREIGN`].
+const FOREIGN_ORG: u64 = 8001;
 
 async fn engine(policy: RetryPolicy) -> Arc<Engine> {
     engine_with(EngineConfig { retry: policy, concurrency: 4, ..EngineConfig::default() }, "counter").await
@@ -116,6 +118,47 @@ async fn ingress_answers_busy_past_the_queue_bound_and_keeps_nothing_of_the_refu
     engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 3})).await.unwrap();
     drain(&engine).await;
     assert_eq!(tags(&engine)["count"], json!(4), "accepted events all ran");
+}
+
+#[tokio::test]
+async fn one_organisation_past_its_share_of_the_queue_is_slowed_and_the_others_are_not() {
+    let config = EngineConfig { retry: fast_retries(), max_queue_per_org: 2, ..EngineConfig::default() };
+    let engine = engine_with(config, "counter").await;
+    // A second organisation with its own device and counter.
+    let other =
+        Agent { id: FOREIGN.into(), name: "other".into(), serial_number: None, group: None, metadata: json!({}) };
+    engine.store().put_agent(OrgId::from(FOREIGN_ORG), other).unwrap();
+    let app = engine.active_installation(INSTALL.into()).unwrap().app.clone();
+    engine
+        .install(Installation {
+            id: (INSTALL + 1).into(),
+            organisation_id: FOREIGN_ORG.into(),
+            agent_id: FOREIGN.into(),
+            app_key: "counter".into(),
+            display_name: "counter".into(),
+            config: json!({}),
+            subscriptions: app.manifest.subscriptions.clone(),
+            app,
+        })
+        .await
+        .unwrap();
+    for n in 0..2 {
+        engine.publish_message(ch("ticks"), TANK.into(), json!({"n": n})).await.unwrap();
+    }
+    let err = engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 2})).await.unwrap_err();
+    assert!(
+        matches!(err, EngineError::TenantBusy { organisation, queued: 2, limit: 2 } if organisation == OrgId::from(ORG)),
+        "{err}"
+    );
+    assert_eq!(engine.store().list_messages(&ch("ticks"), None, 10).unwrap().len(), 2, "nothing of it was kept");
+    let theirs = ChannelRef { agent_id: FOREIGN.into(), name: ChannelName::new("ticks").unwrap() };
+    engine.publish_message(theirs.clone(), FOREIGN.into(), json!({"n": 0})).await.unwrap();
+    assert_eq!(engine.queue_depth_by_org().get(&OrgId::from(FOREIGN_ORG)), Some(&1), "the other tenant gets in");
+    drain(&engine).await;
+    assert!(engine.queue_depth_by_org().is_empty());
+    engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 2})).await.unwrap();
+    drain(&engine).await;
+    assert_eq!(tags(&engine)["count"], json!(3), "once drained, the organisation is admitted again");
 }
 
 #[tokio::test]

@@ -313,6 +313,10 @@ impl From<EngineError> for ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string())
             },
+            e @ EngineError::TenantBusy { .. } => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "tenant_busy", e.to_string())
+            },
         }
     }
 }

@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 
 use super::{Engine, EngineError, Installation, MAX_DEPTH, routing};
 use crate::caps::StateView;
-use crate::model::{ChannelName, ChannelRef, Event, Message, MessageId, now_ms, well_known};
+use crate::model::{ChannelName, ChannelRef, Event, Message, MessageId, OrgId, now_ms, well_known};
 use crate::runtime::{Invocation, Outcome, Report};
 use crate::store::{Commit, InvocationSummary, QueuedEvent, StoreError};
 
@@ -186,7 +186,11 @@ impl Engine {
     async fn process(&self, queued: QueuedEvent) -> Result<(), EngineError> {
         let now = now_ms();
         let Some(inst) = self.installation(queued.install_id) else {
-            return self.bury(&queued, "installation no longer exists");
+            let reason = match self.store.installs()?.into_iter().find(|r| r.id == queued.install_id) {
+                Some(rec) => format!("app {:?} is not loaded (redrive once it is back)", rec.app),
+                None => "installation no longer exists".to_owned(),
+            };
+            return self.bury(&queued, &reason);
         };
         if queued.depth > MAX_DEPTH {
             return self.bury(&queued, &format!("loop: causal depth {} exceeds {MAX_DEPTH}", queued.depth));
@@ -235,7 +239,7 @@ impl Engine {
             };
             return match self.store.commit(commit) {
                 Ok(()) => {
-                    self.settled(1, downstream.len());
+                    self.settled(queued.organisation_id, 1, downstream.len());
                     Ok(())
                 }
                 // Acknowledged already (by an earlier run): nothing applied.
@@ -261,7 +265,7 @@ impl Engine {
         tracing::warn!(event = %queued.id, install = %queued.install_id, reason, "dead-lettering");
         match self.store.dead_letter(queued, reason, now_ms()) {
             Ok(()) => {
-                self.settled(1, 0);
+                self.settled(queued.organisation_id, 1, 0);
                 self.metrics.dead_lettered();
                 Ok(())
             }
@@ -270,13 +274,20 @@ impl Engine {
         }
     }
 
-    /// Keep the queued-event count in step: `done` left, `added` arrived.
-    pub(super) fn settled(&self, done: usize, added: usize) {
-        // Saturating: the count is advisory (it only gates ingress) and
+    /// Keep the queued-event counts (overall and `org`'s) in step: `done`
+    /// left, `added` arrived.
+    pub(super) fn settled(&self, org: OrgId, done: usize, added: usize) {
+        // Saturating: the counts are advisory (they only gate ingress) and
         // must never wrap to a huge value that would refuse everything.
         let step = |n: usize| Some(n.saturating_add(added).saturating_sub(done));
         let _ =
             self.queued.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, step);
+        let mut per_org = self.per_org.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per_org.entry(org).or_default();
+        *n = n.saturating_add(added).saturating_sub(done);
+        if *n == 0 {
+            per_org.remove(&org);
+        }
     }
 
     /// An aggregate-update event carries the aggregate as it is now.

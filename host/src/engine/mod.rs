@@ -66,6 +66,17 @@ pub enum EngineError {
         /// The bound.
         limit: usize,
     },
+    /// This organisation's share of the queue is full: it must slow down
+    /// (other organisations are unaffected). Nothing of the request was kept.
+    #[error("organisation {organisation} has {queued} events queued, its limit is {limit}; retry later")]
+    TenantBusy {
+        /// The organisation.
+        organisation: crate::model::OrgId,
+        /// Its events queued now.
+        queued: usize,
+        /// Its bound.
+        limit: usize,
+    },
 }
 
 /// Engine settings.
@@ -78,6 +89,10 @@ pub struct EngineConfig {
     /// Ingress answers `busy` once this many events are queued: a bound on
     /// the backlog (and so on the latency of what is accepted).
     pub max_queue: usize,
+    /// One organisation's ingress is refused (`TenantBusy`) once it has this
+    /// many events queued: a flooding tenant is slowed at the door instead
+    /// of filling the queue and the machine for everyone.
+    pub max_queue_per_org: usize,
 }
 
 impl Default for EngineConfig {
@@ -85,7 +100,7 @@ impl Default for EngineConfig {
         // Concurrency matches the runtime's default pool (64 slots) with
         // headroom for load probes; 100k queued events is ~1 minute of
         // backlog at the measured commit rates.
-        Self { retry: RetryPolicy::default(), concurrency: 32, max_queue: 100_000 }
+        Self { retry: RetryPolicy::default(), concurrency: 32, max_queue: 100_000, max_queue_per_org: 10_000 }
     }
 }
 
@@ -93,6 +108,7 @@ impl Default for EngineConfig {
 /// [`Counted::accepted`] confirms the write.
 struct Counted<'a> {
     engine: &'a Engine,
+    org: crate::model::OrgId,
     n: usize,
     kept: bool,
 }
@@ -109,7 +125,7 @@ impl Counted<'_> {
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         if !self.kept {
-            self.engine.settled(self.n, 0);
+            self.engine.settled(self.org, self.n, 0);
         }
     }
 }
@@ -134,8 +150,11 @@ pub struct Engine {
     /// Concurrent invocations at most.
     concurrency: usize,
     max_queue: usize,
+    max_queue_per_org: usize,
     /// Events queued, kept in step with the store (sled's `len` is a scan).
     queued: AtomicUsize,
+    /// Events queued per organisation, likewise.
+    per_org: Mutex<HashMap<crate::model::OrgId, usize>>,
     /// Dispatch rounds so far: rotates which organisation goes first.
     round: AtomicUsize,
 }
@@ -143,7 +162,12 @@ pub struct Engine {
 impl Engine {
     /// An engine with no installations over `store` (whose queue it resumes).
     pub fn new(store: Store, runtime: Arc<Runtime>, config: EngineConfig) -> Result<Self, EngineError> {
-        let queued = store.queued()?.len();
+        let all = store.queued()?;
+        let queued = all.len();
+        let mut per_org: HashMap<crate::model::OrgId, usize> = HashMap::new();
+        for e in &all {
+            *per_org.entry(e.organisation_id).or_default() += 1;
+        }
         Ok(Self {
             store,
             runtime,
@@ -156,16 +180,23 @@ impl Engine {
             in_flight: Mutex::default(),
             concurrency: config.concurrency.max(1),
             max_queue: config.max_queue,
+            max_queue_per_org: config.max_queue_per_org,
             queued: AtomicUsize::new(queued),
+            per_org: Mutex::new(per_org),
             round: AtomicUsize::new(0),
         })
     }
 
-    /// Refuse ingress of `adding` events when the queue is at its bound.
-    fn admit(&self, adding: usize) -> Result<(), EngineError> {
+    /// Refuse ingress of `adding` events for `org` when the queue, or the
+    /// organisation's share of it, is at its bound.
+    fn admit(&self, org: crate::model::OrgId, adding: usize) -> Result<(), EngineError> {
         let queued = self.queued.load(Ordering::Relaxed);
         if queued.saturating_add(adding) > self.max_queue {
             return Err(EngineError::Busy { queued, limit: self.max_queue });
+        }
+        let mine = self.per_org.lock().unwrap_or_else(|p| p.into_inner()).get(&org).copied().unwrap_or(0);
+        if adding > 0 && mine.saturating_add(adding) > self.max_queue_per_org {
+            return Err(EngineError::TenantBusy { organisation: org, queued: mine, limit: self.max_queue_per_org });
         }
         Ok(())
     }
@@ -208,13 +239,9 @@ impl Engine {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// Queued events per organisation (a scan: for `/metrics`).
-    pub fn queue_depth_by_org(&self) -> Result<HashMap<crate::model::OrgId, usize>, EngineError> {
-        let mut out = HashMap::new();
-        for e in self.store.queued()? {
-            *out.entry(e.organisation_id).or_default() += 1;
-        }
-        Ok(out)
+    /// Queued events per organisation (advisory, like [`Engine::queue_depth`]).
+    pub fn queue_depth_by_org(&self) -> HashMap<crate::model::OrgId, usize> {
+        self.per_org.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// An active installation.
@@ -225,9 +252,9 @@ impl Engine {
     /// Count `n` events as queued. Called before their commit, so that the
     /// dispatcher (which may run them before ingress returns) never
     /// settles an event that was not counted yet.
-    fn counting(&self, n: usize) -> Counted<'_> {
-        self.queued.fetch_add(n, Ordering::Relaxed);
-        Counted { engine: self, n, kept: false }
+    fn counting(&self, org: crate::model::OrgId, n: usize) -> Counted<'_> {
+        self.settled(org, 0, n);
+        Counted { engine: self, org, n, kept: false }
     }
 
     /// Add or replace an installation. If its app handles `on_deployment`,
@@ -247,7 +274,7 @@ impl Engine {
             app_display_name: inst.display_name.clone(),
         };
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
-        let counted = self.counting(1);
+        let counted = self.counting(inst.organisation_id, 1);
         self.store.enqueue(&queued)?;
         self.store.flush().await?;
         counted.accepted();
@@ -278,8 +305,8 @@ impl Engine {
         let org = crate::caps::StateView::agent_org(&self.store, message.channel.agent_id).unwrap_or_default();
         let effects = Effects { messages: vec![message.clone()], aggregates: Vec::new(), bytes: 0 };
         let events = routing::route(&self.installations(), org, &effects, None, 0, now);
-        self.admit(events.len())?;
-        let counted = self.counting(events.len());
+        self.admit(org, events.len())?;
+        let counted = self.counting(org, events.len());
         self.store.commit(Commit { ack: None, effects: &effects, downstream: &events, now_ms: now, summary: None })?;
         self.store.flush().await?;
         counted.accepted();
@@ -302,8 +329,8 @@ impl Engine {
         let write = crate::caps::AggregateWrite { channel: channel.clone(), data, mode };
         let effects = Effects { messages: Vec::new(), aggregates: vec![write], bytes: 0 };
         let events = routing::route(&self.installations(), org, &effects, None, 0, now);
-        self.admit(events.len())?;
-        let counted = self.counting(events.len());
+        self.admit(org, events.len())?;
+        let counted = self.counting(org, events.len());
         self.store.commit(Commit { ack: None, effects: &effects, downstream: &events, now_ms: now, summary: None })?;
         self.store.flush().await?;
         counted.accepted();
@@ -324,8 +351,8 @@ impl Engine {
     pub async fn deliver(&self, install: InstallId, event: crate::model::Event) -> Result<EventId, EngineError> {
         let inst = self.installation(install).ok_or(EngineError::UnknownInstallation(install))?;
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
-        self.admit(1)?;
-        let counted = self.counting(1);
+        self.admit(inst.organisation_id, 1)?;
+        let counted = self.counting(inst.organisation_id, 1);
         self.store.enqueue(&queued)?;
         self.store.flush().await?;
         counted.accepted();
@@ -357,7 +384,8 @@ impl Engine {
     /// Put a dead letter back in the queue as a fresh first attempt.
     /// Returns false if there is no such dead letter.
     pub async fn redrive(&self, id: EventId) -> Result<bool, EngineError> {
-        let counted = self.counting(1);
+        let Some(letter) = self.store.dead_letter_by_id(id)? else { return Ok(false) };
+        let counted = self.counting(letter.event.organisation_id, 1);
         let redriven = self.store.redrive(id, now_ms())?;
         if redriven {
             self.store.flush().await?;

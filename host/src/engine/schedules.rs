@@ -50,7 +50,7 @@ impl Engine {
                 // Nothing would run: just keep the plan moving.
                 self.store.put_schedule(&ScheduleState { next_fire_ms: next, ..state })?;
             } else if self.store.fire_schedule(&state, &queued, next)? {
-                self.settled(0, 1);
+                self.settled(inst.organisation_id, 0, 1);
                 fired += 1;
             }
         }

@@ -45,6 +45,9 @@ pub struct ServeConfig {
     pub concurrency: usize,
     /// Queued events at most before ingress answers `busy`.
     pub max_queue: usize,
+    /// Queued events of one organisation at most before its ingress
+    /// answers `429 tenant_busy`.
+    pub max_queue_per_org: usize,
     /// Messages kept per channel (oldest pruned).
     pub messages_per_channel: usize,
     /// Invocation summaries kept per installation (oldest pruned).
@@ -69,6 +72,7 @@ impl Default for ServeConfig {
             bootstrap: None,
             concurrency: engine.concurrency,
             max_queue: engine.max_queue,
+            max_queue_per_org: engine.max_queue_per_org,
             messages_per_channel: 10_000,
             invocations_per_installation: 1_000,
             shutdown_grace_s: 10,
@@ -110,8 +114,12 @@ pub async fn run(
     ensure_operator_token(&store, config.operator_token.clone())?;
     let signer = Arc::new(StateSigner::new(host_secret(&config.data)?));
     let runtime = Arc::new(Runtime::new(runtime_config).context("starting the runtime")?);
-    let engine_config =
-        EngineConfig { concurrency: config.concurrency, max_queue: config.max_queue, ..EngineConfig::default() };
+    let engine_config = EngineConfig {
+        concurrency: config.concurrency,
+        max_queue: config.max_queue,
+        max_queue_per_org: config.max_queue_per_org,
+        ..EngineConfig::default()
+    };
     let engine = Arc::new(Engine::new(store.clone(), runtime, engine_config)?);
 
     let plugins = Plugins::new(Arc::clone(&engine), config.plugins.clone());
