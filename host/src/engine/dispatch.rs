@@ -1,6 +1,6 @@
 //! The dispatcher: run due events, commit or retry or bury each.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,6 +103,11 @@ impl Engine {
                 () = &mut stop => break,
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     let _ = finished(joined);
+                    // Take every other completion that is ready too, so
+                    // one pick fills all the slots they freed.
+                    while let Some(joined) = tasks.try_join_next() {
+                        let _ = finished(joined);
+                    }
                     unflushed = true;
                 }
                 () = self.wake.notified() => {}
@@ -138,27 +143,8 @@ impl Engine {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let mut turns: Vec<VecDeque<QueuedEvent>> = Vec::new();
         for org in self.store.queued_orgs()? {
-            let mut runnable = VecDeque::new();
-            // Each line is looked at once, at its earliest due event. That
-            // event may wait behind its line's head (a retry due later):
-            // the head is then read directly, so a head whose due time
-            // sorts after `SCAN` younger events is never starved.
-            let mut lines = HashSet::new();
-            for event in self.store.due_for(org, now, SCAN)? {
-                if runnable.len() >= slots {
-                    break;
-                }
-                let line = (event.install_id, event.agent_id);
-                if in_flight.contains(&line) || !lines.insert(line) {
-                    continue;
-                }
-                let head = if self.store.is_head(&event)? {
-                    Some(event)
-                } else {
-                    self.store.line_head(line.0, line.1)?.filter(|h| h.due_ms <= now)
-                };
-                runnable.extend(head);
-            }
+            let busy = |install, agent| in_flight.contains(&(install, agent));
+            let runnable: VecDeque<QueuedEvent> = self.store.runnable_heads(org, now, slots, SCAN, busy)?.into();
             if !runnable.is_empty() {
                 turns.push(runnable);
             }

@@ -86,6 +86,61 @@ impl Store {
         self.queue.get(queue_key)?.map(|v| decode("queued event", &v)).transpose()
     }
 
+    /// Up to `want` events of `org` that may run at `now_ms`: the heads of
+    /// their (installation, agent) lines, due, and on lines `busy` does not
+    /// claim. Looks at most `scan` due events, earliest first, and each line
+    /// once: if a line's earliest due event is not its head (the head is a
+    /// retry due later), the head is read directly. Only the line of each
+    /// scanned event is decoded, not the event, so skipping busy lines is
+    /// cheap.
+    pub fn runnable_heads(
+        &self,
+        org: OrgId,
+        now_ms: u64,
+        want: usize,
+        scan: usize,
+        busy: impl Fn(InstallId, AgentId) -> bool,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        /// The part of a queued event that names its line.
+        #[derive(Deserialize)]
+        struct Line {
+            install_id: InstallId,
+            agent_id: AgentId,
+            #[serde(default)]
+            seq: u64,
+        }
+        let start = keys::queued(org, 0, EventId::from(0));
+        let end = keys::queued(org, now_ms.saturating_add(1), EventId::from(0));
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for entry in self.queue.range(start..end).take(scan) {
+            if out.len() >= want {
+                break;
+            }
+            let (_, value) = entry?;
+            let line: Line = decode("queued event", &value)?;
+            if busy(line.install_id, line.agent_id) || !seen.insert((line.install_id, line.agent_id)) {
+                continue;
+            }
+            let first = self.keyq.scan_prefix(keys::line(line.install_id, line.agent_id)).next().transpose()?;
+            match first {
+                Some((place, _)) if place.as_ref() == keys::place(line.install_id, line.agent_id, line.seq) => {
+                    out.push(decode("queued event", &value)?);
+                }
+                Some((_, queue_key)) => {
+                    if let Some(head) = self.queue.get(queue_key)? {
+                        let head: QueuedEvent = decode("queued event", &head)?;
+                        if head.due_ms <= now_ms {
+                            out.push(head);
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` of one organisation's events due at `now_ms`, earliest first.
     pub fn due_for(&self, org: OrgId, now_ms: u64, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
         let start = keys::queued(org, 0, EventId::from(0));
