@@ -302,15 +302,25 @@ impl Engine {
         let now = now_ms();
         let message =
             Message { id: MessageId::at(now), author_id: author, channel, data, timestamp: None, attachments: None };
-        let org = crate::caps::StateView::agent_org(&self.store, message.channel.agent_id).unwrap_or_default();
-        let effects = Effects { messages: vec![message.clone()], aggregates: Vec::new(), bytes: 0 };
-        let events = routing::route(&self.installations(), org, &effects, None, 0, now);
+        let id = message.id;
+        let effects = Effects { messages: vec![message], aggregates: Vec::new(), bytes: 0 };
+        self.ingest_effects(&effects, now).await?;
+        Ok(id)
+    }
+
+    /// Commit user- or device-written `effects` (on one agent) with the
+    /// events they raise, and flush: accepted durably when this returns.
+    async fn ingest_effects(&self, effects: &Effects, now: u64) -> Result<(), EngineError> {
+        let agent = effects.messages.first().map(|m| m.channel.agent_id);
+        let agent = agent.or_else(|| effects.aggregates.first().map(|w| w.channel.agent_id)).unwrap_or_default();
+        let org = crate::caps::StateView::agent_org(&self.store, agent).unwrap_or_default();
+        let events = routing::route(&self.installations(), org, effects, None, 0, now);
         self.admit(org, events.len())?;
         let counted = self.counting(org, events.len());
-        self.store.commit(Commit { ack: None, effects: &effects, downstream: &events, now_ms: now, summary: None })?;
+        self.store.commit(Commit { ack: None, effects, downstream: &events, now_ms: now, summary: None })?;
         self.store.flush().await?;
         counted.accepted();
-        Ok(message.id)
+        Ok(())
     }
 
     /// Ingress: a user or device writes a channel's aggregate (`Merge`
@@ -325,15 +335,9 @@ impl Engine {
     ) -> Result<crate::model::Aggregate, EngineError> {
         crate::model::check_object(&data)?;
         let now = now_ms();
-        let org = crate::caps::StateView::agent_org(&self.store, channel.agent_id).unwrap_or_default();
         let write = crate::caps::AggregateWrite { channel: channel.clone(), data, mode };
         let effects = Effects { messages: Vec::new(), aggregates: vec![write], bytes: 0 };
-        let events = routing::route(&self.installations(), org, &effects, None, 0, now);
-        self.admit(org, events.len())?;
-        let counted = self.counting(org, events.len());
-        self.store.commit(Commit { ack: None, effects: &effects, downstream: &events, now_ms: now, summary: None })?;
-        self.store.flush().await?;
-        counted.accepted();
+        self.ingest_effects(&effects, now).await?;
         Ok(self
             .store
             .get_aggregate(&channel)?
