@@ -195,8 +195,9 @@ async fn shutdown_signal(stop: impl std::future::Future<Output = ()>) {
     }
 }
 
-/// Make sure an operator token exists: the configured one (stored by hash),
-/// or — on first start with none — a generated one, printed once.
+/// Make sure an operator token exists: the configured one (stored by hash;
+/// it replaces any other), or — on first start with none — a generated
+/// one, printed once.
 fn ensure_operator_token(store: &Store, configured: Option<String>) -> anyhow::Result<()> {
     let configured = configured.or_else(|| std::env::var(OPERATOR_TOKEN_ENV).ok()).filter(|t| !t.is_empty());
     let record = |id: &str| TokenRecord {
@@ -206,8 +207,17 @@ fn ensure_operator_token(store: &Store, configured: Option<String>) -> anyhow::R
         created_ms: now_ms(),
     };
     if let Some(token) = configured {
-        if store.token(&hash_secret(&token))?.is_none() {
-            store.put_token(&hash_secret(&token), &record("operator-configured"))?;
+        // The configured token is the only operator token: a replaced one
+        // (or a generated one) stops working.
+        let hash = hash_secret(&token);
+        let id = format!("operator-{}", &hex::encode(hash)[..12]);
+        for old in store.tokens(None)? {
+            if old.id != id {
+                store.revoke_token(None, &old.id)?;
+            }
+        }
+        if store.token(&hash)?.is_none() {
+            store.put_token(&hash, &record(&id))?;
         }
         return Ok(());
     }
@@ -261,5 +271,25 @@ async fn maintain(engine: Arc<Engine>, config: ServeConfig, stop: impl std::futu
             Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_operator_token_replaces_any_other_and_none_keeps_what_exists() {
+        let store = Store::temporary().unwrap();
+        ensure_operator_token(&store, None).unwrap();
+        assert_eq!(store.tokens(None).unwrap().len(), 1, "generated on first start");
+        ensure_operator_token(&store, Some("first".into())).unwrap();
+        assert!(store.token(&hash_secret("first")).unwrap().is_some());
+        assert_eq!(store.tokens(None).unwrap().len(), 1, "the generated one is gone");
+        ensure_operator_token(&store, Some("second".into())).unwrap();
+        assert!(store.token(&hash_secret("first")).unwrap().is_none(), "a replaced token stops working");
+        assert!(store.token(&hash_secret("second")).unwrap().is_some());
+        ensure_operator_token(&store, None).unwrap();
+        assert_eq!(store.tokens(None).unwrap().len(), 1, "nothing generated while one exists");
     }
 }
