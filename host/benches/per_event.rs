@@ -140,6 +140,7 @@ mod stub {
             tags: r#"{"last_level":35.0,"min_level":30.0,"max_level":80.0,"readings":12}"#.into(),
             connection: None,
             invoking_channel: Some("sensor_data".into()),
+            oauth: None,
         };
         let event = types::Event::MessageCreate(types::MessageCreate {
             organisation_id: 7001,
@@ -370,6 +371,7 @@ fn grant(app: &LoadedApp) -> Grant {
         reach: Reach::OwnAgent,
         invoking_channel: None,
         allow_invoking_channel: false,
+        oauth: None,
     }
 }
 
