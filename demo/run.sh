@@ -9,7 +9,7 @@ listen=${PADDOCK_LISTEN:-127.0.0.1:8080}
 base="http://$listen"
 export PADDOCK_DATA=${PADDOCK_DATA:-target/demo-data}
 export PADDOCK_OPERATOR_TOKEN=${PADDOCK_OPERATOR_TOKEN:-pdo_demo_operator_token}
-export PADDOCK_LOG=${PADDOCK_LOG:-info}
+export PADDOCK_LOG=${PADDOCK_LOG:-paddock=info}
 
 "$paddock" serve --plugins plugins --listen "$listen" --bootstrap demo/bootstrap.toml &
 pid=$!
