@@ -11,7 +11,7 @@
 #[allow(dead_code, reason = "shared with the tests crate, which uses every item")]
 mod http;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -189,6 +189,9 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice() {
     let devices = Arc::new(devices);
 
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    // When each message was sent and acknowledged: per-device order is
+    // checked against it (two producers overlap, so n is not the order).
+    let times: Arc<Mutex<HashMap<u64, (Instant, Option<Instant>)>>> = Arc::default();
     let mut sent = 0u64;
     for life in 0..=RANDOM_KILLS {
         let kill_after_ack = life == RANDOM_KILLS;
@@ -200,6 +203,7 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice() {
         let next = Arc::new(Mutex::new(sent));
         let producers: Vec<_> = (0..2)
             .map(|_| {
+                let times = Arc::clone(&times);
                 let (acked, dead, child, next, devices) = (
                     Arc::clone(&acked),
                     Arc::clone(&dead),
@@ -220,11 +224,15 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice() {
                         let device = &devices[usize::try_from(n).unwrap() % DEVICES];
                         let path = format!("/v1/orgs/{org}/agents/{device}/channels/ticks/messages");
                         let body = json!({ "n": n, "fail_attempts": u64::from(n % FAIL_EVERY == 0) }).to_string();
+                        times.lock().unwrap().insert(n, (Instant::now(), None));
                         let r = http::request(addr, "POST", &path, &[("authorization", &auth)], body.as_bytes());
                         std::thread::sleep(Duration::from_millis(1));
                         match r {
                             Ok(r) if r.status == 201 => {
                                 acked.lock().unwrap().insert(n);
+                                if let Some(t) = times.lock().unwrap().get_mut(&n) {
+                                    t.1 = Some(Instant::now());
+                                }
                                 if kill_after_ack && started.elapsed() > Duration::from_millis(300) {
                                     // The acceptance case: killed right after its 201.
                                     let _ = child.lock().unwrap().kill();
@@ -267,7 +275,20 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice() {
                 .unwrap_or_default();
             let count = tags["data"]["counter"]["count"].as_u64().unwrap_or(0);
             assert_eq!(count, own.len() as u64, "device {d}: count equals the messages it saw");
-            assert!(own.windows(2).all(|w| w[0] < w[1]), "device {d}: processed in publish order");
+            // Order: a message acknowledged before another was sent ran first.
+            let times = times.lock().unwrap();
+            for (i, earlier) in own.iter().enumerate() {
+                for later in &own[i + 1..] {
+                    let later_acked = times.get(later).and_then(|t| t.1);
+                    let earlier_sent = times.get(earlier).map(|t| t.0);
+                    if let (Some(acked), Some(sent)) = (later_acked, earlier_sent) {
+                        assert!(
+                            acked > sent,
+                            "device {d}: {later} was acknowledged before {earlier} was sent, yet ran after it"
+                        );
+                    }
+                }
+            }
             counts += count;
             seen.extend(own);
             let path = format!("/v1/orgs/{org}/agents/{d}/channels/counted/messages?limit=1000");
