@@ -31,6 +31,9 @@ const DEVICES: usize = 4;
 /// that holds up its device's line meanwhile).
 const FAIL_EVERY: u64 = 101;
 
+/// When a message was sent, and when its acknowledgement arrived.
+type SendTimes = (Instant, Option<Instant>);
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -191,7 +194,7 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice() {
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     // When each message was sent and acknowledged: per-device order is
     // checked against it (two producers overlap, so n is not the order).
-    let times: Arc<Mutex<HashMap<u64, (Instant, Option<Instant>)>>> = Arc::default();
+    let times: Arc<Mutex<HashMap<u64, SendTimes>>> = Arc::default();
     let mut sent = 0u64;
     for life in 0..=RANDOM_KILLS {
         let kill_after_ack = life == RANDOM_KILLS;
