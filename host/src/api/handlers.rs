@@ -210,7 +210,7 @@ fn metrics(api: &Api) -> Result<Reply, ApiError> {
     let by_org = api.engine.queue_depth_by_org();
     let gauges = Gauges {
         queue_depth: api.engine.queue_depth() as u64,
-        dead_letters: api.engine.store().dead_letters(usize::MAX)?.len() as u64,
+        dead_letters: api.engine.store().dead_letter_count() as u64,
         queue_by_org: by_org.into_iter().map(|(k, v)| (k, v as u64)).collect(),
     };
     Ok(Reply::text("text/plain; version=0.0.4", api.engine.metrics().render(&gauges)))

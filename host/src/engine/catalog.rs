@@ -137,7 +137,7 @@ impl Engine {
 
     /// A stored installation.
     pub fn installation_record(&self, id: InstallId) -> Result<Option<InstallRecord>, EngineError> {
-        Ok(self.store.installs()?.into_iter().find(|r| r.id == id))
+        Ok(self.store.install(id)?)
     }
 
     /// Activate every stored installation whose app is serving (at start,

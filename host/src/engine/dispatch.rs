@@ -172,7 +172,7 @@ impl Engine {
     async fn process(&self, queued: QueuedEvent) -> Result<(), EngineError> {
         let now = now_ms();
         let Some(inst) = self.installation(queued.install_id) else {
-            let reason = match self.store.installs()?.into_iter().find(|r| r.id == queued.install_id) {
+            let reason = match self.store.install(queued.install_id)? {
                 Some(rec) => format!("app {:?} is not loaded (redrive once it is back)", rec.app),
                 None => "installation no longer exists".to_owned(),
             };

@@ -150,6 +150,11 @@ impl Store {
         })
     }
 
+    /// One installation.
+    pub fn install(&self, id: InstallId) -> Result<Option<InstallRecord>, StoreError> {
+        self.installs.get(keys::install(id))?.map(|v| decode("installation", &v)).transpose()
+    }
+
     /// Every installation.
     pub fn installs(&self) -> Result<Vec<InstallRecord>, StoreError> {
         self.installs.iter().map(|e| decode("installation", &e?.1)).collect()

@@ -219,6 +219,11 @@ impl Store {
         self.dead.iter().take(limit).map(|e| decode("dead letter", &e?.1)).collect()
     }
 
+    /// How many dead letters there are (counts keys, decodes nothing).
+    pub fn dead_letter_count(&self) -> usize {
+        self.dead.len()
+    }
+
     /// One dead letter.
     pub fn dead_letter_by_id(&self, id: EventId) -> Result<Option<DeadLetter>, StoreError> {
         self.dead.get(keys::dead(id))?.map(|v| decode("dead letter", &v)).transpose()
