@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::StatusCode;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
-use hyper::{Method, StatusCode};
 use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -415,6 +415,3 @@ pub async fn serve(
         () = tokio::time::sleep(grace) => tracing::warn!("connections still open after the grace period"),
     }
 }
-
-/// The method of a route (re-exported for the route table).
-pub type HttpMethod = Method;

@@ -182,10 +182,10 @@ async fn apply_org(engine: &Engine, spec: &OrgSpec) -> anyhow::Result<()> {
             Err(e) => return Err(e).with_context(|| format!("installation {:?}", i.app_key)),
         }
     }
+    let installs = if spec.ingestions.is_empty() { Vec::new() } else { store.installs()? };
     for g in &spec.ingestions {
-        let install = store
-            .installs()?
-            .into_iter()
+        let install = installs
+            .iter()
             .find(|r| r.organisation_id == org.id && r.app_key == g.installation)
             .with_context(|| format!("ingestion {}: no installation with app key {:?}", g.id, g.installation))?;
         let rec = IngestionRecord {
