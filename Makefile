@@ -1,7 +1,7 @@
 # Paddock developer entry points. `make ci` is exactly what .ci/run runs.
 CARGO ?= cargo
 PLUGIN_TARGET := plugins/target/wasm32-wasip2/release
-APPS := tank-level webhook daily-summary hostile counter
+APPS := tank-level webhook daily-summary hostile counter fetch
 
 .PHONY: all toolchain plugins schemas build run invoke-example test fmt fmt-check clippy doc bench bench-engine bench-ingest ci
 

@@ -41,6 +41,7 @@ pub mod connection;
 mod context;
 mod error;
 mod event;
+pub mod http;
 pub mod log;
 pub mod notifications;
 pub mod tags;
@@ -74,8 +75,8 @@ pub use serde_json::{Map, Value, json};
 pub mod prelude {
     pub use crate::{
         AggregateUpdate, App, AppError, Context, Deployment, Error, Event, Hook, Ingestion, JsonSchema, ManualInvoke,
-        Map, Message, MessageCreate, OauthCallback, Schedule, Value, agents, channels, connection, json, notifications,
-        tags, ui,
+        Map, Message, MessageCreate, OauthCallback, Schedule, Value, agents, channels, connection, http, json,
+        notifications, tags, ui,
     };
     pub use serde::{Deserialize, Serialize};
 }

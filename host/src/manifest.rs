@@ -101,7 +101,8 @@ pub struct Manifest {
     pub subscriptions: Vec<ChannelName>,
     /// Default schedules.
     pub schedules: Vec<ScheduleSpec>,
-    /// Hosts outbound HTTP may reach (exact names or `*.suffix`).
+    /// Hosts outbound HTTP may reach ([`HostPattern`](crate::model::HostPattern)
+    /// syntax: `name`, `name:port`, `*.suffix`, `[ipv6]`). Empty: none.
     pub allowed_hosts: Vec<String>,
     /// Whether the app may write to the channel that invoked it.
     pub allow_invoking_channel: bool,
@@ -328,11 +329,8 @@ impl Manifest {
             }
         }
         for (i, h) in self.allowed_hosts.iter().enumerate() {
-            let host = h.strip_prefix("*.").unwrap_or(h);
-            let ok = !host.is_empty()
-                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':');
-            if !ok {
-                return Err((format!("allowed_hosts[{i}]"), format!("{h:?} is not a host name (or *.suffix)")));
+            if let Err(e) = crate::model::HostPattern::parse(h) {
+                return Err((format!("allowed_hosts[{i}]"), e.to_string()));
             }
         }
         Ok(self)

@@ -132,6 +132,12 @@ pub fn commit(state: &mut MemoryState, report: &Report) {
     }
 }
 
+/// The tags installation `app_key` holds on `agent` in `state`.
+pub fn tags_of(state: &MemoryState, agent: u64, app_key: &str) -> Value {
+    let ch = ChannelRef { agent_id: agent.into(), name: must(ChannelName::new("tag_values")) };
+    paddock::caps::StateView::aggregate(state, &ch).map(|a| a.data[app_key].clone()).unwrap_or(Value::Null)
+}
+
 /// Unwrap for test setup, with the error shown.
 pub fn must<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
     match r {

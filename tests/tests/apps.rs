@@ -6,14 +6,6 @@ use paddock::runtime::Outcome;
 use paddock_tests::*;
 use serde_json::{Value, json};
 
-fn tags_of(state: &paddock::caps::MemoryState, agent: u64, app_key: &str) -> Value {
-    let ch = paddock::model::ChannelRef {
-        agent_id: agent.into(),
-        name: must(paddock::model::ChannelName::new("tag_values")),
-    };
-    paddock::caps::StateView::aggregate(state, &ch).map(|a| a.data[app_key].clone()).unwrap_or(Value::Null)
-}
-
 fn notifications(r: &paddock::runtime::Report) -> usize {
     r.effects.messages.iter().filter(|m| m.channel.name.as_str() == "notifications").count()
 }

@@ -3,6 +3,7 @@
 
 mod channel;
 mod event;
+mod host_pattern;
 mod ids;
 mod merge;
 mod oauth;
@@ -11,6 +12,7 @@ mod schedule;
 
 pub use channel::{Agent, Aggregate, BadChannelName, ChannelName, ChannelRef, MAX_CHANNEL_NAME, Message, well_known};
 pub use event::{Event, EventEnvelope, EventError, Hook};
+pub use host_pattern::{HostPattern, HostPatternError};
 pub use ids::{
     AgentId, AppId, BadId, EventId, Id, IdKind, IngestionId, InstallId, MessageId, OrgId, SNOWFLAKE_EPOCH_MS,
     ScheduleId, now_ms,

@@ -14,7 +14,7 @@ use super::invoke::Failure;
 use super::{Outcome, Runtime};
 use crate::caps::MemoryState;
 use crate::manifest::{Manifest, ManifestError};
-use crate::model::Hook;
+use crate::model::{Hook, HostPattern};
 
 /// An app ready to run: compiled, linked, hooks known.
 pub struct LoadedApp {
@@ -26,6 +26,8 @@ pub struct LoadedApp {
     pub hooks: BTreeSet<Hook>,
     /// The JSON Schema the component exports for its config, if any.
     pub exported_schema: Option<String>,
+    /// The manifest's `allowed_hosts`, parsed.
+    pub(super) outbound_hosts: Arc<[HostPattern]>,
     pub(super) pre: AppPre<super::bindings::Sandbox>,
 }
 
@@ -102,7 +104,10 @@ impl Runtime {
             .instantiate_pre(&component)
             .and_then(AppPre::new)
             .map_err(|e| LoadError::Link { path: path.clone(), reason: format!("{e:#}") })?;
-        let mut app = LoadedApp { manifest, digest, hooks: BTreeSet::new(), exported_schema: None, pre };
+        // The manifest was validated, so every entry parses.
+        let outbound_hosts = manifest.allowed_hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect();
+        let mut app =
+            LoadedApp { manifest, digest, hooks: BTreeSet::new(), exported_schema: None, outbound_hosts, pre };
         let (hooks, schema) =
             self.probe(&app).await.map_err(|outcome| LoadError::Hooks { path, outcome: Box::new(outcome) })?;
         app.hooks = hooks;

@@ -49,11 +49,19 @@ pub struct RuntimeConfig {
     pub pool_slots: u32,
     /// Where compiled components are cached; none disables the cache.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Outbound HTTP limits and the private ranges apps may reach.
+    pub outbound: super::OutboundConfig,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { fuel: true, fuel_per_ms: FUEL_PER_MS, pool_slots: 64, cache_dir: None }
+        Self {
+            fuel: true,
+            fuel_per_ms: FUEL_PER_MS,
+            pool_slots: 64,
+            cache_dir: None,
+            outbound: super::OutboundConfig::default(),
+        }
     }
 }
 

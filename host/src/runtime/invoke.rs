@@ -11,6 +11,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use super::bindings::{AppError, Sandbox, context_to_wit, event_to_wit};
 use super::config::{EPOCH_TICK, FUEL_YIELD_INTERVAL, HOSTCALL_FUEL, TIMEOUT_GRACE};
 use super::limiter::MemoryLimiter;
+use super::outbound::OutboundHooks;
 use super::stdio::BoundedSink;
 use super::{LoadedApp, Outcome, Report, Runtime};
 use crate::caps::{Grant, LogLevel, Reach, Session, StateView};
@@ -100,7 +101,8 @@ impl Runtime {
         // arguments, no network (wasmtime-wasi denies sockets and name
         // lookups unless allowed). Clocks and random work.
         let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
-        let sandbox = Sandbox::new(Session::new(grant, view), MemoryLimiter::new(limits.memory_bytes), wasi);
+        let outbound = OutboundHooks::new(self.outbound.clone(), app.outbound_hosts.clone());
+        let sandbox = Sandbox::new(Session::new(grant, view), MemoryLimiter::new(limits.memory_bytes), wasi, outbound);
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(HOSTCALL_FUEL);
@@ -182,7 +184,12 @@ impl Prepared {
         let fuel_consumed = self.store.get_fuel().map(|left| self.fuel.saturating_sub(left)).unwrap_or(0);
         let memory_peak = self.store.data().limiter.used();
         let duration = self.started.elapsed();
-        let (effects, mut logs) = self.store.into_data().session.finish();
+        let sandbox = self.store.into_data();
+        let refusals = sandbox.outbound.take_refusals();
+        let (effects, mut logs) = sandbox.session.finish();
+        for refusal in &refusals {
+            logs.push(LogLevel::Warn, "http", refusal);
+        }
         for (sink, source, level) in
             [(&self.stdout, "stdout", LogLevel::Info), (&self.stderr, "stderr", LogLevel::Error)]
         {

@@ -5,6 +5,9 @@
 //! into a [`LoadedApp`] (an `InstancePre` plus the hooks it declared); every
 //! event then gets a fresh `Store` and instance, dropped afterwards.
 //!
+//! Apps reach the network only through `wasi:http/outgoing-handler`, under
+//! the policy in [`OutboundConfig`] and their manifest's `allowed_hosts`.
+//!
 //! The runtime returns a [`Report`] (outcome, effects, logs, fuel,
 //! duration) and never writes any store: the engine commits.
 
@@ -13,6 +16,7 @@ mod bindings;
 mod config;
 mod invoke;
 mod limiter;
+mod outbound;
 mod outcome;
 mod stdio;
 mod ticker;
@@ -21,6 +25,7 @@ pub use app::{LoadError, LoadedApp};
 pub use config::{Allocator, EPOCH_TICK, FUEL_PER_MS, HOSTCALL_FUEL, MAX_WASM_STACK, RuntimeConfig, TIMEOUT_GRACE};
 pub use invoke::Invocation;
 pub use limiter::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, MemoryLimiter};
+pub use outbound::{OutboundConfig, is_public};
 pub use outcome::{Outcome, Report};
 
 use wasmtime::Engine;
@@ -39,6 +44,7 @@ pub struct Runtime {
     linker: Linker<Sandbox>,
     allocator: Allocator,
     config: RuntimeConfig,
+    outbound: std::sync::Arc<outbound::Outbound>,
     _ticker: ticker::EpochTicker,
 }
 
@@ -48,8 +54,10 @@ impl Runtime {
         let (engine, allocator) = config::build_engine(&config).map_err(|e| RuntimeError(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         bindings::link(&mut linker).map_err(|e| RuntimeError(e.to_string()))?;
+        let outbound = outbound::Outbound::new(config.outbound.clone())
+            .map_err(|e| RuntimeError(format!("outbound TLS setup: {e}")))?;
         let ticker = ticker::EpochTicker::start(engine.clone(), EPOCH_TICK);
-        Ok(Self { engine, linker, allocator, config, _ticker: ticker })
+        Ok(Self { engine, linker, allocator, config, outbound: std::sync::Arc::new(outbound), _ticker: ticker })
     }
 
     /// Which instance allocator is in use.

@@ -17,7 +17,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::model::StateSigner;
 use crate::model::now_ms;
 use crate::plugins::Plugins;
-use crate::runtime::{Runtime, RuntimeConfig};
+use crate::runtime::{OutboundConfig, Runtime, RuntimeConfig};
 use crate::store::{Store, TokenRecord};
 
 /// Environment variable holding the operator token.
@@ -57,6 +57,63 @@ pub struct ServeConfig {
     /// Highest rate (requests/s) an ingestion endpoint may be given
     /// (default 30, Doover's maximum).
     pub max_ingest_rate: u32,
+    /// Outbound HTTP limits (`[outbound]`).
+    pub outbound: OutboundSettings,
+}
+
+/// The `[outbound]` table: what apps' outbound HTTP may do. Which hosts an
+/// app may reach is its manifest's `allowed_hosts`; these are the operator's
+/// limits on top.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundSettings {
+    /// Private, loopback or link-local CIDR ranges apps may reach anyway
+    /// (default none: public addresses only).
+    pub allow_private: Vec<String>,
+    /// DNS + connect (+ TLS) timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Time to the response head, milliseconds.
+    pub first_byte_timeout_ms: u64,
+    /// Longest pause inside the response body, milliseconds.
+    pub between_bytes_timeout_ms: u64,
+    /// Largest response body, bytes.
+    pub max_response_bytes: u64,
+    /// Requests per invocation at most.
+    pub max_requests: u32,
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        let d = OutboundConfig::default();
+        let ms = |t: Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            allow_private: Vec::new(),
+            connect_timeout_ms: ms(d.connect_timeout),
+            first_byte_timeout_ms: ms(d.first_byte_timeout),
+            between_bytes_timeout_ms: ms(d.between_bytes_timeout),
+            max_response_bytes: d.max_response_bytes,
+            max_requests: d.max_requests,
+        }
+    }
+}
+
+impl OutboundSettings {
+    /// The runtime's form; a bad CIDR is an error naming it.
+    pub fn to_runtime(&self) -> anyhow::Result<OutboundConfig> {
+        let allow_private = self
+            .allow_private
+            .iter()
+            .map(|c| c.parse().with_context(|| format!("outbound.allow_private: {c:?} is not a CIDR range")))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(OutboundConfig {
+            allow_private,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
+            between_bytes_timeout: Duration::from_millis(self.between_bytes_timeout_ms),
+            max_response_bytes: self.max_response_bytes,
+            max_requests: self.max_requests,
+        })
+    }
 }
 
 impl Default for ServeConfig {
@@ -77,6 +134,7 @@ impl Default for ServeConfig {
             invocations_per_installation: 1_000,
             shutdown_grace_s: 10,
             max_ingest_rate: crate::api::MAX_RATE,
+            outbound: OutboundSettings::default(),
         }
     }
 }
@@ -105,10 +163,11 @@ impl ServeConfig {
 /// `ready` receives the bound address once the server accepts requests.
 pub async fn run(
     config: ServeConfig,
-    runtime_config: RuntimeConfig,
+    mut runtime_config: RuntimeConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> anyhow::Result<()> {
+    runtime_config.outbound = config.outbound.to_runtime()?;
     std::fs::create_dir_all(&config.data).with_context(|| format!("{}: cannot create", config.data.display()))?;
     let store = Store::open(&config.data.join("store")).context("opening the store")?;
     ensure_operator_token(&store, config.operator_token.clone())?;
@@ -291,5 +350,21 @@ mod tests {
         assert!(store.token(&hash_secret("second")).unwrap().is_some());
         ensure_operator_token(&store, None).unwrap();
         assert_eq!(store.tokens(None).unwrap().len(), 1, "nothing generated while one exists");
+    }
+
+    #[test]
+    fn the_outbound_table_parses_and_names_a_bad_range() {
+        let config: ServeConfig =
+            toml::from_str("[outbound]\nallow_private = [\"10.0.0.0/8\"]\nmax_requests = 4\nconnect_timeout_ms = 250")
+                .unwrap();
+        let outbound = config.outbound.to_runtime().unwrap();
+        assert_eq!(outbound.allow_private, vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]);
+        assert_eq!(outbound.max_requests, 4);
+        assert_eq!(outbound.connect_timeout, Duration::from_millis(250));
+        assert_eq!(outbound.max_response_bytes, OutboundConfig::default().max_response_bytes);
+        let bad: ServeConfig = toml::from_str("[outbound]\nallow_private = [\"10.0.0.300/8\"]").unwrap();
+        let err = format!("{:#}", bad.outbound.to_runtime().unwrap_err());
+        assert!(err.contains("outbound.allow_private: \"10.0.0.300/8\" is not a CIDR range"), "{err}");
+        assert!(toml::from_str::<ServeConfig>("[outbound]\nallowed = 1").is_err(), "unknown keys are refused");
     }
 }

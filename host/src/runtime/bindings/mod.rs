@@ -6,9 +6,11 @@ mod convert;
 mod host;
 
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::caps::Session;
 use crate::runtime::limiter::MemoryLimiter;
+use crate::runtime::outbound::OutboundHooks;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -29,7 +31,10 @@ pub(crate) struct Sandbox {
     pub session: Session,
     /// The memory and table accountant.
     pub limiter: MemoryLimiter,
+    /// Outbound HTTP policy and this invocation's request count.
+    pub outbound: OutboundHooks,
     wasi: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
 }
 
@@ -38,10 +43,10 @@ pub(crate) struct Sandbox {
 const MAX_RESOURCES: usize = 1024;
 
 impl Sandbox {
-    pub fn new(session: Session, limiter: MemoryLimiter, wasi: WasiCtx) -> Self {
+    pub fn new(session: Session, limiter: MemoryLimiter, wasi: WasiCtx, outbound: OutboundHooks) -> Self {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
-        Self { session, limiter, wasi, table }
+        Self { session, limiter, outbound, wasi, http: WasiHttpCtx::new(), table }
     }
 }
 
@@ -51,8 +56,16 @@ impl WasiView for Sandbox {
     }
 }
 
-/// Link the paddock world and deny-by-default WASI into `linker`.
+impl WasiHttpView for Sandbox {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+    }
+}
+
+/// Link the paddock world, deny-by-default WASI and policed outbound HTTP
+/// (`wasi:http/types` and `outgoing-handler`) into `linker`.
 pub(crate) fn link(linker: &mut wasmtime::component::Linker<Sandbox>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     App::add_to_linker::<Sandbox, wasmtime::component::HasSelf<Sandbox>>(linker, |s| s)
 }
