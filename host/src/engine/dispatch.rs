@@ -127,40 +127,51 @@ impl Engine {
     fn start(self: &Arc<Self>, tasks: &mut JoinSet<Result<(), EngineError>>, event: QueuedEvent) {
         let engine = Arc::clone(self);
         tasks.spawn(async move {
-            let line = (event.install_id, event.agent_id);
+            let (install, agent) = (event.install_id, event.agent_id);
             let result = engine.process(event).await;
-            engine.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&line);
+            engine.slots.lock().unwrap_or_else(|p| p.into_inner()).free(install, agent);
             result
         });
     }
 
     /// Due events that may start now (first in their line, line not busy),
-    /// shared fairly: organisations take turns, one event each per turn, and
-    /// the organisation that goes first rotates from round to round. Each
-    /// organisation's due events are read from its own queue partition, so
-    /// one tenant's backlog never hides another's.
+    /// shared fairly: each organisation starts at most its allowance (its
+    /// share of the slots among active organisations minus what it holds,
+    /// see [`slots`](super::slots)); within that, organisations take turns,
+    /// one event each per turn, and the one that goes first rotates from
+    /// pick to pick. Each organisation's due events are read from its own
+    /// queue partition, so one tenant's backlog never hides another's.
     fn pick(&self, now: u64, slots: usize) -> Result<Vec<QueuedEvent>, EngineError> {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let mut turns: Vec<VecDeque<QueuedEvent>> = Vec::new();
+        let mut held = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut turns: Vec<(OrgId, VecDeque<QueuedEvent>)> = Vec::new();
         for org in self.store.queued_orgs()? {
-            let busy = |install, agent| in_flight.contains(&(install, agent));
+            let busy = |install, agent| held.busy(install, agent);
             let runnable: VecDeque<QueuedEvent> = self.store.runnable_heads(org, now, slots, SCAN, busy)?.into();
             if !runnable.is_empty() {
-                turns.push(runnable);
+                turns.push((org, runnable));
             }
         }
+        let ready: Vec<OrgId> = turns.iter().map(|(org, _)| *org).collect();
+        let allowance = held.allowance(self.concurrency, &ready, std::time::Instant::now());
+        // Each organisation's turn: how many it may still start, and what.
+        let mut turns: Vec<(OrgId, usize, VecDeque<QueuedEvent>)> =
+            turns.into_iter().map(|(org, q)| (org, allowance.get(&org).copied().unwrap_or(0), q)).collect();
         if !turns.is_empty() {
             let first = self.round.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % turns.len();
             turns.rotate_left(first);
         }
         let mut batch = Vec::new();
-        while batch.len() < slots && turns.iter().any(|t| !t.is_empty()) {
-            for turn in &mut turns {
+        while batch.len() < slots && turns.iter().any(|(_, left, q)| *left > 0 && !q.is_empty()) {
+            for (org, left, turn) in &mut turns {
                 if batch.len() >= slots {
                     break;
                 }
+                if *left == 0 {
+                    continue;
+                }
                 if let Some(event) = turn.pop_front() {
-                    in_flight.insert((event.install_id, event.agent_id));
+                    held.take(*org, event.install_id, event.agent_id);
+                    *left -= 1;
                     batch.push(event);
                 }
             }

@@ -16,14 +16,16 @@ mod metrics;
 mod retry;
 mod routing;
 mod schedules;
+mod slots;
 
 pub use catalog::{AppSlot, AppStatus, new_record};
 pub use dispatch::FLUSH_EVERY;
 pub use installation::Installation;
 pub use metrics::{Gauges, Metrics};
 pub use retry::RetryPolicy;
+pub use slots::ACTIVE_WINDOW;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -145,8 +147,9 @@ pub struct Engine {
     /// redirect URI to announce (set by the API server).
     oauth: RwLock<Option<(Arc<crate::model::StateSigner>, String)>>,
     policy: RetryPolicy,
-    /// Lines with an event in flight: at most one per (installation, agent).
-    in_flight: Mutex<HashSet<(InstallId, AgentId)>>,
+    /// Lines with an event in flight (at most one per (installation,
+    /// agent)) and each organisation's share of the slots.
+    slots: Mutex<slots::Slots>,
     /// Concurrent invocations at most.
     concurrency: usize,
     max_queue: usize,
@@ -177,7 +180,7 @@ impl Engine {
             metrics: Metrics::default(),
             oauth: RwLock::default(),
             policy: config.retry,
-            in_flight: Mutex::default(),
+            slots: Mutex::default(),
             concurrency: config.concurrency.max(1),
             max_queue: config.max_queue,
             max_queue_per_org: config.max_queue_per_org,
