@@ -162,6 +162,24 @@ async fn one_organisation_past_its_share_of_the_queue_is_slowed_and_the_others_a
 }
 
 #[tokio::test]
+async fn publishes_past_the_ingress_turns_wait_their_turn_and_are_all_accepted() {
+    let config = EngineConfig { retry: fast_retries(), ingress_per_org: 1, ..EngineConfig::default() };
+    let engine = engine_with(config, "counter").await;
+    let publishes: Vec<_> = (0..20)
+        .map(|n| {
+            let engine = Arc::clone(&engine);
+            tokio::spawn(async move { engine.publish_message(ch("ticks"), TANK.into(), json!({"n": n})).await })
+        })
+        .collect();
+    for p in publishes {
+        assert!(p.await.unwrap().is_ok(), "a waiting publish is not refused");
+    }
+    assert_eq!(engine.queue_depth(), 20);
+    drain(&engine).await;
+    assert_eq!(tags(&engine)["count"], json!(20));
+}
+
+#[tokio::test]
 async fn retried_events_apply_exactly_once_and_in_order() {
     let engine = engine(fast_retries()).await;
     let n = 24u64;

@@ -144,15 +144,21 @@ impl Engine {
     fn pick(&self, now: u64, slots: usize) -> Result<Vec<QueuedEvent>, EngineError> {
         let mut held = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let mut turns: Vec<(OrgId, VecDeque<QueuedEvent>)> = Vec::new();
+        let clock = std::time::Instant::now();
         for org in self.store.queued_orgs()? {
+            // A tenant already at its share is not even read.
+            let want = held.at_most(self.concurrency, org, clock).min(slots);
+            if want == 0 {
+                continue;
+            }
             let busy = |install, agent| held.busy(install, agent);
-            let runnable: VecDeque<QueuedEvent> = self.store.runnable_heads(org, now, slots, SCAN, busy)?.into();
+            let runnable: VecDeque<QueuedEvent> = self.store.runnable_heads(org, now, want, SCAN, busy)?.into();
             if !runnable.is_empty() {
                 turns.push((org, runnable));
             }
         }
         let ready: Vec<OrgId> = turns.iter().map(|(org, _)| *org).collect();
-        let allowance = held.allowance(self.concurrency, &ready, std::time::Instant::now());
+        let allowance = held.allowance(self.concurrency, &ready, clock);
         // Each organisation's turn: how many it may still start, and what.
         let mut turns: Vec<(OrgId, usize, VecDeque<QueuedEvent>)> =
             turns.into_iter().map(|(org, q)| (org, allowance.get(&org).copied().unwrap_or(0), q)).collect();
@@ -187,18 +193,18 @@ impl Engine {
                 Some(rec) => format!("app {:?} is not loaded (redrive once it is back)", rec.app),
                 None => "installation no longer exists".to_owned(),
             };
-            return self.bury(&queued, &reason);
+            return self.bury(&queued, &reason).await;
         };
         if queued.depth > MAX_DEPTH {
-            return self.bury(&queued, &format!("loop: causal depth {} exceeds {MAX_DEPTH}", queued.depth));
+            return self.bury(&queued, &format!("loop: causal depth {} exceeds {MAX_DEPTH}", queued.depth)).await;
         }
         let age = Duration::from_millis(now.saturating_sub(queued.enqueued_ms));
         if age > self.policy.max_age {
-            return self.bury(&queued, &format!("max event age exceeded ({age:?})"));
+            return self.bury(&queued, &format!("max event age exceeded ({age:?})")).await;
         }
         let event = match Event::from_envelope(queued.event.clone()) {
             Ok(event) => self.refresh(event),
-            Err(e) => return self.bury(&queued, &format!("unreadable event: {e}")),
+            Err(e) => return self.bury(&queued, &format!("unreadable event: {e}")).await,
         };
         let mut grant = inst.grant();
         grant.oauth = self.oauth_grant(&inst);
@@ -234,14 +240,18 @@ impl Engine {
                 now_ms: now_ms(),
                 summary: Some(&summary),
             };
-            return match self.store.commit(commit) {
+            let committed = {
+                let _writable = self.store.writable().await;
+                self.store.commit(commit)
+            };
+            return match committed {
                 Ok(()) => {
                     self.settled(queued.organisation_id, 1, downstream.len());
                     Ok(())
                 }
                 // Acknowledged already (by an earlier run): nothing applied.
                 Err(StoreError::NotQueued(_)) => Ok(()),
-                Err(e @ StoreError::UnknownAgent(_)) => self.bury(&queued, &e.to_string()),
+                Err(e @ StoreError::UnknownAgent(_)) => self.bury(&queued, &e.to_string()).await,
                 Err(e) => Err(e.into()),
             };
         }
@@ -249,18 +259,26 @@ impl Engine {
         if report.outcome.is_retryable() && queued.attempt < self.policy.max_attempts {
             let delay = self.policy.delay(queued.attempt);
             let due = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-            return match self.store.reschedule(&queued, due) {
+            let rescheduled = {
+                let _writable = self.store.writable().await;
+                self.store.reschedule(&queued, due)
+            };
+            return match rescheduled {
                 Ok(_) | Err(StoreError::NotQueued(_)) => Ok(()),
                 Err(e) => Err(e.into()),
             };
         }
-        self.bury(&queued, &describe(&report.outcome))
+        self.bury(&queued, &describe(&report.outcome)).await
     }
 
     /// Dead-letter an event with `reason`.
-    fn bury(&self, queued: &QueuedEvent, reason: &str) -> Result<(), EngineError> {
+    async fn bury(&self, queued: &QueuedEvent, reason: &str) -> Result<(), EngineError> {
         tracing::warn!(event = %queued.id, install = %queued.install_id, reason, "dead-lettering");
-        match self.store.dead_letter(queued, reason, now_ms()) {
+        let buried = {
+            let _writable = self.store.writable().await;
+            self.store.dead_letter(queued, reason, now_ms())
+        };
+        match buried {
             Ok(()) => {
                 self.settled(queued.organisation_id, 1, 0);
                 self.metrics.dead_lettered();
@@ -335,6 +353,10 @@ fn summary(queued: &QueuedEvent, report: &Report) -> InvocationSummary {
         logs: serde_json::to_value(&report.logs).unwrap_or_default(),
         queued_ms: queued.enqueued_ms,
         at_ms: now_ms(),
+        latency_us: match queued.enqueued_us {
+            0 => now_ms().saturating_sub(queued.enqueued_ms).saturating_mul(1000),
+            us => crate::model::now_us().saturating_sub(us),
+        },
     }
 }
 

@@ -95,6 +95,13 @@ pub struct EngineConfig {
     /// many events queued: a flooding tenant is slowed at the door instead
     /// of filling the queue and the machine for everyone.
     pub max_queue_per_org: usize,
+    /// Durable writes one organisation may have in progress at once; more
+    /// wait their turn (without refusal). Keeps one tenant's flood from
+    /// filling the run queue (and the disk's flush queue) ahead of everyone
+    /// else's: measured in the engine bench, 1–2 roughly halve the p99 of a
+    /// steady tenant while another floods. Concurrent writers of one
+    /// organisation still share flushes (group commit) up to this many.
+    pub ingress_per_org: usize,
 }
 
 impl Default for EngineConfig {
@@ -102,7 +109,13 @@ impl Default for EngineConfig {
         // Concurrency matches the runtime's default pool (64 slots) with
         // headroom for load probes; 100k queued events is ~1 minute of
         // backlog at the measured commit rates.
-        Self { retry: RetryPolicy::default(), concurrency: 32, max_queue: 100_000, max_queue_per_org: 10_000 }
+        Self {
+            retry: RetryPolicy::default(),
+            concurrency: 32,
+            max_queue: 100_000,
+            max_queue_per_org: 10_000,
+            ingress_per_org: 2,
+        }
     }
 }
 
@@ -160,6 +173,9 @@ pub struct Engine {
     per_org: Mutex<HashMap<crate::model::OrgId, usize>>,
     /// Dispatch rounds so far: rotates which organisation goes first.
     round: AtomicUsize,
+    /// Each organisation's turns at ingress (`ingress_per_org` permits).
+    ingress: Mutex<HashMap<crate::model::OrgId, Arc<tokio::sync::Semaphore>>>,
+    ingress_per_org: usize,
 }
 
 impl Engine {
@@ -187,6 +203,8 @@ impl Engine {
             queued: AtomicUsize::new(queued),
             per_org: Mutex::new(per_org),
             round: AtomicUsize::new(0),
+            ingress: Mutex::default(),
+            ingress_per_org: config.ingress_per_org.max(1),
         })
     }
 
@@ -278,10 +296,27 @@ impl Engine {
         };
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
         let counted = self.counting(inst.organisation_id, 1);
-        self.store.enqueue(&queued)?;
+        self.enqueue(&queued).await?;
         self.store.flush().await?;
         counted.accepted();
         Ok(Some(queued.id))
+    }
+
+    /// Wait for one of `org`'s ingress turns; held until its write is
+    /// flushed.
+    async fn ingress_turn(&self, org: crate::model::OrgId) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let turns = {
+            let mut all = self.ingress.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(all.entry(org).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.ingress_per_org))))
+        };
+        // The semaphore is never closed, so this is always `Some`.
+        turns.acquire_owned().await.ok()
+    }
+
+    /// Queue one event (waiting out a running flush without blocking).
+    async fn enqueue(&self, queued: &crate::store::QueuedEvent) -> Result<(), StoreError> {
+        let _writable = self.store.writable().await;
+        self.store.enqueue(queued).map(drop)
     }
 
     fn installations(&self) -> Vec<Arc<Installation>> {
@@ -319,8 +354,12 @@ impl Engine {
         let org = crate::caps::StateView::agent_org(&self.store, agent).unwrap_or_default();
         let events = routing::route(&self.installations(), org, effects, None, 0, now);
         self.admit(org, events.len())?;
+        let _turn = self.ingress_turn(org).await;
         let counted = self.counting(org, events.len());
-        self.store.commit(Commit { ack: None, effects, downstream: &events, now_ms: now, summary: None })?;
+        {
+            let _writable = self.store.writable().await;
+            self.store.commit(Commit { ack: None, effects, downstream: &events, now_ms: now, summary: None })?;
+        }
         self.store.flush().await?;
         counted.accepted();
         Ok(())
@@ -359,8 +398,9 @@ impl Engine {
         let inst = self.installation(install).ok_or(EngineError::UnknownInstallation(install))?;
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
         self.admit(inst.organisation_id, 1)?;
+        let _turn = self.ingress_turn(inst.organisation_id).await;
         let counted = self.counting(inst.organisation_id, 1);
-        self.store.enqueue(&queued)?;
+        self.enqueue(&queued).await?;
         self.store.flush().await?;
         counted.accepted();
         Ok(queued.id)

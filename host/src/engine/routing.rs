@@ -66,6 +66,7 @@ pub fn queued(inst: &Installation, agent: AgentId, event: &Event, depth: u32, no
         attempt: 1,
         depth,
         enqueued_ms: now,
+        enqueued_us: crate::model::now_us(),
         due_ms: now,
         seq: 0,
     }

@@ -52,6 +52,23 @@ impl Slots {
         }
     }
 
+    /// At most how many more events `org` could be allowed now: its share
+    /// if it and the organisations known to be active were all that is
+    /// active. Lets the pick skip reading a tenant that is at its share.
+    pub fn at_most(&self, concurrency: usize, org: OrgId, now: Instant) -> usize {
+        let mut known: Vec<OrgId> = self
+            .last_ready
+            .iter()
+            .filter(|(_, seen)| now.duration_since(**seen) < ACTIVE_WINDOW)
+            .map(|(o, _)| *o)
+            .chain(self.held.keys().copied())
+            .chain(std::iter::once(org))
+            .collect();
+        known.sort_unstable();
+        known.dedup();
+        concurrency.div_ceil(known.len()).saturating_sub(self.held.get(&org).copied().unwrap_or(0))
+    }
+
     /// How many more events each of `ready` (organisations with runnable
     /// work now) may start, out of `concurrency` slots.
     pub fn allowance(&mut self, concurrency: usize, ready: &[OrgId], now: Instant) -> HashMap<OrgId, usize> {
@@ -93,6 +110,7 @@ mod tests {
         }
         assert_eq!(s.allowance(8, &[org(1)], t0 + Duration::from_millis(500))[&org(1)], 1);
         // After the window, tenant 1 has every slot again.
+        assert_eq!(s.at_most(8, org(1), t0 + Duration::from_millis(500)), 1);
         assert_eq!(s.allowance(8, &[org(1)], t0 + ACTIVE_WINDOW + Duration::from_millis(1))[&org(1)], 5);
     }
 

@@ -15,7 +15,7 @@ pub use event::{Event, EventEnvelope, EventError, Hook};
 pub use host_pattern::{HostPattern, HostPatternError};
 pub use ids::{
     AgentId, AppId, BadId, EventId, Id, IdKind, IngestionId, InstallId, MessageId, OrgId, SNOWFLAKE_EPOCH_MS,
-    ScheduleId, now_ms,
+    ScheduleId, now_ms, now_us,
 };
 pub use merge::{WriteMode, apply_diff, apply_diff_in_place, apply_diff_with, apply_write, apply_write_in_place};
 pub use oauth::{STATE_TTL_MS, StateSigner};

@@ -38,6 +38,9 @@ pub struct InvocationSummary {
     pub queued_ms: u64,
     /// When it finished, Unix ms.
     pub at_ms: u64,
+    /// Acceptance to end of this attempt, µs.
+    #[serde(default)]
+    pub latency_us: u64,
 }
 
 impl Store {

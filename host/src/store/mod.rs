@@ -66,6 +66,12 @@ pub struct Store {
     /// an iterator all parked). Transactions share the gate; a flush takes
     /// it alone.
     gate: Arc<RwLock<()>>,
+    /// The same exclusion for async writers: a flush holds it exclusively
+    /// while it holds `gate`, so a task that awaits [`Store::writable`]
+    /// first waits for a running flush by yielding, instead of blocking a
+    /// runtime thread on `gate` (with few threads, a flush's fsync would
+    /// otherwise stall every task, other tenants' included).
+    writers: Arc<tokio::sync::RwLock<()>>,
     /// Group commit: concurrent `flush` callers share flushes (see `flush`).
     flushes: Arc<FlushTickets>,
     agents: sled::Tree,
@@ -99,6 +105,7 @@ impl Store {
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
         Ok(Store {
             gate: Arc::default(),
+            writers: Arc::default(),
             flushes: Arc::default(),
             agents: db.open_tree("agents")?,
             serials: db.open_tree("serials")?,
@@ -130,6 +137,7 @@ impl Store {
             return Ok(());
         }
         let covers = self.flushes.requested.load(Ordering::SeqCst);
+        let _writers = self.writers.write().await;
         let (db, gate) = (self.db.clone(), Arc::clone(&self.gate));
         tokio::task::spawn_blocking(move || {
             let _alone = gate.write().unwrap_or_else(|p| p.into_inner());
@@ -139,6 +147,14 @@ impl Store {
         .map_err(|e| StoreError::Corrupt { what: "flush task", reason: e.to_string() })??;
         self.flushes.completed.store(covers, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Wait (yielding, not blocking the thread) until no flush is running;
+    /// while the guard lives no flush starts. Async writers take it around
+    /// their writes. Never hold it across [`Store::flush`]: that would wait
+    /// for itself.
+    pub async fn writable(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        Arc::clone(&self.writers).read_owned().await
     }
 
     /// Run a transaction under the shared side of the gate (see `gate`).

@@ -29,6 +29,10 @@ pub struct QueuedEvent {
     pub depth: u32,
     /// When it was first accepted, Unix ms (for the maximum event age).
     pub enqueued_ms: u64,
+    /// The same in Unix µs (for latency; 0 in events queued by older
+    /// versions).
+    #[serde(default)]
+    pub enqueued_us: u64,
     /// When it may run next, Unix ms.
     pub due_ms: u64,
     /// Place in its (installation, agent) line, assigned by the store when

@@ -58,6 +58,7 @@ fn event(rng: &mut fastrand::Rng, id: u64) -> QueuedEvent {
         attempt: 1,
         depth: 0,
         enqueued_ms: due,
+        enqueued_us: due * 1000,
         due_ms: due,
         seq: 0,
     }
