@@ -97,10 +97,11 @@ pub struct EngineConfig {
     pub max_queue_per_org: usize,
     /// Durable writes one organisation may have in progress at once; more
     /// wait their turn (without refusal). Keeps one tenant's flood from
-    /// filling the run queue (and the disk's flush queue) ahead of everyone
-    /// else's: measured in the engine bench, 1–2 roughly halve the p99 of a
-    /// steady tenant while another floods. Concurrent writers of one
-    /// organisation still share flushes (group commit) up to this many.
+    /// filling the run queue and the flush queue ahead of everyone else's.
+    /// Measured in the engine bench (docs/benchmarks.md): with 1, a steady
+    /// tenant's p99 under another's flood is 1.4–2.3x its unloaded value
+    /// (6–7x without turns) and one organisation still ingests ~2,400
+    /// events/s; different organisations' writes still share flushes.
     pub ingress_per_org: usize,
 }
 
@@ -114,7 +115,7 @@ impl Default for EngineConfig {
             concurrency: 32,
             max_queue: 100_000,
             max_queue_per_org: 10_000,
-            ingress_per_org: 2,
+            ingress_per_org: 1,
         }
     }
 }
