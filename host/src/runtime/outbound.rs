@@ -207,18 +207,25 @@ async fn send(shared: &Outbound, mut request: http::Request<WasiBody>, options: 
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     *request.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
 
-    let mut conn = Box::pin(conn);
+    // `None` once the connection future has finished (it must not be
+    // polled again).
+    let mut conn = Some(Box::pin(conn));
     let mut response = Box::pin(tokio::time::timeout(first_byte_timeout, sender.send_request(request)));
     // Drive the connection while waiting for the head.
     let head = std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = response.as_mut().poll(cx) {
             return Poll::Ready(r);
         }
-        match conn.as_mut().poll(cx) {
+        let Some(driver) = conn.as_mut() else { return Poll::Pending };
+        match driver.as_mut().poll(cx) {
             Poll::Ready(Err(e)) => Poll::Ready(Ok(Err(e))),
-            // A connection that ended cleanly without a response is caught by
-            // `send_request` itself on its next poll.
-            Poll::Ready(Ok(())) | Poll::Pending => Poll::Pending,
+            // The connection ended cleanly: the response (or the error for
+            // its absence) is ready now or wakes us.
+            Poll::Ready(Ok(())) => {
+                conn = None;
+                response.as_mut().poll(cx)
+            }
+            Poll::Pending => Poll::Pending,
         }
     })
     .await
@@ -231,7 +238,12 @@ async fn send(shared: &Outbound, mut request: http::Request<WasiBody>, options: 
         return Err(Error::HttpResponseBodySize(Some(cap)));
     }
     let response = head.map(|incoming| CappedBody::new(incoming, cap, between_bytes_timeout).boxed_unsync());
-    let io = async move { conn.await.map_err(Error::from) };
+    let io = async move {
+        match conn {
+            Some(driver) => driver.await.map_err(Error::from),
+            None => Ok(()),
+        }
+    };
     Ok((response, Box::new(io)))
 }
 
