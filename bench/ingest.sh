@@ -40,6 +40,8 @@ max_ingest_rate = 1000000
 max_queue = 1000000
 max_queue_per_org = 1000000
 TOML
+# INGRESS_BATCH=N sets the server's `ingress_batch` (default: the server's).
+if [ -n "${INGRESS_BATCH:-}" ]; then echo "ingress_batch = $INGRESS_BATCH" >> "$work/serve.toml"; fi
 cat > "$work/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = '{"readings":[{"serial":"NONE","distance_mm":812}]}'

@@ -39,11 +39,11 @@ fn concurrency() -> usize {
     std::env::var("PADDOCK_BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
 }
 
-/// Concurrent durable writes per organisation (`PADDOCK_BENCH_INGRESS`,
+/// Ingress writes per flush per organisation (`PADDOCK_BENCH_INGRESS_BATCH`,
 /// default the engine's).
-fn ingress_per_org() -> usize {
-    let default = EngineConfig::default().ingress_per_org;
-    std::env::var("PADDOCK_BENCH_INGRESS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+fn ingress_batch() -> usize {
+    let default = EngineConfig::default().ingress_batch;
+    std::env::var("PADDOCK_BENCH_INGRESS_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn ms(us: u64) -> f64 {
@@ -79,7 +79,7 @@ async fn setup(rt: &Arc<Runtime>, app: &Arc<LoadedApp>, orgs: &[(u64, u64, u64)]
         concurrency: concurrency(),
         max_queue: 1_000_000,
         max_queue_per_org: per_org,
-        ingress_per_org: ingress_per_org(),
+        ingress_batch: ingress_batch(),
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::new(store, Arc::clone(rt), config).unwrap());
@@ -278,11 +278,11 @@ fn main() {
             let (a50, a99) = (ms(percentile(&alone, 0.5)), ms(percentile(&alone, 0.99)));
             let (l50, l99) = (ms(percentile(&loaded, 0.5)), ms(percentile(&loaded, 0.99)));
             println!(
-                "fairness (concurrency {}, ingress per organisation {}, queue bound per organisation {per_org}): tenant B alone p50 {a50:.2} ms \
+                "fairness (concurrency {}, ingress batch {}, queue bound per organisation {per_org}): tenant B alone p50 {a50:.2} ms \
                  p99 {a99:.2} ms; while A floods p50 {l50:.2} ms p99 {l99:.2} ms ({:.2}x p99); \
                  A published {sent} events in {flood_s:.1} s ({:.0}/s), {refused} refusals (tenant busy)",
                 concurrency(),
-                ingress_per_org(),
+                ingress_batch(),
                 l99 / a99.max(0.001),
                 sent as f64 / flood_s,
             );

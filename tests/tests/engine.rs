@@ -162,9 +162,8 @@ async fn one_organisation_past_its_share_of_the_queue_is_slowed_and_the_others_a
 }
 
 #[tokio::test]
-async fn publishes_past_the_ingress_turns_wait_their_turn_and_are_all_accepted() {
-    let config = EngineConfig { retry: fast_retries(), ingress_per_org: 1, ..EngineConfig::default() };
-    let engine = engine_with(config, "counter").await;
+async fn concurrent_publishes_of_one_organisation_are_all_accepted_through_its_lane() {
+    let engine = engine(fast_retries()).await;
     let publishes: Vec<_> = (0..20)
         .map(|n| {
             let engine = Arc::clone(&engine);

@@ -48,9 +48,9 @@ pub struct ServeConfig {
     /// Queued events of one organisation at most before its ingress
     /// answers `429 tenant_busy`.
     pub max_queue_per_org: usize,
-    /// Durable writes one organisation may have in progress at once (more
-    /// wait their turn): keeps a flooding tenant from crowding out others.
-    pub ingress_per_org: usize,
+    /// Most ingress writes of one organisation made durable by one flush:
+    /// 1 isolates tenants best, large batches ingest fastest.
+    pub ingress_batch: usize,
     /// Messages kept per channel (oldest pruned).
     pub messages_per_channel: usize,
     /// Invocation summaries kept per installation (oldest pruned).
@@ -133,7 +133,7 @@ impl Default for ServeConfig {
             concurrency: engine.concurrency,
             max_queue: engine.max_queue,
             max_queue_per_org: engine.max_queue_per_org,
-            ingress_per_org: engine.ingress_per_org,
+            ingress_batch: engine.ingress_batch,
             messages_per_channel: 10_000,
             invocations_per_installation: 1_000,
             shutdown_grace_s: 10,
@@ -181,7 +181,7 @@ pub async fn run(
         concurrency: config.concurrency,
         max_queue: config.max_queue,
         max_queue_per_org: config.max_queue_per_org,
-        ingress_per_org: config.ingress_per_org,
+        ingress_batch: config.ingress_batch,
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::new(store.clone(), runtime, engine_config)?);

@@ -53,6 +53,9 @@ pub enum StoreError {
     /// A uniqueness rule would be broken (e.g. an app key taken on an agent).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Writes could not be made durable.
+    #[error("cannot make the writes durable: {0}")]
+    Flush(String),
 }
 
 /// The embedded store.
