@@ -73,8 +73,21 @@ impl Lanes {
     }
 }
 
+/// Frees the lane if its writer unwinds, so the next write spawns a new
+/// writer instead of waiting forever.
+struct Unwinding<'a>(&'a Lane);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.writing.store(false, Ordering::Release);
+        }
+    }
+}
+
 /// The lane's writer: batches until nothing waits.
 async fn drain(store: Store, lane: Arc<Lane>, max_batch: usize) {
+    let _unwinding = Unwinding(&lane);
     loop {
         let batch: Vec<Pending> = {
             let mut waiting = lane.waiting.lock().unwrap_or_else(|p| p.into_inner());
