@@ -56,17 +56,7 @@ impl Slots {
     /// if it and the organisations known to be active were all that is
     /// active. Lets the pick skip reading a tenant that is at its share.
     pub fn at_most(&self, concurrency: usize, org: OrgId, now: Instant) -> usize {
-        let mut known: Vec<OrgId> = self
-            .last_ready
-            .iter()
-            .filter(|(_, seen)| now.duration_since(**seen) < ACTIVE_WINDOW)
-            .map(|(o, _)| *o)
-            .chain(self.held.keys().copied())
-            .chain(std::iter::once(org))
-            .collect();
-        known.sort_unstable();
-        known.dedup();
-        concurrency.div_ceil(known.len()).saturating_sub(self.held.get(&org).copied().unwrap_or(0))
+        self.share(concurrency, Some(org), now).saturating_sub(self.held_by(org))
     }
 
     /// How many more events each of `ready` (organisations with runnable
@@ -76,11 +66,28 @@ impl Slots {
             self.last_ready.insert(*org, now);
         }
         self.last_ready.retain(|_, seen| now.duration_since(*seen) < ACTIVE_WINDOW);
-        let mut active: Vec<OrgId> = self.last_ready.keys().chain(self.held.keys()).copied().collect();
+        let share = self.share(concurrency, None, now);
+        ready.iter().map(|org| (*org, share.saturating_sub(self.held_by(*org)))).collect()
+    }
+
+    /// `ceil(concurrency / active)`, where active means ready within the
+    /// window, holding slots, or `also`.
+    fn share(&self, concurrency: usize, also: Option<OrgId>, now: Instant) -> usize {
+        let mut active: Vec<OrgId> = self
+            .last_ready
+            .iter()
+            .filter(|(_, seen)| now.duration_since(**seen) < ACTIVE_WINDOW)
+            .map(|(o, _)| *o)
+            .chain(self.held.keys().copied())
+            .chain(also)
+            .collect();
         active.sort_unstable();
         active.dedup();
-        let share = concurrency.div_ceil(active.len().max(1)).max(1);
-        ready.iter().map(|org| (*org, share.saturating_sub(self.held.get(org).copied().unwrap_or(0)))).collect()
+        concurrency.div_ceil(active.len().max(1)).max(1)
+    }
+
+    fn held_by(&self, org: OrgId) -> usize {
+        self.held.get(&org).copied().unwrap_or(0)
     }
 }
 
