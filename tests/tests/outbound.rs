@@ -147,6 +147,13 @@ async fn fetch(rt: &Runtime, payload: Value) -> (Vec<Value>, Report) {
     fetch_with(rt, &app, payload).await
 }
 
+/// The fixture loaded with its manifest changed by `tweak`.
+async fn fetch_app_with(rt: &Runtime, tweak: impl FnOnce(&mut Manifest)) -> paddock::runtime::LoadedApp {
+    let mut manifest = Manifest::load_dir(&app_dir("fetch")).unwrap();
+    tweak(&mut manifest);
+    rt.load_manifest(manifest).await.unwrap()
+}
+
 async fn fetch_with(rt: &Runtime, app: &paddock::runtime::LoadedApp, payload: Value) -> (Vec<Value>, Report) {
     let report = run(rt, app, grant(app, json!({})), manual(payload), &state()).await;
     assert_eq!(report.outcome, Outcome::Ok, "logs: {:?}", report.logs);
@@ -214,9 +221,7 @@ async fn hosts_outside_allowed_hosts_are_refused_before_connecting() {
 async fn an_app_without_allowed_hosts_reaches_nothing() {
     let origin = Origin::start(Answer::Echo);
     let rt = loopback_allowed(|_| {});
-    let mut manifest = Manifest::load_dir(&app_dir("fetch")).unwrap();
-    manifest.allowed_hosts.clear();
-    let app = rt.load_manifest(manifest).await.unwrap();
+    let app = fetch_app_with(&rt, |m| m.allowed_hosts.clear()).await;
     let (results, _) = fetch_with(&rt, &app, json!({"url": origin.url("/")})).await;
     assert!(error_of(&results[0]).starts_with("denied"), "{}", results[0]);
     assert_eq!(origin.hits(), 0);
@@ -244,9 +249,7 @@ async fn a_stalled_body_times_out() {
 async fn the_invocation_deadline_interrupts_a_request_in_flight() {
     let origin = Origin::start(Answer::Silent);
     let rt = loopback_allowed(|_| {});
-    let mut manifest = Manifest::load_dir(&app_dir("fetch")).unwrap();
-    manifest.limits.timeout = Duration::from_millis(300);
-    let app = rt.load_manifest(manifest).await.unwrap();
+    let app = fetch_app_with(&rt, |m| m.limits.timeout = Duration::from_millis(300)).await;
     let report = run(&rt, &app, grant(&app, json!({})), manual(json!({"url": origin.url("/")})), &state()).await;
     assert!(matches!(report.outcome, Outcome::Timeout { .. }), "{:?}", report.outcome);
     assert!(report.duration < Duration::from_secs(3), "took {:?}", report.duration);
