@@ -29,7 +29,7 @@ pub const MAX_MEMORY_MB: u32 = 4096;
 pub const MIN_MEMORY_MB: u32 = 1;
 
 /// Processor (on an agent) or integration (on an organisation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum AppKind {
     /// `PRO`: installed on an agent, reacts to its channels.
     #[serde(rename = "PRO")]
@@ -37,6 +37,30 @@ pub enum AppKind {
     /// `INT`: installed on an organisation, reaches its agents.
     #[serde(rename = "INT")]
     Integration,
+}
+
+impl<'de> Deserialize<'de> for AppKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        match code.as_str() {
+            "PRO" => Ok(AppKind::Processor),
+            "INT" => Ok(AppKind::Integration),
+            // Doover's device apps (docker containers on the device) have
+            // no place in a cloud host: say so, not "unknown variant".
+            "DEV" => Err(serde::de::Error::custom(
+                "\"DEV\" is a device app: it runs on the device itself, not in Paddock; \
+                 Paddock runs processors (\"PRO\") and integrations (\"INT\")",
+            )),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown app type {other:?}: use \"PRO\" (a processor) or \"INT\" (an integration)"
+            ))),
+        }
+    }
+}
+
+/// Doover exports unset fields as `null`: read `null` as the default.
+fn null_as_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl AppKind {
@@ -157,15 +181,15 @@ struct RawLimits {
 struct DooverApp {
     name: String,
     display_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     description: String,
-    #[serde(rename = "type", default = "default_kind")]
+    #[serde(rename = "type", default = "default_kind", deserialize_with = "kind_or_default")]
     kind: AppKind,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     lambda_config: DooverLambda,
     config_schema: Option<Value>,
     component: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     subscriptions: Vec<ChannelName>,
 }
 
@@ -179,6 +203,10 @@ struct DooverLambda {
 
 fn default_kind() -> AppKind {
     AppKind::Processor
+}
+
+fn kind_or_default<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AppKind, D::Error> {
+    Ok(Option::<AppKind>::deserialize(d)?.unwrap_or_else(default_kind))
 }
 
 impl Manifest {
@@ -222,14 +250,25 @@ impl Manifest {
 
     /// Load one manifest file; the format follows the file's extension.
     pub fn load(file: &Path) -> Result<Manifest, ManifestError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ManifestError {
+            file: file.to_path_buf(),
+            field: "-".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Manifest::parse(&text, file)
+    }
+
+    /// Parse manifest `text` as if it were `file` (whose extension picks
+    /// the format and whose directory is the app's). Files it names
+    /// (component, schema) must lie inside that directory.
+    pub fn parse(text: &str, file: &Path) -> Result<Manifest, ManifestError> {
         let err = |field: &str, reason: String| ManifestError { file: file.to_path_buf(), field: field.into(), reason };
-        let text = std::fs::read_to_string(file).map_err(|e| err("-", format!("cannot read: {e}")))?;
         let dir = file.parent().unwrap_or(Path::new("."));
         if file.extension().is_some_and(|e| e == "json") {
-            let value: Value = serde_json::from_str(&text).map_err(|e| err("-", format!("not JSON: {e}")))?;
+            let value: Value = serde_json::from_str(text).map_err(|e| err("-", format!("not JSON: {e}")))?;
             Manifest::from_doover(value, dir).map_err(|(f, r)| err(&f, r))
         } else {
-            let value: Value = toml::from_str(&text).map_err(|e| {
+            let value: Value = toml::from_str(text).map_err(|e| {
                 let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
                 err("-", format!("not TOML (line {line}): {}", e.message()))
             })?;
@@ -244,7 +283,7 @@ impl Manifest {
                 return Err(("config_schema_file".into(), "give config_schema or config_schema_file, not both".into()));
             }
             (Some(s), None) => Some(s),
-            (None, Some(f)) => Some(read_schema_file(&dir.join(f))?),
+            (None, Some(f)) => Some(read_schema_file(&app_file(dir, &f, "config_schema_file")?, &f)?),
             (None, None) => None,
         };
         let limits = limits(
@@ -259,7 +298,7 @@ impl Manifest {
             name: raw.name,
             description: raw.description,
             kind: raw.kind,
-            component: dir.join(component),
+            component: app_file(dir, &component, "component")?,
             limits,
             config_schema: schema,
             subscriptions: raw.subscriptions,
@@ -292,12 +331,13 @@ impl Manifest {
             limits(timeout, raw.lambda_config.memory_size, "lambda_config.Timeout", "lambda_config.MemorySize")
                 .map_err(|(f, r)| (format!("{prefix}{f}"), r))?;
         let component = raw.component.unwrap_or_else(|| default_component(&raw.name));
+        let component = app_file(dir, &component, "component").map_err(|(f, r)| (format!("{prefix}{f}"), r))?;
         Manifest {
             display_name: raw.display_name.unwrap_or_else(|| raw.name.clone()),
             name: raw.name,
             description: raw.description,
             kind: raw.kind,
-            component: dir.join(component),
+            component,
             limits,
             config_schema: raw.config_schema,
             subscriptions: raw.subscriptions,
@@ -395,11 +435,32 @@ fn limits(
     Ok(AppLimits { timeout, memory_bytes: u64::from(memory_mb) << 20 })
 }
 
-fn read_schema_file(path: &Path) -> Result<Value, (String, String)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ("config_schema_file".to_string(), format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| ("config_schema_file".to_string(), format!("{} is not JSON: {e}", path.display())))
+/// `name` (a file the manifest names) inside the app directory `dir`: a
+/// relative path of plain components, none of them a symlink, so an app
+/// can neither read nor overwrite anything outside its own directory.
+fn app_file(dir: &Path, name: &str, field: &str) -> Result<PathBuf, (String, String)> {
+    let bad = |why: &str| Err((field.to_owned(), format!("{name:?} {why}; name a file inside the app's directory")));
+    let rel = Path::new(name);
+    if name.is_empty() || !rel.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+        return bad(if rel.is_absolute() { "is an absolute path" } else { "leaves the app's directory" });
+    }
+    let mut path = dir.to_path_buf();
+    for part in rel.components() {
+        path.push(part);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return bad("is (or passes through) a symbolic link");
+        }
+    }
+    Ok(path)
+}
+
+fn read_schema_file(path: &Path, name: &str) -> Result<Value, (String, String)> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        // The kind only: the OS message could name the server's path.
+        let why = if e.kind() == std::io::ErrorKind::NotFound { "no such file".into() } else { e.kind().to_string() };
+        ("config_schema_file".to_string(), format!("cannot read {name:?}: {why}"))
+    })?;
+    serde_json::from_str(&text).map_err(|e| ("config_schema_file".to_string(), format!("{name:?} is not JSON: {e}")))
 }
 
 fn check_schema(schema: &Value) -> Result<(), (String, String)> {

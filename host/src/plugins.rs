@@ -35,6 +35,9 @@ pub enum PluginError {
     /// The app did not load.
     #[error(transparent)]
     Load(#[from] LoadError),
+    /// The upload was refused; the reason names no server path.
+    #[error("{0}")]
+    Rejected(String),
     /// The upload's name and its manifest disagree.
     #[error("the manifest names the app {manifest:?}, the URL {url:?}")]
     NameMismatch {
@@ -102,7 +105,7 @@ impl Plugins {
             Ok(m) => m.name,
             Err(e) => {
                 let name = self.names.lock().await.get(dir).cloned().unwrap_or_else(|| dir_name(dir));
-                self.engine.app_failed(&name, e.to_string());
+                self.engine.app_failed(&name, relative(&e.to_string(), &self.dir, ""));
                 return false;
             }
         };
@@ -118,7 +121,7 @@ impl Plugins {
                 }
             }
             Err(e) => {
-                self.engine.app_failed(&name, e.to_string());
+                self.engine.app_failed(&name, relative(&e.to_string(), &self.dir, ""));
                 false
             }
         }
@@ -189,9 +192,13 @@ fn dir_name(dir: &Path) -> String {
     dir.file_name().and_then(|n| n.to_str()).unwrap_or("app").to_owned()
 }
 
-/// Accept an uploaded app: stage it in a hidden directory, load it there
-/// (a broken upload never reaches the directory), then move it into place.
-/// Returns the loaded app (the caller deploys it).
+/// Accept an uploaded app. The manifest is parsed and checked before
+/// anything is written (a file it names must lie inside the app's own
+/// directory); then the app is staged in a hidden directory, loaded
+/// there (a broken upload never reaches the plugins directory) and moved
+/// into place by rename. Returns the loaded app (the caller deploys it).
+/// Errors name paths relative to the plugins directory, never the
+/// server's own.
 pub async fn install_upload(
     runtime: &Arc<Runtime>,
     dir: &Path,
@@ -204,19 +211,19 @@ pub async fn install_upload(
     }
     let nonce = crate::model::EventId::generate();
     let staging = dir.join(format!(".upload-{name}-{nonce}"));
-    let write = |staging: &Path| -> Result<(), PluginError> {
-        std::fs::create_dir_all(staging).map_err(|e| io(staging, e))?;
-        let manifest_path = staging.join(MANIFEST_FILE);
+    let public = |e: PluginError| PluginError::Rejected(relative(&relative(&e.to_string(), &staging, name), dir, ""));
+    let manifest_path = staging.join(MANIFEST_FILE);
+    let manifest = Manifest::parse(manifest_toml, &manifest_path).map_err(|e| public(LoadError::from(e).into()))?;
+    if manifest.name != name {
+        return Err(PluginError::NameMismatch { manifest: manifest.name, url: name.to_owned() });
+    }
+    let write = || -> Result<(), PluginError> {
+        std::fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
         std::fs::write(&manifest_path, manifest_toml).map_err(|e| io(&manifest_path, e))?;
-        let manifest = Manifest::load(&manifest_path).map_err(LoadError::from)?;
-        if manifest.name != name {
-            return Err(PluginError::NameMismatch { manifest: manifest.name, url: name.to_owned() });
-        }
-        std::fs::write(&manifest.component, component).map_err(|e| io(&manifest.component, e))?;
-        Ok(())
+        // `component` is inside `staging`: `Manifest::parse` saw to that.
+        std::fs::write(&manifest.component, component).map_err(|e| io(&manifest.component, e))
     };
-    let staged = write(&staging);
-    let loaded = match staged {
+    let loaded = match write() {
         Ok(()) => load_off_thread(Arc::clone(runtime), staging.clone()).await.map_err(PluginError::from),
         Err(e) => Err(e),
     };
@@ -224,16 +231,16 @@ pub async fn install_upload(
         Ok(app) => app,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
+            return Err(public(e));
         }
     };
     // Swap directories: the old one aside, the new one in, the old one gone.
     let target = dir.join(name);
     let aside = dir.join(format!(".old-{name}-{nonce}"));
     if target.exists() {
-        std::fs::rename(&target, &aside).map_err(|e| io(&target, e))?;
+        std::fs::rename(&target, &aside).map_err(|e| public(io(&target, e)))?;
     }
-    std::fs::rename(&staging, &target).map_err(|e| io(&target, e))?;
+    std::fs::rename(&staging, &target).map_err(|e| public(io(&target, e)))?;
     let _ = std::fs::remove_dir_all(&aside);
     // The staged manifest pointed into the staging directory: reload from
     // the final place so the serving app names real paths (cached compile).
@@ -242,4 +249,14 @@ pub async fn install_upload(
         Err(_) => app,
     };
     Ok(Arc::new(app))
+}
+
+/// `message` with the directory `root` written as `shown` (the plugins
+/// directory as nothing, a staging directory as the app's name), so what
+/// a client reads names no path of the server's.
+pub fn relative(message: &str, root: &Path, shown: &str) -> String {
+    let root = root.display().to_string();
+    let with_slash = format!("{root}/");
+    let replacement = if shown.is_empty() { String::new() } else { format!("{shown}/") };
+    message.replace(&with_slash, &replacement).replace(&root, shown)
 }

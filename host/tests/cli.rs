@@ -93,3 +93,21 @@ fn schema_prints_the_exported_config_schema() {
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(schema["properties"]["target_channel"]["default"], "sensor_data");
 }
+
+#[test]
+fn invoke_into_a_closed_pipe_exits_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_paddock"))
+        .args(["invoke", "plugins/tank-level", "--json", "--event", "plugins/tank-level/events/reading.json"])
+        .args(["--state", "plugins/tank-level/events/state.json", "--config", "plugins/tank-level/events/config.json"])
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `| head -0`: the reader is gone before anything is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "the invocation succeeded; the closed pipe is no error: {stderr}");
+}

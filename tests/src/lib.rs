@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod server;
+pub mod tenant;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -124,7 +125,8 @@ pub async fn run(rt: &Runtime, app: &LoadedApp, grant: Grant, event: Event, stat
 /// would, so that a sequence of events sees its own history.
 pub fn commit(state: &mut MemoryState, report: &Report) {
     for w in &report.effects.aggregates {
-        let old = paddock::caps::StateView::aggregate(state, &w.channel).map(|a| a.data).unwrap_or_else(|| json!({}));
+        let old =
+            must(paddock::caps::StateView::aggregate(state, &w.channel)).map(|a| a.data).unwrap_or_else(|| json!({}));
         state.set_aggregate(w.channel.clone(), paddock::model::apply_write(&old, &w.data, &w.mode));
     }
     for m in &report.effects.messages {
@@ -135,7 +137,7 @@ pub fn commit(state: &mut MemoryState, report: &Report) {
 /// The tags installation `app_key` holds on `agent` in `state`.
 pub fn tags_of(state: &MemoryState, agent: u64, app_key: &str) -> Value {
     let ch = ChannelRef { agent_id: agent.into(), name: must(ChannelName::new("tag_values")) };
-    paddock::caps::StateView::aggregate(state, &ch).map(|a| a.data[app_key].clone()).unwrap_or(Value::Null)
+    must(paddock::caps::StateView::aggregate(state, &ch)).map(|a| a.data[app_key].clone()).unwrap_or(Value::Null)
 }
 
 /// Unwrap for test setup, with the error shown.

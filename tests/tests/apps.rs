@@ -181,3 +181,87 @@ async fn committed_config_schemas_match_what_the_components_export() {
         );
     }
 }
+
+/// The example state, with some reads failing as a broken disk's would.
+struct Failing {
+    inner: paddock::caps::MemoryState,
+    serials: bool,
+    aggregates: bool,
+}
+
+impl paddock::caps::StateView for Failing {
+    fn agent_org(&self, id: paddock::model::AgentId) -> paddock::caps::Read<Option<OrgId>> {
+        self.inner.agent_org(id)
+    }
+    fn agent(&self, id: paddock::model::AgentId) -> paddock::caps::Read<Option<paddock::model::Agent>> {
+        self.inner.agent(id)
+    }
+    fn agents(&self, org: OrgId, limit: usize) -> paddock::caps::Read<Vec<paddock::model::Agent>> {
+        self.inner.agents(org, limit)
+    }
+    fn agent_by_serial(&self, org: OrgId, serial: &str) -> paddock::caps::Read<Option<paddock::model::Agent>> {
+        if self.serials {
+            return Err(paddock::caps::ReadError("serials: I/O error".into()));
+        }
+        self.inner.agent_by_serial(org, serial)
+    }
+    fn aggregate(&self, ch: &paddock::model::ChannelRef) -> paddock::caps::Read<Option<paddock::model::Aggregate>> {
+        if self.aggregates {
+            return Err(paddock::caps::ReadError("aggregates: I/O error".into()));
+        }
+        self.inner.aggregate(ch)
+    }
+    fn messages(
+        &self,
+        ch: &paddock::model::ChannelRef,
+        before: Option<paddock::model::MessageId>,
+        limit: usize,
+    ) -> paddock::caps::Read<Vec<paddock::model::Message>> {
+        self.inner.messages(ch, before, limit)
+    }
+    fn message(
+        &self,
+        ch: &paddock::model::ChannelRef,
+        id: paddock::model::MessageId,
+    ) -> paddock::caps::Read<Option<paddock::model::Message>> {
+        self.inner.message(ch, id)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_state_read_stops_the_invocation_as_a_retryable_host_error_never_as_absent() {
+    use paddock::caps::StateView as _;
+    let rt = runtime();
+    let app = load(&rt, "webhook").await;
+    let body = r#"{"readings": [{"serial": "TANK-001", "distance_mm": 800}]}"#;
+    let invoke = |serials, aggregates| {
+        let view = std::sync::Arc::new(Failing { inner: state(), serials, aggregates });
+        let event = ingestion("application/json", body);
+        let inv = paddock::runtime::Invocation {
+            event_id: paddock::model::EventId::generate(),
+            attempt: 1,
+            event,
+            grant: grant(&app, json!({})),
+        };
+        let rt = &rt;
+        let app = &app;
+        async move { rt.invoke(app, inv, view).await }
+    };
+    let healthy = invoke(false, false).await;
+    assert_eq!(healthy.outcome, Outcome::Ok, "{:?}", healthy.logs);
+
+    // Inside a host call (find-by-serial): the guest is trapped, it never
+    // hears "no such device" and routes nothing.
+    let r = invoke(true, false).await;
+    assert!(
+        matches!(&r.outcome, Outcome::HostError { reason } if reason.contains("serials: I/O error")),
+        "{:?}",
+        r.outcome
+    );
+    assert!(r.outcome.is_retryable() && r.effects.is_empty());
+    // Before the guest runs (its tag snapshot): not run at all.
+    let r = invoke(false, true).await;
+    assert!(matches!(&r.outcome, Outcome::HostError { reason } if reason.contains("aggregates")), "{:?}", r.outcome);
+    assert!(r.effects.is_empty() && r.fuel_consumed == 0);
+    assert!(state().agent_by_serial(OrgId::from(ORG), "TANK-001").unwrap().is_some());
+}

@@ -8,61 +8,9 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use paddock::api::routes::{Access, ROUTES};
 use paddock_tests::server::{OPERATOR, Server, eventually, plugins_with};
+use paddock_tests::tenant::{post_ingest, tenant};
 use serde_json::{Value, json};
 use sha2::Sha256;
-
-/// An organisation made through the API, with its own token.
-struct Tenant {
-    org: String,
-    token: String,
-    org_agent: String,
-}
-
-fn tenant(s: &Server, name: &str) -> Tenant {
-    let org = s.op("POST", "/v1/orgs", Some(&json!({ "name": name })), 201);
-    let id = org["id"].as_str().unwrap().to_owned();
-    let token = s.op("POST", &format!("/v1/orgs/{id}/tokens"), Some(&json!({ "name": "t" })), 201);
-    Tenant {
-        org: id,
-        token: token["token"].as_str().unwrap().to_owned(),
-        org_agent: org["agent_id"].as_str().unwrap().to_owned(),
-    }
-}
-
-impl Tenant {
-    fn call(&self, s: &Server, method: &str, path: &str, body: Option<&Value>, status: u16) -> Value {
-        let path = path.replace("{org}", &self.org);
-        let r = s.call(method, &path, Some(&self.token), body);
-        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
-        r.json()
-    }
-
-    fn agent(&self, s: &Server, name: &str, serial: &str) -> String {
-        let a =
-            self.call(s, "POST", "/v1/orgs/{org}/agents", Some(&json!({ "name": name, "serial_number": serial })), 201);
-        a["id"].as_str().unwrap().to_owned()
-    }
-
-    fn install(&self, s: &Server, body: Value) -> String {
-        let r = self.call(s, "POST", "/v1/orgs/{org}/installations", Some(&body), 201);
-        r["installation"]["id"].as_str().unwrap().to_owned()
-    }
-
-    fn ingestion(&self, s: &Server, body: Value) -> (String, Value) {
-        let r = self.call(s, "POST", "/v1/orgs/{org}/ingestions", Some(&body), 201);
-        (r["id"].as_str().unwrap().to_owned(), r)
-    }
-
-    fn aggregate(&self, s: &Server, agent: &str, channel: &str) -> Option<Value> {
-        let path = format!("/v1/orgs/{}/agents/{agent}/channels/{channel}/aggregate", self.org);
-        let r = s.call("GET", &path, Some(&self.token), None);
-        (r.status == 200).then(|| r.json()["data"].clone())
-    }
-}
-
-fn post_ingest(s: &Server, id: &str, headers: &[(&str, &str)], body: &[u8]) -> paddock_tests::http::Response {
-    paddock_tests::http::request(s.addr, "POST", &format!("/v1/ingest/{id}"), headers, body).unwrap()
-}
 
 #[test]
 fn a_webhook_reaches_a_processor_through_the_integration_and_everything_is_visible_over_http() {

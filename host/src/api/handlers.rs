@@ -19,8 +19,19 @@ use crate::store::{IngestionRecord, InstallRecord, OrgRecord, TokenRecord};
 const MAX_LIMIT: usize = 1000;
 const DEFAULT_LIMIT: usize = 50;
 
-/// Authenticate and authorise `req` for its route, then run its handler.
-pub async fn dispatch(api: &Api, req: &Request) -> Result<Reply, ApiError> {
+/// What [`admit`] decided from a request's head.
+pub struct Admitted {
+    /// The caller, for routes that take a token.
+    principal: Option<Principal>,
+    /// The ingestion endpoint posted to, for `POST /v1/ingest/{id}`.
+    endpoint: Option<IngestionRecord>,
+    /// Largest body to read (0: read none).
+    pub body_limit: usize,
+}
+
+/// Authenticate and authorise `req` for its route from its head alone
+/// (the body is not read yet).
+pub fn admit(api: &Api, req: &Request) -> Result<Admitted, ApiError> {
     let store = api.engine.store();
     let principal = match req.route.access {
         Access::Public | Access::Endpoint => None,
@@ -41,6 +52,21 @@ pub async fn dispatch(api: &Api, req: &Request) -> Result<Reply, ApiError> {
             Some(p)
         }
     };
+    let mut body_limit = req.route.body_limit(&api.config);
+    let endpoint = if req.route.op == Op::Ingest {
+        let rec = ingest::admit(api, req)?;
+        body_limit = rec.max_body_bytes;
+        Some(rec)
+    } else {
+        None
+    };
+    Ok(Admitted { principal, endpoint, body_limit })
+}
+
+/// Run the handler of an admitted request.
+pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Reply, ApiError> {
+    let store = api.engine.store();
+    let principal = admitted.principal;
     let org = || req.param::<OrgId>("org");
     match req.route.op {
         Op::Health => health(api),
@@ -177,7 +203,10 @@ pub async fn dispatch(api: &Api, req: &Request) -> Result<Reply, ApiError> {
                 _ => Err(not_found("ingestion endpoint", &id)),
             }
         }
-        Op::Ingest => ingest::ingest(api, req).await,
+        Op::Ingest => match admitted.endpoint {
+            Some(rec) => ingest::ingest(api, req, rec).await,
+            None => Err(ApiError::internal(&"an ingestion request was not admitted by its endpoint")),
+        },
         Op::OauthState => {
             let rec = install(api, req)?;
             Ok(oauth::state_for(api, rec.id))
@@ -283,7 +312,7 @@ struct NewAgent {
 fn create_agent(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let body: NewAgent = req.json()?;
     if let Some(serial) = &body.serial_number
-        && crate::caps::StateView::agent_by_serial(api.engine.store(), org, serial).is_some()
+        && api.engine.store().agent_by_serial(org, serial)?.is_some()
     {
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("serial number {serial:?} is taken")));
     }
@@ -303,8 +332,8 @@ fn agent(api: &Api, req: &Request) -> Result<Agent, ApiError> {
     let org: OrgId = req.param("org")?;
     let id: AgentId = req.param("agent")?;
     let view = api.engine.store();
-    match crate::caps::StateView::agent_org(view, id) {
-        Some(o) if o == org => crate::caps::StateView::agent(view, id).ok_or_else(|| not_found("agent", &id)),
+    match view.agent_org(id)? {
+        Some(o) if o == org => view.agent(id)?.ok_or_else(|| not_found("agent", &id)),
         _ => Err(not_found("agent", &id)),
     }
 }
@@ -406,7 +435,23 @@ fn create_ingestion(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiEr
     }
     let token = new_secret("pdi_")?;
     let mini = if body.mini_token { Some(new_mini_token()?) } else { None };
-    let rec = ingestion_record(org, body, &token.0, mini.as_ref().map(|m| m.0.as_str()), api.config.max_ingest_rate)?;
+    let settings = ingest::IngestionSettings {
+        allow_cidrs: body.allow_cidrs,
+        hmac_secret: body.hmac_secret,
+        webhook_secret: body.webhook_secret,
+        rate_per_s: body.rate_per_s,
+        max_body_bytes: body.max_body_bytes,
+    };
+    let owner = ingest::IngestionOwner {
+        id: IngestionId::generate(),
+        organisation_id: org,
+        install_id: body.install_id,
+        token: &token.0,
+        mini_token: mini.as_ref().map(|m| m.0.as_str()),
+    };
+    let rec = settings
+        .record(owner, api.config.max_ingest_rate)
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
     store.put_ingestion(&rec)?;
     let mut view = ingestion_view(api, &rec);
     view["token"] = json!(token.0);
@@ -415,46 +460,6 @@ fn create_ingestion(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiEr
         view["mini_url"] = json!(format!("{}/v1/ingest/{}?token={}", api.config.public_url, rec.id, m.0));
     }
     Ok(Reply::json(StatusCode::CREATED, view))
-}
-
-/// Validate an ingestion endpoint's settings into a record.
-fn ingestion_record(
-    org: OrgId,
-    body: NewIngestion,
-    token: &str,
-    mini: Option<&str>,
-    max_rate: u32,
-) -> Result<IngestionRecord, ApiError> {
-    for c in &body.allow_cidrs {
-        c.parse::<ipnet::IpNet>()
-            .map_err(|_| ApiError::bad_request("invalid_cidr", format!("{c:?} is not a CIDR block")))?;
-    }
-    let rate = body.rate_per_s.unwrap_or(ingest::DEFAULT_RATE);
-    if !(1..=max_rate).contains(&rate) {
-        return Err(ApiError::bad_request("invalid_rate", format!("rate_per_s must be 1..={max_rate}")));
-    }
-    let max_body = body.max_body_bytes.unwrap_or(ingest::DEFAULT_MAX_BODY);
-    if max_body == 0 || max_body > crate::caps::MAX_PAYLOAD_BYTES {
-        let most = crate::caps::MAX_PAYLOAD_BYTES;
-        return Err(ApiError::bad_request("invalid_max_body", format!("max_body_bytes must be 1..={most}")));
-    }
-    if let Some(s) = &body.webhook_secret {
-        ingest::standard_webhook_key(s)
-            .map_err(|_| ApiError::bad_request("invalid_webhook_secret", "webhook_secret must be whsec_<base64>"))?;
-    }
-    Ok(IngestionRecord {
-        id: IngestionId::generate(),
-        organisation_id: org,
-        install_id: body.install_id,
-        token_sha256: hex::encode(hash_secret(token)),
-        mini_token_sha256: mini.map(|m| hex::encode(hash_secret(m))),
-        allow_cidrs: body.allow_cidrs,
-        hmac_secret: body.hmac_secret,
-        webhook_secret: body.webhook_secret,
-        rate_per_s: rate,
-        max_body_bytes: max_body,
-        created_ms: now_ms(),
-    })
 }
 
 /// An ingestion endpoint as shown (no secrets).

@@ -20,8 +20,9 @@ use subtle::ConstantTimeEq;
 
 use super::auth::{bearer, hash_secret};
 use super::{Api, ApiError, Reply, Request};
+use crate::engine::EngineError;
 use crate::model::{IngestionId, now_ms};
-use crate::store::IngestionRecord;
+use crate::store::{Claim, IngestionRecord, StoreError};
 
 /// Default sustained rate of an ingestion endpoint (Doover's).
 pub const DEFAULT_RATE: u32 = 10;
@@ -34,6 +35,100 @@ pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 pub const WEBHOOK_TOLERANCE_S: u64 = 5 * 60;
 /// Header carrying the HMAC-SHA256 of the raw body.
 pub const HMAC_HEADER: &str = "x-hmac-sha256";
+
+/// An ingestion endpoint's settings, as the API and the bootstrap file
+/// both take them (validated once, by [`IngestionSettings::record`]).
+#[derive(Debug, Clone, Default)]
+pub struct IngestionSettings {
+    /// Allowed client networks (CIDR); empty: any.
+    pub allow_cidrs: Vec<String>,
+    /// HMAC-SHA256 secret over the raw body.
+    pub hmac_secret: Option<String>,
+    /// Standard Webhooks secret (`whsec_<base64>`).
+    pub webhook_secret: Option<String>,
+    /// Sustained requests per second (default [`DEFAULT_RATE`]).
+    pub rate_per_s: Option<u32>,
+    /// Largest body (default [`DEFAULT_MAX_BODY`]).
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Why ingestion endpoint settings were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidIngestion {
+    /// An allow-list entry is not a CIDR block.
+    #[error("{0:?} is not a CIDR block")]
+    Cidr(String),
+    /// The rate is outside 1..=max.
+    #[error("rate_per_s must be 1..={0}")]
+    Rate(u32),
+    /// The body limit is outside 1..=the payload limit.
+    #[error("max_body_bytes must be 1..={0}")]
+    MaxBody(usize),
+    /// The Standard Webhooks secret is not `whsec_<base64>`.
+    #[error("webhook_secret must be whsec_<base64>")]
+    WebhookSecret,
+}
+
+impl InvalidIngestion {
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InvalidIngestion::Cidr(_) => "invalid_cidr",
+            InvalidIngestion::Rate(_) => "invalid_rate",
+            InvalidIngestion::MaxBody(_) => "invalid_max_body",
+            InvalidIngestion::WebhookSecret => "invalid_webhook_secret",
+        }
+    }
+}
+
+/// Who an endpoint belongs to and the secrets it is reached with.
+pub struct IngestionOwner<'a> {
+    /// Its id.
+    pub id: IngestionId,
+    /// The organisation.
+    pub organisation_id: crate::model::OrgId,
+    /// The installation it feeds.
+    pub install_id: crate::model::InstallId,
+    /// Its bearer token (stored hashed).
+    pub token: &'a str,
+    /// Its mini-token, if any (stored hashed).
+    pub mini_token: Option<&'a str>,
+}
+
+impl IngestionSettings {
+    /// Validate into the stored record; rates above `max_rate` are refused.
+    pub fn record(self, owner: IngestionOwner<'_>, max_rate: u32) -> Result<IngestionRecord, InvalidIngestion> {
+        if let Some(c) = self.allow_cidrs.iter().find(|c| c.parse::<IpNet>().is_err()) {
+            return Err(InvalidIngestion::Cidr(c.clone()));
+        }
+        let rate = self.rate_per_s.unwrap_or(DEFAULT_RATE);
+        if !(1..=max_rate).contains(&rate) {
+            return Err(InvalidIngestion::Rate(max_rate));
+        }
+        let max_body = self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+        if max_body == 0 || max_body > crate::caps::MAX_PAYLOAD_BYTES {
+            return Err(InvalidIngestion::MaxBody(crate::caps::MAX_PAYLOAD_BYTES));
+        }
+        if let Some(s) = &self.webhook_secret
+            && standard_webhook_key(s).is_err()
+        {
+            return Err(InvalidIngestion::WebhookSecret);
+        }
+        Ok(IngestionRecord {
+            id: owner.id,
+            organisation_id: owner.organisation_id,
+            install_id: owner.install_id,
+            token_sha256: hex::encode(hash_secret(owner.token)),
+            mini_token_sha256: owner.mini_token.map(|m| hex::encode(hash_secret(m))),
+            allow_cidrs: self.allow_cidrs,
+            hmac_secret: self.hmac_secret,
+            webhook_secret: self.webhook_secret,
+            rate_per_s: rate,
+            max_body_bytes: max_body,
+            created_ms: now_ms(),
+        })
+    }
+}
 
 /// Token buckets, one per endpoint, created on first use.
 #[derive(Default)]
@@ -65,33 +160,51 @@ fn limiter(rate: u32) -> DefaultDirectRateLimiter {
     RateLimiter::direct(Quota::per_second(rate))
 }
 
-/// Handle an ingestion request.
-pub async fn ingest(api: &Api, req: &Request) -> Result<Reply, ApiError> {
+/// The endpoint a request posts to, checked from the head alone: it
+/// exists (404), the declared body fits its limit (413), the token is its
+/// own (401). Only then is the body read, with the endpoint's limit.
+pub fn admit(api: &Api, req: &Request) -> Result<IngestionRecord, ApiError> {
     let id: IngestionId = req.param("ingestion")?;
-    let store = api.engine.store();
-    let rec = store.ingestion(id)?.ok_or_else(|| ApiError::not_found(format!("no ingestion endpoint {id}")))?;
-    // 413: the route read at most the hard ceiling; the endpoint's own limit
-    // is usually lower.
-    if req.body.len() > rec.max_body_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("body of {} bytes exceeds this endpoint's {} bytes", req.body.len(), rec.max_body_bytes),
-        ));
+    let rec =
+        api.engine.store().ingestion(id)?.ok_or_else(|| ApiError::not_found(format!("no ingestion endpoint {id}")))?;
+    let declared = req.header("content-length").and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > rec.max_body_bytes as u64) {
+        return Err(too_large(n, rec.max_body_bytes));
     }
     check_token(&rec, req)?;
+    Ok(rec)
+}
+
+fn too_large(n: u64, limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("body of {n} bytes exceeds this endpoint's {limit} bytes"),
+    )
+}
+
+/// Handle an ingestion request admitted by [`admit`] (its body read).
+pub async fn ingest(api: &Api, req: &Request, rec: IngestionRecord) -> Result<Reply, ApiError> {
+    let id = rec.id;
+    let store = api.engine.store();
     check_peer(&rec, req.client_ip(&api.config.trusted_proxies))?;
     let webhook_id = check_signature(&rec, req, now_ms() / 1000)?;
+    // A Standard Webhooks id counts as seen only in the durable write that
+    // enqueues its event (the claim below): a request turned away here, by
+    // the throttle, a busy queue or a failed write, leaves it unseen, so
+    // the sender's retry is accepted. This read only answers a replay of an
+    // accepted id early.
+    let scope = format!("wh{id}");
+    let duplicate = |wid: &str| Reply::json(StatusCode::OK, json!({ "duplicate": true, "webhook_id": wid }));
     if let Some(wid) = &webhook_id
-        && !store.remember(&format!("wh{id}"), wid, now_ms(), now_ms() + 2 * WEBHOOK_TOLERANCE_S * 1000)?
+        && store.is_claimed(&scope, wid, now_ms())?
     {
-        return Ok(Reply::json(StatusCode::OK, json!({ "duplicate": true, "webhook_id": wid })));
+        // The claim read may not be durable yet (its flush is under way):
+        // a flush covers it before the sender is told it was delivered.
+        store.flush().await?;
+        return Ok(duplicate(wid));
     }
     if let Err(wait) = api.throttle.check(id, rec.rate_per_s.min(api.config.max_ingest_rate)) {
-        if let Some(wid) = &webhook_id {
-            // Not accepted: a retry with the same id must be taken.
-            let _ = store.remember(&format!("wh{id}"), wid, now_ms(), now_ms());
-        }
         return Err(ApiError {
             retry_after: Some(wait.max(1)),
             ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", format!("over {}/s", rec.rate_per_s))
@@ -99,7 +212,17 @@ pub async fn ingest(api: &Api, req: &Request) -> Result<Reply, ApiError> {
     }
     let content_type = req.header("content-type").unwrap_or("application/octet-stream").to_owned();
     let url = format!("{}{}", api.config.public_url, req.path);
-    let event = api.engine.ingest(rec.install_id, id, req.body.to_vec(), content_type, url).await?;
+    // Held for twice the timestamp tolerance: an id older than that is
+    // refused by the timestamp check anyway.
+    let claim = webhook_id.as_ref().map(|wid| Claim {
+        scope,
+        key: wid.clone(),
+        expires_ms: now_ms() + 2 * WEBHOOK_TOLERANCE_S * 1000,
+    });
+    let event = match api.engine.ingest(rec.install_id, id, req.body.to_vec(), content_type, url, claim).await {
+        Err(EngineError::Store(StoreError::Duplicate { key })) => return Ok(duplicate(&key)),
+        other => other?,
+    };
     Ok(Reply::json(StatusCode::ACCEPTED, json!({ "event_id": event.to_string() })))
 }
 

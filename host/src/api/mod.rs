@@ -11,15 +11,19 @@
 mod auth;
 mod handlers;
 mod ingest;
+mod listener;
 mod oauth;
 pub mod routes;
 
 pub use auth::{Principal, Secret, hash_secret, new_mini_token, new_secret};
 pub use handlers::provision_org;
-pub use ingest::{DEFAULT_MAX_BODY, DEFAULT_RATE, HMAC_HEADER, MAX_RATE, Throttle, WEBHOOK_TOLERANCE_S};
+pub use ingest::{
+    DEFAULT_MAX_BODY, DEFAULT_RATE, HMAC_HEADER, IngestionOwner, IngestionSettings, InvalidIngestion, MAX_RATE,
+    Throttle, WEBHOOK_TOLERANCE_S,
+};
+pub use listener::{ConnectionLimits, serve};
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +36,6 @@ use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_
 use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use crate::engine::{Engine, EngineError};
 use crate::model::StateSigner;
@@ -41,6 +44,10 @@ use crate::store::StoreError;
 /// Largest request body of the management API (uploads of components are
 /// larger: see [`ApiConfig::max_upload_bytes`]).
 pub const MAX_API_BODY: usize = 1024 * 1024;
+
+/// Default [`ApiConfig::body_timeout`]: a 32 MiB upload at ~1 MiB/s still
+/// fits; a client that trickles a body slower is holding a connection.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// API settings.
 #[derive(Debug, Clone)]
@@ -57,6 +64,8 @@ pub struct ApiConfig {
     pub plugins_dir: Option<std::path::PathBuf>,
     /// Highest rate (requests/s) an ingestion endpoint may have.
     pub max_ingest_rate: u32,
+    /// Longest time a request body may take to arrive once its head has.
+    pub body_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -67,6 +76,7 @@ impl Default for ApiConfig {
             public_url: "http://127.0.0.1:8080".into(),
             plugins_dir: None,
             max_ingest_rate: ingest::MAX_RATE,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 }
@@ -101,23 +111,40 @@ impl Api {
         let response = match routes::find(&parts.method, &path) {
             Err(e) => e.response(),
             Ok((route, params)) => {
-                let limit = route.body_limit(&self.config);
-                match read_body(&parts.headers, body, limit).await {
+                let req = Request {
+                    route,
+                    params,
+                    query,
+                    headers: parts.headers,
+                    body: Bytes::new(),
+                    peer,
+                    path: path.clone(),
+                };
+                match self.answer(req, body).await {
+                    Ok(reply) => reply.into_response(),
                     Err(e) => e.response(),
-                    Ok(body) => {
-                        let req =
-                            Request { route, params, query, headers: parts.headers, body, peer, path: path.clone() };
-                        match handlers::dispatch(self, &req).await {
-                            Ok(reply) => reply.into_response(),
-                            Err(e) => e.response(),
-                        }
-                    }
                 }
             }
         };
         tracing::debug!(method = %parts.method, %path, status = response.status().as_u16(),
             ms = started.elapsed().as_secs_f64() * 1000.0, "request");
         response
+    }
+}
+
+impl Api {
+    /// Who is calling and whether they may, from the head alone; only then
+    /// the body, with the limit the route (or the ingestion endpoint)
+    /// allows. So nobody without credentials makes the server buffer a body.
+    async fn answer(&self, mut req: Request, body: Incoming) -> Result<Reply, ApiError> {
+        let admitted = handlers::admit(self, &req)?;
+        if admitted.body_limit > 0 {
+            let read = read_body(&req.headers, body, admitted.body_limit);
+            req.body = tokio::time::timeout(self.config.body_timeout, read).await.map_err(|_| {
+                ApiError::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the request body did not arrive in time")
+            })??;
+        }
+        handlers::dispatch(self, &req, admitted).await
     }
 }
 
@@ -131,7 +158,8 @@ pub struct Request {
     pub query: BTreeMap<String, String>,
     /// Headers.
     pub headers: HeaderMap,
-    /// The whole body (already size-checked).
+    /// The whole body (already size-checked; empty until the caller is
+    /// admitted).
     pub body: Bytes,
     /// The socket peer.
     pub peer: SocketAddr,
@@ -146,10 +174,12 @@ impl Request {
         raw.parse().map_err(|_| ApiError::not_found(format!("no {name} {raw:?}")))
     }
 
-    /// The body as JSON of type `T` (400 naming the field that failed).
+    /// The body as strict JSON (one document, no duplicate keys, integers
+    /// that fit 64 bits) of type `T`: 400 naming where it failed.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        let mut de = serde_json::Deserializer::from_slice(&self.body);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let value = crate::model::parse_strict(&self.body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?;
+        serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let at = if path == "." { String::new() } else { format!(" at {path}") };
             ApiError::bad_request("invalid_json", format!("request body{at}: {}", e.inner()))
@@ -286,6 +316,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::UnknownAgent(a) => ApiError::not_found(format!("agent {a} does not exist")),
+            e @ StoreError::AggregateTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "aggregate_too_large", e.to_string())
+            }
+            e @ StoreError::Duplicate { .. } => ApiError::new(StatusCode::CONFLICT, "duplicate", e.to_string()),
             other => ApiError::internal(&other),
         }
     }
@@ -295,7 +329,11 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Store(s) => s.into(),
+            EngineError::Payload(p @ crate::model::PayloadError::TooLarge { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", p.to_string())
+            }
             EngineError::Payload(p) => ApiError::bad_request("invalid_payload", p.to_string()),
+            e @ EngineError::HostOwned(_) => ApiError::new(StatusCode::FORBIDDEN, "host_owned_channel", e.to_string()),
             e @ EngineError::UnknownInstallation(_) => ApiError::not_found(e.to_string()),
             e @ EngineError::UnknownAgent(_) => ApiError::not_found(e.to_string()),
             e @ EngineError::UnknownApp(_) => {
@@ -370,48 +408,4 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Accept connections on `listener` until `shutdown` resolves, then stop
-/// accepting and give open connections `grace` to finish.
-pub async fn serve(
-    listener: TcpListener,
-    api: Arc<Api>,
-    shutdown: impl std::future::Future<Output = ()>,
-    grace: Duration,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let api = Arc::clone(&api);
-                let service = hyper::service::service_fn(move |req| {
-                    let api = Arc::clone(&api);
-                    async move { Ok::<_, Infallible>(api.handle(req, peer).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-        }
-    }
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => tracing::warn!("connections still open after the grace period"),
-    }
 }

@@ -88,6 +88,10 @@ pub struct Route {
 impl Route {
     /// Largest body this route reads.
     pub fn body_limit(&self, config: &ApiConfig) -> usize {
+        if self.method == Method::GET || self.method == Method::DELETE {
+            // No route reads a body with these: none is buffered.
+            return 0;
+        }
         match self.op {
             Op::UploadApp => config.max_upload_bytes,
             // Ingestion endpoints check their own (smaller or equal) limit

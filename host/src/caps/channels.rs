@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{
     AggregateWrite, CapError, MAX_AGGREGATE_WRITES, MAX_EFFECT_BYTES, MAX_LIST_MESSAGES, MAX_MESSAGES,
-    MAX_PAYLOAD_BYTES, Session,
+    MAX_PAYLOAD_BYTES, ReadError, Session,
 };
 use crate::model::{
     Aggregate, ChannelRef, Message, MessageId, WriteMode, apply_write_in_place, check_object, parse_object, well_known,
@@ -67,7 +67,7 @@ impl Session {
     /// `channels.fetch-aggregate` (sees this invocation's writes).
     pub fn fetch_aggregate(&self, channel: &str, agent: Option<u64>) -> Result<Option<Aggregate>, CapError> {
         let channel = self.channel(channel, agent)?;
-        Ok(self.aggregate_of(&channel))
+        Ok(self.aggregate_of(&channel)?)
     }
 
     /// `channels.list-messages`: newest first, this invocation's first.
@@ -83,7 +83,7 @@ impl Session {
         let before = before.map(MessageId::from);
         let mut out: Vec<Message> =
             self.effects.messages_on(&channel).filter(|m| before.is_none_or(|b| m.id < b)).cloned().collect();
-        out.extend(self.view.messages(&channel, before, limit));
+        out.extend(self.view.messages(&channel, before, limit)?);
         out.sort_by_key(|m| std::cmp::Reverse(m.id));
         out.truncate(limit);
         Ok(out)
@@ -94,21 +94,28 @@ impl Session {
         let channel = self.channel(channel, agent)?;
         let id = MessageId::from(id);
         let buffered = self.effects.messages_on(&channel).find(|m| m.id == id).cloned();
-        Ok(buffered.or_else(|| self.view.message(&channel, id)))
+        match buffered {
+            Some(m) => Ok(Some(m)),
+            None => Ok(self.view.message(&channel, id)?),
+        }
     }
 
     /// The aggregate with this invocation's writes applied.
-    pub(crate) fn aggregate_of(&self, channel: &ChannelRef) -> Option<Aggregate> {
+    pub(crate) fn aggregate_of(&self, channel: &ChannelRef) -> Result<Option<Aggregate>, ReadError> {
         self.with_aggregate(channel, |a| a.cloned())
     }
 
     /// Borrow the aggregate with this invocation's writes applied.
-    pub(crate) fn with_aggregate<R>(&self, channel: &ChannelRef, f: impl FnOnce(Option<&Aggregate>) -> R) -> R {
+    pub(crate) fn with_aggregate<R>(
+        &self,
+        channel: &ChannelRef,
+        f: impl FnOnce(Option<&Aggregate>) -> R,
+    ) -> Result<R, ReadError> {
         let mut overlays = self.overlays.borrow_mut();
         if !overlays.contains_key(channel) {
-            overlays.insert(channel.clone(), self.view.aggregate(channel));
+            overlays.insert(channel.clone(), self.view.aggregate(channel)?);
         }
-        f(overlays.get(channel).and_then(Option::as_ref))
+        Ok(f(overlays.get(channel).and_then(Option::as_ref)))
     }
 
     /// Buffer a message after the caller's policy checks; enforces the caps.
@@ -139,7 +146,7 @@ impl Session {
         let now = self.now();
         let mut overlays = self.overlays.borrow_mut();
         if !overlays.contains_key(&channel) {
-            overlays.insert(channel.clone(), self.view.aggregate(&channel));
+            overlays.insert(channel.clone(), self.view.aggregate(&channel)?);
         }
         if let Some(entry) = overlays.get_mut(&channel) {
             let agg =
@@ -153,7 +160,7 @@ impl Session {
     }
 
     fn charge(&mut self, data: &Value) -> Result<(), CapError> {
-        let size = json_len(data);
+        let size = crate::model::serialized_len(data);
         check_size(size)?;
         if self.effects.bytes + size > MAX_EFFECT_BYTES {
             return Err(CapError::Limit(format!("at most {MAX_EFFECT_BYTES} bytes of writes per invocation")));
@@ -172,25 +179,6 @@ impl Session {
             return Err(CapError::Denied(format!("{name} is written by the host only")));
         }
         Ok(())
-    }
-}
-
-/// The length of `data` serialized, without building the string.
-fn json_len(data: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    match serde_json::to_writer(&mut count, data) {
-        Ok(()) => count.0,
-        Err(_) => usize::MAX,
     }
 }
 

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::json;
 
-use super::{CapError, Session};
+use super::{CapError, ReadError, Session};
 use crate::model::{WriteMode, well_known};
 
 /// Without an explicit `offline-at` or an agent `config.offline_after`, a
@@ -54,7 +54,7 @@ impl Session {
         }
         let window_ms = match offline_at {
             Some(off) => off - online_at,
-            None => self.offline_after_secs().saturating_mul(1000),
+            None => self.offline_after_secs()?.saturating_mul(1000),
         };
         let determination =
             if now.saturating_sub(online_at) > window_ms { Determination::Offline } else { Determination::Online };
@@ -74,9 +74,10 @@ impl Session {
     }
 
     /// The agent's `config.offline_after` (seconds) from `doover_connection`.
-    fn offline_after_secs(&self) -> u64 {
-        self.aggregate_of(&self.own(well_known::CONNECTION))
+    fn offline_after_secs(&self) -> Result<u64, ReadError> {
+        Ok(self
+            .aggregate_of(&self.own(well_known::CONNECTION))?
             .and_then(|a| a.data.pointer("/config/offline_after").and_then(|v| v.as_u64()))
-            .unwrap_or(DEFAULT_OFFLINE_AFTER_SECS)
+            .unwrap_or(DEFAULT_OFFLINE_AFTER_SECS))
     }
 }

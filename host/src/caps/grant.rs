@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::StateView;
+use super::{ReadError, StateView};
 use crate::model::{AgentId, AppId, ChannelRef, InstallId, OrgId};
 
 /// Which agents an installation may reach besides its own.
@@ -57,15 +57,15 @@ pub struct OauthGrant {
 impl Grant {
     /// Whether this grant reaches `agent`: same organisation, and either its
     /// own agent or permitted by [`Reach`].
-    pub fn may_reach(&self, agent: AgentId, view: &dyn StateView) -> bool {
-        if view.agent_org(agent) != Some(self.organisation_id) {
-            return false;
+    pub fn may_reach(&self, agent: AgentId, view: &dyn StateView) -> Result<bool, ReadError> {
+        if view.agent_org(agent)? != Some(self.organisation_id) {
+            return Ok(false);
         }
-        match &self.reach {
+        Ok(match &self.reach {
             _ if agent == self.agent_id => true,
             Reach::OwnAgent => false,
             Reach::Agents(set) => set.contains(&agent),
             Reach::Organisation => true,
-        }
+        })
     }
 }

@@ -24,7 +24,7 @@ pub use effects::{AggregateWrite, Effects};
 pub use grant::{Grant, OauthGrant, Reach};
 pub use logs::{LogBuffer, LogLevel, LogLine, MAX_LOG_BYTES, MAX_LOG_LINE_BYTES};
 pub use notifications::Notification;
-pub use view::{MemoryState, StateError, StateView};
+pub use view::{MemoryState, Read, ReadError, StateError, StateView};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -64,6 +64,11 @@ pub enum CapError {
     /// A per-invocation cap would be exceeded.
     #[error("limit: {0}")]
     Limit(String),
+    /// The host could not read state: not the guest's concern, so the
+    /// runtime traps the invocation as a host error (retried) instead of
+    /// answering the guest.
+    #[error(transparent)]
+    Unavailable(#[from] ReadError),
 }
 
 impl From<PayloadError> for CapError {
@@ -115,7 +120,7 @@ impl Session {
     /// Resolve `agent` (none = own agent) and check the grant reaches it.
     fn reach(&self, agent: Option<u64>) -> Result<AgentId, CapError> {
         let id = agent.map(AgentId::from).unwrap_or(self.grant.agent_id);
-        if self.grant.may_reach(id, self.view.as_ref()) {
+        if self.grant.may_reach(id, self.view.as_ref())? {
             Ok(id)
         } else {
             Err(CapError::Denied(format!("agent {id} is outside this installation's reach")))

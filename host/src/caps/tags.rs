@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{CapError, MAX_KEY_BYTES, Session};
+use super::{CapError, MAX_KEY_BYTES, ReadError, Session};
 use crate::model::{ChannelName, ChannelRef, WriteMode, is_valid_key, well_known};
 
 impl Session {
@@ -17,13 +17,13 @@ impl Session {
     pub fn tag_get_from(&self, app_key: &str, key: &str) -> Result<Option<Value>, CapError> {
         check_key("tag key", key)?;
         check_key("app key", app_key)?;
-        Ok(self.with_aggregate(&self.tag_channel(), |a| a.and_then(|a| a.data.get(app_key)?.get(key).cloned())))
+        Ok(self.with_aggregate(&self.tag_channel(), |a| a.and_then(|a| a.data.get(app_key)?.get(key).cloned()))?)
     }
 
     /// All of this installation's tags (for the invocation context).
-    pub fn tags_snapshot(&self) -> Value {
+    pub fn tags_snapshot(&self) -> Result<Value, ReadError> {
         let own = |a: Option<&crate::model::Aggregate>| a.and_then(|a| a.data.get(&self.grant.app_key).cloned());
-        self.with_aggregate(&self.tag_channel(), own).unwrap_or_else(|| json!({}))
+        Ok(self.with_aggregate(&self.tag_channel(), own)?.unwrap_or_else(|| json!({})))
     }
 
     /// `tags.set`: a no-op when the value is unchanged (as in pydoover). With
@@ -38,7 +38,7 @@ impl Session {
         let app_key = &self.grant.app_key;
         let unchanged = self.with_aggregate(&self.tag_channel(), |a| {
             a.and_then(|a| a.data.get(app_key)?.get(key)).is_some_and(|current| current == &value)
-        });
+        })?;
         if unchanged {
             return Ok(());
         }

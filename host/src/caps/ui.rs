@@ -18,7 +18,7 @@ impl Session {
 
     /// `ui.commands`: the agent's pending UI commands (`ui_cmds` `cmds`).
     pub fn ui_commands(&self) -> Result<Value, CapError> {
-        let agg = self.aggregate_of(&self.own(well_known::UI_CMDS));
+        let agg = self.aggregate_of(&self.own(well_known::UI_CMDS))?;
         Ok(agg.and_then(|a| a.data.get("cmds").cloned()).unwrap_or_else(|| json!({})))
     }
 

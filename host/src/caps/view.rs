@@ -9,22 +9,32 @@ use serde_json::Value;
 
 use crate::model::{Agent, AgentId, Aggregate, ChannelName, ChannelRef, Message, MessageId, OrgId, well_known};
 
+/// A state read failed (storage or decoding). Never taken for "absent":
+/// an invocation that meets one stops as a host error and is retried, so
+/// nothing computed from a failed read is ever committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state read failed: {0}")]
+pub struct ReadError(pub String);
+
+/// The result of a state read.
+pub type Read<T> = Result<T, ReadError>;
+
 /// Read access to agents, aggregates and messages.
 pub trait StateView: Send + Sync {
     /// The organisation an agent belongs to, if the agent exists.
-    fn agent_org(&self, id: AgentId) -> Option<OrgId>;
+    fn agent_org(&self, id: AgentId) -> Read<Option<OrgId>>;
     /// One agent.
-    fn agent(&self, id: AgentId) -> Option<Agent>;
+    fn agent(&self, id: AgentId) -> Read<Option<Agent>>;
     /// An organisation's agents, at most `limit`.
-    fn agents(&self, org: OrgId, limit: usize) -> Vec<Agent>;
+    fn agents(&self, org: OrgId, limit: usize) -> Read<Vec<Agent>>;
     /// An organisation's agent with this serial number.
-    fn agent_by_serial(&self, org: OrgId, serial: &str) -> Option<Agent>;
+    fn agent_by_serial(&self, org: OrgId, serial: &str) -> Read<Option<Agent>>;
     /// A channel's aggregate.
-    fn aggregate(&self, channel: &ChannelRef) -> Option<Aggregate>;
+    fn aggregate(&self, channel: &ChannelRef) -> Read<Option<Aggregate>>;
     /// Up to `limit` messages on a channel, newest first, older than `before`.
-    fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Vec<Message>;
+    fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Read<Vec<Message>>;
     /// One message.
-    fn message(&self, channel: &ChannelRef, id: MessageId) -> Option<Message>;
+    fn message(&self, channel: &ChannelRef, id: MessageId) -> Read<Option<Message>>;
 }
 
 /// In-memory state, loadable from a JSON state file.
@@ -151,37 +161,38 @@ impl MemoryState {
 }
 
 impl StateView for MemoryState {
-    fn agent_org(&self, id: AgentId) -> Option<OrgId> {
-        self.agents.get(&id).map(|(org, _)| *org)
+    fn agent_org(&self, id: AgentId) -> Read<Option<OrgId>> {
+        Ok(self.agents.get(&id).map(|(org, _)| *org))
     }
 
-    fn agent(&self, id: AgentId) -> Option<Agent> {
-        self.agents.get(&id).map(|(_, a)| a.clone())
+    fn agent(&self, id: AgentId) -> Read<Option<Agent>> {
+        Ok(self.agents.get(&id).map(|(_, a)| a.clone()))
     }
 
-    fn agents(&self, org: OrgId, limit: usize) -> Vec<Agent> {
-        self.agents.values().filter(|(o, _)| *o == org).map(|(_, a)| a.clone()).take(limit).collect()
+    fn agents(&self, org: OrgId, limit: usize) -> Read<Vec<Agent>> {
+        Ok(self.agents.values().filter(|(o, _)| *o == org).map(|(_, a)| a.clone()).take(limit).collect())
     }
 
-    fn agent_by_serial(&self, org: OrgId, serial: &str) -> Option<Agent> {
-        self.agents
+    fn agent_by_serial(&self, org: OrgId, serial: &str) -> Read<Option<Agent>> {
+        Ok(self
+            .agents
             .values()
             .find(|(o, a)| *o == org && a.serial_number.as_deref() == Some(serial))
-            .map(|(_, a)| a.clone())
+            .map(|(_, a)| a.clone()))
     }
 
-    fn aggregate(&self, channel: &ChannelRef) -> Option<Aggregate> {
-        self.aggregates.get(channel).cloned()
+    fn aggregate(&self, channel: &ChannelRef) -> Read<Option<Aggregate>> {
+        Ok(self.aggregates.get(channel).cloned())
     }
 
-    fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Vec<Message> {
+    fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Read<Vec<Message>> {
         let Some(msgs) = self.messages.get(channel) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        msgs.values().rev().filter(|m| before.is_none_or(|b| m.id < b)).take(limit).cloned().collect()
+        Ok(msgs.values().rev().filter(|m| before.is_none_or(|b| m.id < b)).take(limit).cloned().collect())
     }
 
-    fn message(&self, channel: &ChannelRef, id: MessageId) -> Option<Message> {
-        self.messages.get(channel).and_then(|m| m.get(&id)).cloned()
+    fn message(&self, channel: &ChannelRef, id: MessageId) -> Read<Option<Message>> {
+        Ok(self.messages.get(channel).and_then(|m| m.get(&id)).cloned())
     }
 }

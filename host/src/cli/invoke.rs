@@ -74,9 +74,9 @@ pub(super) async fn run(args: InvokeArgs, config: RuntimeConfig) -> anyhow::Resu
     let report = runtime.invoke(&app, inv, Arc::new(state)).await;
     if args.json {
         let out = json!({"app": app.manifest.name, "digest": app.digest, "report": report});
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        super::emit(&format!("{}\n", serde_json::to_string_pretty(&out)?))?;
     } else {
-        print!("{}", render::report(&app.manifest.name, &app.digest, &report));
+        super::emit(&render::report(&app.manifest.name, &app.digest, &report))?;
     }
     Ok(if report.outcome.is_ok() { 0 } else { EXIT_OUTCOME_ERROR })
 }
@@ -107,9 +107,10 @@ fn grant(args: &InvokeArgs, manifest: &Manifest, event: &Event, config: Value, s
     let org = event_org(event).or_else(|| state.organisation()).unwrap_or(OrgId::from(1));
     // The event's agent, else the state's first agent (a schedule or manual
     // invoke names none), else a placeholder agent 1.
-    let first = || crate::caps::StateView::agents(state, org, 1).first().map(|a| a.id);
+    // In-memory reads cannot fail.
+    let first = || crate::caps::StateView::agents(state, org, 1).unwrap_or_default().first().map(|a| a.id);
     let agent = args.agent.map(AgentId::from).or_else(|| event_agent(event)).or_else(first).unwrap_or(AgentId::from(1));
-    if crate::caps::StateView::agent(state, agent).is_none() {
+    if crate::caps::StateView::agent(state, agent).ok().flatten().is_none() {
         let name = format!("agent {agent}");
         state.add_agent(org, Agent { id: agent, name, serial_number: None, group: None, metadata: json!({}) });
     }

@@ -95,6 +95,17 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Write `text` to standard output. A reader that went away (`| head`) is
+/// not an error: what it wanted, it read; the command ends quietly.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 fn runtime_config(cli: &Cli) -> crate::runtime::RuntimeConfig {
     let default_dir = || {
         let base = std::env::var_os("XDG_CACHE_HOME")

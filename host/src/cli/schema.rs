@@ -22,7 +22,7 @@ pub(super) async fn run(app: &Path, write: bool, config: RuntimeConfig) -> anyho
     let loaded = runtime.load_manifest(manifest).await?;
     let Some(schema) = loaded.exported_schema else { bail!("the component exports no config schema") };
     if !write {
-        println!("{schema}");
+        super::emit(&format!("{schema}\n"))?;
         return Ok(0);
     }
     let Some(file) = table.get("config_schema_file").and_then(|v| v.as_str()) else {

@@ -119,7 +119,7 @@ impl Engine {
     pub async fn put_installation(&self, rec: &InstallRecord) -> Result<Option<EventId>, EngineError> {
         let app = self.app(&rec.app).ok_or_else(|| EngineError::UnknownApp(rec.app.clone()))?;
         app.manifest.validate_config(&rec.config).map_err(EngineError::InvalidConfig)?;
-        if crate::caps::StateView::agent_org(&self.store, rec.agent_id) != Some(rec.organisation_id) {
+        if self.store.agent_org(rec.agent_id)? != Some(rec.organisation_id) {
             return Err(EngineError::UnknownAgent(rec.agent_id));
         }
         self.store.put_install(rec)?;

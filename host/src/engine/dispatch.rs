@@ -7,7 +7,6 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::{Engine, EngineError, Installation, MAX_DEPTH, routing};
-use crate::caps::StateView;
 use crate::model::{ChannelName, ChannelRef, Event, Message, MessageId, OrgId, now_ms, well_known};
 use crate::runtime::{Invocation, Outcome, Report};
 use crate::store::{Commit, InvocationSummary, QueuedEvent, StoreError};
@@ -203,7 +202,7 @@ impl Engine {
             return self.bury(&queued, &format!("max event age exceeded ({age:?})")).await;
         }
         let event = match Event::from_envelope(queued.event.clone()) {
-            Ok(event) => self.refresh(event),
+            Ok(event) => self.refresh(event)?,
             Err(e) => return self.bury(&queued, &format!("unreadable event: {e}")).await,
         };
         let mut grant = inst.grant();
@@ -239,6 +238,7 @@ impl Engine {
                 downstream: &downstream,
                 now_ms: now_ms(),
                 summary: Some(&summary),
+                claim: None,
             };
             let committed = {
                 let _writable = self.store.writable().await;
@@ -251,7 +251,10 @@ impl Engine {
                 }
                 // Acknowledged already (by an earlier run): nothing applied.
                 Err(StoreError::NotQueued(_)) => Ok(()),
-                Err(e @ StoreError::UnknownAgent(_)) => self.bury(&queued, &e.to_string()).await,
+                // The same effects would fail the same way on a retry.
+                Err(e @ (StoreError::UnknownAgent(_) | StoreError::AggregateTooLarge { .. })) => {
+                    self.bury(&queued, &e.to_string()).await
+                }
                 Err(e) => Err(e.into()),
             };
         }
@@ -305,15 +308,16 @@ impl Engine {
         }
     }
 
-    /// An aggregate-update event carries the aggregate as it is now.
-    fn refresh(&self, event: Event) -> Event {
-        match event {
+    /// An aggregate-update event carries the aggregate as it is now (a
+    /// failed read leaves the event queued, to run again).
+    fn refresh(&self, event: Event) -> Result<Event, StoreError> {
+        Ok(match event {
             Event::AggregateUpdate { organisation_id, author_id, channel, request_data, aggregate } => {
-                let aggregate = self.store.aggregate(&channel).unwrap_or(aggregate);
+                let aggregate = self.store.get_aggregate(&channel)?.unwrap_or(aggregate);
                 Event::AggregateUpdate { organisation_id, author_id, channel, aggregate, request_data }
             }
             other => other,
-        }
+        })
     }
 }
 

@@ -20,13 +20,14 @@ use tokio::sync::oneshot;
 
 use crate::caps::Effects;
 use crate::model::OrgId;
-use crate::store::{Commit, QueuedEvent, Store, StoreError};
+use crate::store::{Claim, Commit, QueuedEvent, Store, StoreError};
 
 /// One write waiting in a lane.
 struct Pending {
     effects: Effects,
     events: Vec<QueuedEvent>,
     now_ms: u64,
+    claim: Option<Claim>,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -50,8 +51,9 @@ impl Lanes {
         Self { lanes: Mutex::default(), max_batch: max_batch.max(1) }
     }
 
-    /// Write `effects` and `events` through `org`'s lane; returns once they
-    /// are durable (or failed).
+    /// Write `effects` and `events` through `org`'s lane, with the
+    /// idempotency key they claim if any; returns once they are durable
+    /// (or failed).
     pub async fn write(
         &self,
         store: &Store,
@@ -59,13 +61,14 @@ impl Lanes {
         effects: Effects,
         events: Vec<QueuedEvent>,
         now_ms: u64,
+        claim: Option<Claim>,
     ) -> Result<(), StoreError> {
         let lane = {
             let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(lanes.entry(org).or_default())
         };
         let (done, result) = oneshot::channel();
-        lane.waiting.lock().unwrap_or_else(|p| p.into_inner()).push(Pending { effects, events, now_ms, done });
+        lane.waiting.lock().unwrap_or_else(|p| p.into_inner()).push(Pending { effects, events, now_ms, claim, done });
         if !lane.writing.swap(true, Ordering::AcqRel) {
             tokio::spawn(drain(store.clone(), lane, self.max_batch));
         }
@@ -109,8 +112,14 @@ async fn drain(store: Store, lane: Arc<Lane>, max_batch: usize) {
         for p in &batch {
             let written = {
                 let _writable = store.writable().await;
-                let commit =
-                    Commit { ack: None, effects: &p.effects, downstream: &p.events, now_ms: p.now_ms, summary: None };
+                let commit = Commit {
+                    ack: None,
+                    effects: &p.effects,
+                    downstream: &p.events,
+                    now_ms: p.now_ms,
+                    summary: None,
+                    claim: p.claim.as_ref(),
+                };
                 store.commit(commit)
             };
             results.push(written);
@@ -120,7 +129,12 @@ async fn drain(store: Store, lane: Arc<Lane>, max_batch: usize) {
         }
         let flushed = store.flush().await.map_err(|e| e.to_string());
         for (p, written) in batch.into_iter().zip(results) {
-            let result = written.and_then(|()| flushed.clone().map_err(StoreError::Flush));
+            // A duplicate is answered only once the flush has covered it
+            // too: the claim it ran into may be one this batch wrote.
+            let result = match written {
+                Ok(()) | Err(StoreError::Duplicate { .. }) => flushed.clone().map_err(StoreError::Flush).and(written),
+                Err(e) => Err(e),
+            };
             // The request may have gone away; its write stands.
             let _ = p.done.send(result);
         }

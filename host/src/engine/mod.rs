@@ -58,6 +58,10 @@ pub enum EngineError {
     /// No such agent in the organisation.
     #[error("agent {0} does not exist in this organisation")]
     UnknownAgent(AgentId),
+    /// Users and devices may not write this channel: only the host does
+    /// (see [`crate::model::ChannelName::is_host_owned`]).
+    #[error("channel {0} is written by the host only")]
+    HostOwned(crate::model::ChannelName),
     /// The installation config breaks the app's schema.
     #[error("invalid config: {}", .0.join("; "))]
     InvalidConfig(Vec<String>),
@@ -120,6 +124,15 @@ impl Default for EngineConfig {
             ingress_batch: 1,
         }
     }
+}
+
+/// What a user or device may write to `channel`: not a host-owned channel,
+/// and a payload within the rules and the size apps are held to.
+fn user_write(channel: &ChannelRef, data: &Value) -> Result<(), EngineError> {
+    if channel.name.is_host_owned() {
+        return Err(EngineError::HostOwned(channel.name.clone()));
+    }
+    Ok(crate::model::check_payload(data, crate::caps::MAX_PAYLOAD_BYTES)?)
 }
 
 /// Queued events counted ahead of their commit: uncounted again unless
@@ -298,7 +311,7 @@ impl Engine {
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
         let counted = self.counting(inst.organisation_id, 1);
         let id = queued.id;
-        self.lanes.write(&self.store, inst.organisation_id, Effects::default(), vec![queued], now_ms()).await?;
+        self.lanes.write(&self.store, inst.organisation_id, Effects::default(), vec![queued], now_ms(), None).await?;
         counted.accepted();
         Ok(Some(id))
     }
@@ -320,7 +333,7 @@ impl Engine {
         author: AgentId,
         data: Value,
     ) -> Result<MessageId, EngineError> {
-        crate::model::check_object(&data)?;
+        user_write(&channel, &data)?;
         let now = now_ms();
         let message =
             Message { id: MessageId::at(now), author_id: author, channel, data, timestamp: None, attachments: None };
@@ -336,11 +349,11 @@ impl Engine {
     async fn ingest_effects(&self, effects: Effects, now: u64) -> Result<(), EngineError> {
         let agent = effects.messages.first().map(|m| m.channel.agent_id);
         let agent = agent.or_else(|| effects.aggregates.first().map(|w| w.channel.agent_id)).unwrap_or_default();
-        let org = crate::caps::StateView::agent_org(&self.store, agent).unwrap_or_default();
+        let org = self.store.agent_org(agent)?.ok_or(EngineError::UnknownAgent(agent))?;
         let events = routing::route(&self.installations(), org, &effects, None, 0, now);
         self.admit(org, events.len())?;
         let counted = self.counting(org, events.len());
-        self.lanes.write(&self.store, org, effects, events, now).await?;
+        self.lanes.write(&self.store, org, effects, events, now, None).await?;
         counted.accepted();
         Ok(())
     }
@@ -355,7 +368,7 @@ impl Engine {
         data: Value,
         mode: crate::model::WriteMode,
     ) -> Result<crate::model::Aggregate, EngineError> {
-        crate::model::check_object(&data)?;
+        user_write(&channel, &data)?;
         let now = now_ms();
         let write = crate::caps::AggregateWrite { channel: channel.clone(), data, mode };
         let effects = Effects { messages: Vec::new(), aggregates: vec![write], bytes: 0 };
@@ -368,6 +381,7 @@ impl Engine {
 
     /// Ingress: invoke an installation by hand with `payload`.
     pub async fn manual_invoke(&self, install: InstallId, payload: Value) -> Result<EventId, EngineError> {
+        crate::model::check_payload(&payload, crate::caps::MAX_PAYLOAD_BYTES)?;
         let org = self.installation(install).ok_or(EngineError::UnknownInstallation(install))?.organisation_id;
         self.deliver(install, crate::model::Event::ManualInvoke { organisation_id: org, payload }).await
     }
@@ -375,18 +389,32 @@ impl Engine {
     /// Ingress: queue `event` for one installation (on its own agent's
     /// line). Durable when this returns.
     pub async fn deliver(&self, install: InstallId, event: crate::model::Event) -> Result<EventId, EngineError> {
+        self.deliver_once(install, event, None).await
+    }
+
+    /// [`Engine::deliver`], claiming an idempotency key in the same durable
+    /// write: [`StoreError::Duplicate`] (as [`EngineError::Store`]) if the key is already held, and
+    /// a refused request (busy, failed write) leaves the key unclaimed, so
+    /// the sender's retry is accepted.
+    pub async fn deliver_once(
+        &self,
+        install: InstallId,
+        event: crate::model::Event,
+        claim: Option<crate::store::Claim>,
+    ) -> Result<EventId, EngineError> {
         let inst = self.installation(install).ok_or(EngineError::UnknownInstallation(install))?;
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
         self.admit(inst.organisation_id, 1)?;
         let counted = self.counting(inst.organisation_id, 1);
         let id = queued.id;
-        self.lanes.write(&self.store, inst.organisation_id, Effects::default(), vec![queued], now_ms()).await?;
+        self.lanes.write(&self.store, inst.organisation_id, Effects::default(), vec![queued], now_ms(), claim).await?;
         counted.accepted();
         Ok(id)
     }
 
     /// Ingress: an external system posted `payload` to an ingestion
-    /// endpoint of `install`. Durable when this returns.
+    /// endpoint of `install`. Durable when this returns; `claim` is the
+    /// sender's message id, if it gives one (see [`Engine::deliver_once`]).
     pub async fn ingest(
         &self,
         install: InstallId,
@@ -394,6 +422,7 @@ impl Engine {
         payload: Vec<u8>,
         content_type: String,
         invocation_url: String,
+        claim: Option<crate::store::Claim>,
     ) -> Result<EventId, EngineError> {
         let inst = self.installation(install).ok_or(EngineError::UnknownInstallation(install))?;
         let event = crate::model::Event::Ingestion {
@@ -404,7 +433,7 @@ impl Engine {
             content_type,
             invocation_url,
         };
-        self.deliver(install, event).await
+        self.deliver_once(install, event, claim).await
     }
 
     /// Put a dead letter back in the queue as a fresh first attempt.

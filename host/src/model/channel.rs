@@ -57,6 +57,13 @@ impl ChannelName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether only the host writes this channel: `tag_values` (each app's
+    /// tags, written through the tags capability) and `dv-proc-inv-*`
+    /// (invocation summaries).
+    pub fn is_host_owned(&self) -> bool {
+        self.0 == well_known::TAG_VALUES || self.0.starts_with(well_known::INVOCATION_PREFIX)
+    }
 }
 
 impl fmt::Display for ChannelName {

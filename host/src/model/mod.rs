@@ -9,6 +9,7 @@ mod merge;
 mod oauth;
 mod payload;
 mod schedule;
+mod strict_json;
 
 pub use channel::{Agent, Aggregate, BadChannelName, ChannelName, ChannelRef, MAX_CHANNEL_NAME, Message, well_known};
 pub use event::{Event, EventEnvelope, EventError, Hook};
@@ -19,5 +20,8 @@ pub use ids::{
 };
 pub use merge::{WriteMode, apply_diff, apply_diff_in_place, apply_diff_with, apply_write, apply_write_in_place};
 pub use oauth::{STATE_TTL_MS, StateSigner};
-pub use payload::{MAX_DEPTH, PayloadError, check_object, is_valid_key, kind_of, parse_object};
+pub use payload::{
+    MAX_DEPTH, PayloadError, check_object, check_payload, is_valid_key, kind_of, parse_object, serialized_len,
+};
 pub use schedule::{ScheduleError, ScheduleExpr};
+pub use strict_json::{StrictJsonError, parse_strict};

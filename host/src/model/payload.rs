@@ -29,6 +29,14 @@ pub enum PayloadError {
     /// Nested deeper than [`MAX_DEPTH`].
     #[error("payload nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// Larger, serialized, than the limit of where it goes.
+    #[error("payload is {bytes} bytes serialized; the limit is {limit}")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// Parse `text` as a payload object and check every key.
@@ -51,6 +59,34 @@ pub fn check_object(value: &Value) -> Result<(), PayloadError> {
         }
         BadAt::TooDeep => PayloadError::TooDeep,
     })
+}
+
+/// [`check_object`], and at most `limit` bytes serialized.
+pub fn check_payload(value: &Value, limit: usize) -> Result<(), PayloadError> {
+    check_object(value)?;
+    let bytes = serialized_len(value);
+    if bytes > limit {
+        return Err(PayloadError::TooLarge { bytes, limit });
+    }
+    Ok(())
+}
+
+/// The length of `value` serialized as compact JSON, without building it.
+pub fn serialized_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
 }
 
 /// Whether `key` follows the key rule.

@@ -14,7 +14,7 @@ use super::limiter::MemoryLimiter;
 use super::outbound::OutboundHooks;
 use super::stdio::BoundedSink;
 use super::{LoadedApp, Outcome, Report, Runtime};
-use crate::caps::{Grant, LogLevel, Reach, Session, StateView};
+use crate::caps::{Grant, LogLevel, Reach, ReadError, Session, StateView};
 use crate::manifest::AppLimits;
 use crate::model::{Event, EventId, now_ms, well_known};
 
@@ -73,7 +73,11 @@ impl Runtime {
         grant.invoking_channel = inv.event.invoking_channel().cloned();
         let limits = app.manifest.limits;
         let mut run = self.prepare(app, grant, view);
-        let ctx = context_to_wit(run.context(inv.event_id, inv.attempt, &limits));
+        let ctx = match run.context(inv.event_id, inv.attempt, &limits) {
+            Ok(ctx) => context_to_wit(ctx),
+            // The guest is never run on state that could not be read.
+            Err(e) => return run.finish(Outcome::HostError { reason: e.to_string() }),
+        };
         let event = event_to_wit(&inv.event);
         let pre = &app.pre;
         let result = run
@@ -127,18 +131,23 @@ pub fn fuel_for(limits: &AppLimits, per_ms: u64) -> u64 {
 }
 
 impl Prepared {
-    pub(crate) fn context(&self, event_id: EventId, attempt: u32, limits: &AppLimits) -> ContextInfo {
+    pub(crate) fn context(
+        &self,
+        event_id: EventId,
+        attempt: u32,
+        limits: &AppLimits,
+    ) -> Result<ContextInfo, ReadError> {
         let session = &self.store.data().session;
         let deadline = now_ms() + u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
-        let connection = session.aggregate_of(&session.own(well_known::CONNECTION)).map(|a| a.data);
-        ContextInfo {
+        let connection = session.aggregate_of(&session.own(well_known::CONNECTION))?.map(|a| a.data);
+        Ok(ContextInfo {
             event_id,
             attempt,
             deadline,
             grant: session.grant().clone(),
-            tags: session.tags_snapshot(),
+            tags: session.tags_snapshot()?,
             connection,
-        }
+        })
     }
 
     /// Run `f` under the epoch deadline and the tokio timeout.
@@ -165,6 +174,10 @@ impl Prepared {
             Failure::Instantiate(e) => (e, true),
             Failure::Call(e) => (e, false),
         };
+        // A state read failed inside a host call (which trapped the guest).
+        if let Some(read) = err.downcast_ref::<ReadError>() {
+            return Outcome::HostError { reason: read.to_string() };
+        }
         match err.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => Outcome::FuelExhausted { fuel: self.fuel },
             Some(Trap::Interrupt) => Outcome::Timeout { limit: limits.timeout },

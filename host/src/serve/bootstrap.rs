@@ -10,10 +10,10 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::hash_secret;
+use crate::api::{IngestionOwner, IngestionSettings, hash_secret};
 use crate::engine::{Engine, new_record};
 use crate::model::{Agent, AgentId, IngestionId, OrgId, now_ms};
-use crate::store::{IngestionRecord, TokenRecord};
+use crate::store::TokenRecord;
 
 /// The file.
 #[derive(Debug, Deserialize)]
@@ -105,23 +105,32 @@ pub struct IngestionSpec {
     /// HMAC-SHA256 secret.
     #[serde(default)]
     pub hmac_secret: Option<String>,
+    /// Standard Webhooks secret (`whsec_<base64>`).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
     /// Requests per second.
     #[serde(default)]
     pub rate_per_s: Option<u32>,
+    /// Largest body, bytes.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
 }
 
-/// Read and apply a bootstrap file.
-pub async fn apply(engine: &Engine, file: &Path) -> anyhow::Result<()> {
+/// Read and apply a bootstrap file; ingestion endpoints may have rates up
+/// to `max_ingest_rate`, as through the API.
+pub async fn apply(engine: &Engine, file: &Path, max_ingest_rate: u32) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
     let boot: Bootstrap =
         toml::from_str(&text).with_context(|| format!("{}: invalid bootstrap file", file.display()))?;
     for org in &boot.organisations {
-        apply_org(engine, org).await.with_context(|| format!("{}: organisation {:?}", file.display(), org.name))?;
+        apply_org(engine, org, max_ingest_rate)
+            .await
+            .with_context(|| format!("{}: organisation {:?}", file.display(), org.name))?;
     }
     Ok(())
 }
 
-async fn apply_org(engine: &Engine, spec: &OrgSpec) -> anyhow::Result<()> {
+async fn apply_org(engine: &Engine, spec: &OrgSpec, max_ingest_rate: u32) -> anyhow::Result<()> {
     let store = engine.store();
     let org = match store.orgs()?.into_iter().find(|o| o.name == spec.name) {
         Some(o) => o,
@@ -142,7 +151,7 @@ async fn apply_org(engine: &Engine, spec: &OrgSpec) -> anyhow::Result<()> {
         }
     }
     for a in &spec.agents {
-        if crate::caps::StateView::agent_by_serial(store, org.id, &a.serial_number).is_none() {
+        if store.agent_by_serial(org.id, &a.serial_number)?.is_none() {
             let agent = Agent {
                 id: AgentId::generate(),
                 name: a.name.clone(),
@@ -156,7 +165,7 @@ async fn apply_org(engine: &Engine, spec: &OrgSpec) -> anyhow::Result<()> {
     let installs = store.installs()?;
     for i in &spec.installations {
         let agent = match &i.agent {
-            Some(serial) => match crate::caps::StateView::agent_by_serial(store, org.id, serial) {
+            Some(serial) => match store.agent_by_serial(org.id, serial)? {
                 Some(a) => a.id,
                 None => bail!("installation {:?}: no agent with serial number {serial:?}", i.app_key),
             },
@@ -188,19 +197,21 @@ async fn apply_org(engine: &Engine, spec: &OrgSpec) -> anyhow::Result<()> {
             .iter()
             .find(|r| r.organisation_id == org.id && r.app_key == g.installation)
             .with_context(|| format!("ingestion {}: no installation with app key {:?}", g.id, g.installation))?;
-        let rec = IngestionRecord {
+        let settings = IngestionSettings {
+            allow_cidrs: g.allow_cidrs.clone(),
+            hmac_secret: g.hmac_secret.clone(),
+            webhook_secret: g.webhook_secret.clone(),
+            rate_per_s: g.rate_per_s,
+            max_body_bytes: g.max_body_bytes,
+        };
+        let owner = IngestionOwner {
             id: IngestionId::from(g.id),
             organisation_id: org.id,
             install_id: install.id,
-            token_sha256: hex::encode(hash_secret(&g.token)),
-            mini_token_sha256: g.mini_token.as_deref().map(|m| hex::encode(hash_secret(m))),
-            allow_cidrs: g.allow_cidrs.clone(),
-            hmac_secret: g.hmac_secret.clone(),
-            webhook_secret: None,
-            rate_per_s: g.rate_per_s.unwrap_or(crate::api::DEFAULT_RATE),
-            max_body_bytes: crate::api::DEFAULT_MAX_BODY,
-            created_ms: now_ms(),
+            token: &g.token,
+            mini_token: g.mini_token.as_deref(),
         };
+        let rec = settings.record(owner, max_ingest_rate).with_context(|| format!("ingestion {}", g.id))?;
         store.put_ingestion(&rec)?;
     }
     Ok(())

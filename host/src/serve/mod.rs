@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use crate::api::{Api, ApiConfig, hash_secret, new_secret};
+use crate::api::{Api, ApiConfig, ConnectionLimits, hash_secret, new_secret};
 use crate::engine::{Engine, EngineConfig};
 use crate::model::StateSigner;
 use crate::model::now_ms;
@@ -62,6 +62,56 @@ pub struct ServeConfig {
     pub max_ingest_rate: u32,
     /// Outbound HTTP limits (`[outbound]`).
     pub outbound: OutboundSettings,
+    /// Limits on clients of the HTTP API (`[http]`).
+    pub http: HttpSettings,
+}
+
+/// The `[http]` table: what one client of the API may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Longest wait for a request head (also the idle limit of a kept-alive
+    /// connection), milliseconds.
+    pub header_timeout_ms: u64,
+    /// Longest time a request body may take once its head has arrived,
+    /// milliseconds.
+    pub body_timeout_ms: u64,
+    /// Connections open at once at most; lowered at start to stay below
+    /// the process's descriptor limit.
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let limits = ConnectionLimits::default();
+        let ms = |t: Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            header_timeout_ms: ms(limits.header_timeout),
+            body_timeout_ms: ms(crate::api::DEFAULT_BODY_TIMEOUT),
+            max_connections: limits.max_connections,
+        }
+    }
+}
+
+/// Descriptors kept for everything but client connections: the store's
+/// files, the plugins watcher, outbound requests, the runtime's own.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+impl HttpSettings {
+    /// The listener's limits: the soft descriptor limit is raised to the
+    /// hard one where allowed, and the connection cap kept below it.
+    fn limits(&self) -> ConnectionLimits {
+        let descriptors = rlimit::increase_nofile_limit(u64::MAX).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read or raise the descriptor limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        });
+        let room = usize::try_from(descriptors.saturating_sub(RESERVED_DESCRIPTORS).max(16)).unwrap_or(usize::MAX);
+        let max_connections = self.max_connections.min(room);
+        if max_connections < self.max_connections {
+            tracing::warn!(descriptors, max_connections, "the descriptor limit lowers the connection cap");
+        }
+        ConnectionLimits { header_timeout: Duration::from_millis(self.header_timeout_ms.max(1)), max_connections }
+    }
 }
 
 /// The `[outbound]` table: what apps' outbound HTTP may do. Which hosts an
@@ -139,6 +189,7 @@ impl Default for ServeConfig {
             shutdown_grace_s: 10,
             max_ingest_rate: crate::api::MAX_RATE,
             outbound: OutboundSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -196,7 +247,7 @@ pub async fn run(
     let restored = engine.restore()?;
     tracing::info!(restored, "installations restored");
     if let Some(file) = &config.bootstrap {
-        bootstrap::apply(&engine, file).await?;
+        bootstrap::apply(&engine, file, config.max_ingest_rate).await?;
     }
     let _watcher = if config.plugins.is_dir() { Some(plugins.watch()?) } else { None };
 
@@ -214,6 +265,7 @@ pub async fn run(
         public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{addr}")),
         plugins_dir: config.plugins.is_dir().then(|| config.plugins.clone()),
         max_ingest_rate: config.max_ingest_rate,
+        body_timeout: Duration::from_millis(config.http.body_timeout_ms.max(1)),
         ..ApiConfig::default()
     };
     let api = Arc::new(Api::new(Arc::clone(&engine), api_config, signer));
@@ -230,7 +282,9 @@ pub async fn run(
         let _ = ready.send(addr);
     }
     let grace = Duration::from_secs(config.shutdown_grace_s);
-    crate::api::serve(listener, api, shutdown_signal(stop), grace).await;
+    let limits = config.http.limits();
+    tracing::info!(max_connections = limits.max_connections, header_timeout = ?limits.header_timeout, "http limits");
+    crate::api::serve(listener, api, limits, shutdown_signal(stop), grace).await;
     tracing::info!("stopped accepting; draining in-flight invocations");
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;

@@ -211,19 +211,14 @@ impl Store {
         Ok(self.ingestions.remove(id.get().to_be_bytes())?.is_some())
     }
 
-    /// Remember `key` in `scope` until `expires_ms`: true the first time,
-    /// false while an unexpired entry exists (replay de-duplication).
-    pub fn remember(&self, scope: &str, key: &str, now_ms: u64, expires_ms: u64) -> Result<bool, StoreError> {
-        let k = keys::seen(scope, key);
-        let old = self.seen.get(&k)?;
-        if let Some(old) = &old
-            && decode::<u64>("idempotency key", old)? > now_ms
-        {
-            return Ok(false);
+    /// Whether `key` in `scope` is held by an unexpired claim (see
+    /// [`super::Claim`]): a read, for answering a replay early. The claim
+    /// itself is only ever made by the commit that stores what it guards.
+    pub fn is_claimed(&self, scope: &str, key: &str, now_ms: u64) -> Result<bool, StoreError> {
+        match self.seen.get(keys::seen(scope, key))? {
+            Some(held) => Ok(decode::<u64>("idempotency key", &held)? > now_ms),
+            None => Ok(false),
         }
-        // Lost race against a concurrent first sighting: that one wins.
-        let swapped = self.seen.compare_and_swap(&k, old, Some(encode(&expires_ms)))?;
-        Ok(swapped.is_ok())
     }
 
     /// Drop idempotency keys that expired before `now_ms`; returns how many.

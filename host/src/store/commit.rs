@@ -6,7 +6,7 @@ use sled::transaction::ConflictableTransactionError;
 
 use super::invocations::InvocationSummary;
 use super::queue::{QueuedEvent, insert_queued, remove_queued, tx_error};
-use super::{Store, StoreError, decode, encode, keys};
+use super::{MAX_AGGREGATE_BYTES, Store, StoreError, decode, encode, keys};
 use crate::caps::Effects;
 use crate::model::{Aggregate, apply_write};
 
@@ -24,6 +24,22 @@ pub struct Commit<'a> {
     pub now_ms: u64,
     /// The invocation's summary, recorded in the same transaction.
     pub summary: Option<&'a InvocationSummary>,
+    /// An idempotency key the write claims (e.g. a Standard Webhooks
+    /// `webhook-id`): recorded in the same transaction, so a key counts as
+    /// seen exactly when what it guards is stored. If the key is already
+    /// held, nothing is applied and [`StoreError::Duplicate`] is returned.
+    pub claim: Option<&'a Claim>,
+}
+
+/// An idempotency key claimed by a commit, held until `expires_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// A short name of ours for the key space (e.g. `wh<endpoint>`).
+    pub scope: String,
+    /// The client's key.
+    pub key: String,
+    /// When the claim lapses, Unix ms.
+    pub expires_ms: u64,
 }
 
 impl Store {
@@ -35,6 +51,10 @@ impl Store {
     /// - A message whose id already exists is skipped, so a client-chosen
     ///   message id makes a write idempotent.
     /// - Aggregate writes apply to the aggregate as stored at commit time.
+    /// - An aggregate that would grow past [`MAX_AGGREGATE_BYTES`] makes
+    ///   the whole commit a [`StoreError::AggregateTooLarge`].
+    /// - A claimed idempotency key still held (unexpired at `now_ms`) makes
+    ///   the whole commit a [`StoreError::Duplicate`].
     pub fn commit(&self, c: Commit<'_>) -> Result<(), StoreError> {
         // Sequence numbers are drawn before the transaction so that the
         // closure, which sled may run more than once on conflicts, writes
@@ -45,9 +65,18 @@ impl Store {
             .map(|e| Ok(QueuedEvent { seq: self.db.generate_id()?, ..e.clone() }))
             .collect::<Result<_, StoreError>>()?;
         self.gated(|| {
-            (&self.queue, &self.keyq, &self.aggregates, &self.messages, &self.agents, &self.invocations)
-                .transaction(|(queue, keyq, aggregates, messages, agents, invocations)| {
+            (&self.queue, &self.keyq, &self.aggregates, &self.messages, &self.agents, &self.invocations, &self.seen)
+                .transaction(|(queue, keyq, aggregates, messages, agents, invocations, seen)| {
                     let abort = ConflictableTransactionError::Abort;
+                    if let Some(claim) = c.claim {
+                        let key = keys::seen(&claim.scope, &claim.key);
+                        if let Some(held) = seen.get(&key)?
+                            && decode::<u64>("idempotency key", &held).map_err(abort)? > c.now_ms
+                        {
+                            return Err(abort(StoreError::Duplicate { key: claim.key.clone() }));
+                        }
+                        seen.insert(key, encode(&claim.expires_ms))?;
+                    }
                     if let Some(ack) = c.ack {
                         remove_queued(queue, keyq, ack)?;
                     }
@@ -70,7 +99,13 @@ impl Store {
                             None => serde_json::Value::Object(Default::default()),
                         };
                         let new = Aggregate { data: apply_write(&old, &w.data, &w.mode), last_updated: Some(c.now_ms) };
-                        aggregates.insert(key, encode(&new))?;
+                        let bytes = encode(&new);
+                        if bytes.len() > MAX_AGGREGATE_BYTES {
+                            let channel = format!("{}/{}", w.channel.agent_id, w.channel.name);
+                            let limit = MAX_AGGREGATE_BYTES;
+                            return Err(abort(StoreError::AggregateTooLarge { channel, bytes: bytes.len(), limit }));
+                        }
+                        aggregates.insert(key, bytes)?;
                     }
                     for e in &downstream {
                         insert_queued(queue, keyq, e)?;

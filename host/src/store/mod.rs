@@ -17,7 +17,7 @@ mod schedules;
 mod state;
 
 pub use catalog::{IngestionRecord, InstallRecord, OrgRecord, TokenRecord};
-pub use commit::Commit;
+pub use commit::{Claim, Commit};
 pub use invocations::InvocationSummary;
 pub use queue::{DeadLetter, QueuedEvent};
 pub use schedules::ScheduleState;
@@ -53,10 +53,33 @@ pub enum StoreError {
     /// A uniqueness rule would be broken (e.g. an app key taken on an agent).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// An aggregate would grow past [`MAX_AGGREGATE_BYTES`]: nothing of the
+    /// commit was applied.
+    #[error("the aggregate of channel {channel} would be {bytes} bytes; the limit is {limit}")]
+    AggregateTooLarge {
+        /// The channel (`agent/name`).
+        channel: String,
+        /// Its size after the write.
+        bytes: usize,
+        /// [`MAX_AGGREGATE_BYTES`].
+        limit: usize,
+    },
+    /// The idempotency key a commit claimed is already held: what it
+    /// guards was stored before, so nothing was applied this time.
+    #[error("idempotency key {key:?} was already seen")]
+    Duplicate {
+        /// The key.
+        key: String,
+    },
     /// Writes could not be made durable.
     #[error("cannot make the writes durable: {0}")]
     Flush(String),
 }
+
+/// Largest aggregate kept, serialized: an aggregate is read whole by every
+/// invocation that fetches it and sent whole with every PATCH answer, so
+/// it is bounded like a payload (4x the largest single payload).
+pub const MAX_AGGREGATE_BYTES: usize = 1024 * 1024;
 
 /// The embedded store.
 #[derive(Clone)]

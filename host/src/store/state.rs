@@ -7,7 +7,7 @@ use sled::transaction::ConflictableTransactionError;
 
 use super::queue::tx_error;
 use super::{Store, StoreError, decode, encode, keys};
-use crate::caps::StateView;
+use crate::caps::{Read, StateView};
 use crate::model::{Agent, AgentId, Aggregate, ChannelRef, Message, MessageId, OrgId};
 
 /// An agent with its organisation.
@@ -135,43 +135,65 @@ impl Store {
     }
 }
 
-/// The view logs and hides store errors: a capability read that hits a
-/// corrupt record answers "absent" and the error goes to tracing.
-fn logged<T: Default>(r: Result<T, StoreError>) -> T {
-    r.unwrap_or_else(|e| {
+/// A store error as the capability layer sees it: a failed read, never
+/// "absent" (the invocation stops as a host error and is retried).
+impl From<StoreError> for crate::caps::ReadError {
+    fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store read failed during an invocation");
-        T::default()
-    })
+        crate::caps::ReadError(e.to_string())
+    }
+}
+
+impl Store {
+    /// The organisation an agent belongs to, if it exists.
+    pub fn agent_org(&self, id: AgentId) -> Result<Option<OrgId>, StoreError> {
+        Ok(self.agent_record(id)?.map(|r| r.organisation_id))
+    }
+
+    /// One agent.
+    pub fn agent(&self, id: AgentId) -> Result<Option<Agent>, StoreError> {
+        Ok(self.agent_record(id)?.map(|r| r.agent))
+    }
+
+    /// An organisation's agent with this serial number.
+    pub fn agent_by_serial(&self, org: OrgId, serial: &str) -> Result<Option<Agent>, StoreError> {
+        let Some(id) = self.serials.get(keys::serial(org, serial))? else {
+            return Ok(None);
+        };
+        let id: [u8; 8] = id
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt { what: "serial index", reason: "not an agent id".into() })?;
+        self.agent(AgentId::from(u64::from_be_bytes(id)))
+    }
 }
 
 impl StateView for Store {
-    fn agent_org(&self, id: AgentId) -> Option<OrgId> {
-        logged(self.agent_record(id)).map(|r| r.organisation_id)
+    fn agent_org(&self, id: AgentId) -> Read<Option<OrgId>> {
+        Ok(Store::agent_org(self, id)?)
     }
 
-    fn agent(&self, id: AgentId) -> Option<Agent> {
-        logged(self.agent_record(id)).map(|r| r.agent)
+    fn agent(&self, id: AgentId) -> Read<Option<Agent>> {
+        Ok(Store::agent(self, id)?)
     }
 
-    fn agents(&self, org: OrgId, limit: usize) -> Vec<Agent> {
-        logged(self.list_agents(org, limit))
+    fn agents(&self, org: OrgId, limit: usize) -> Read<Vec<Agent>> {
+        Ok(self.list_agents(org, limit)?)
     }
 
-    fn agent_by_serial(&self, org: OrgId, serial: &str) -> Option<Agent> {
-        let id = logged(self.serials.get(keys::serial(org, serial)).map_err(StoreError::from))?;
-        let id: [u8; 8] = id.as_ref().try_into().ok()?;
-        self.agent(AgentId::from(u64::from_be_bytes(id)))
+    fn agent_by_serial(&self, org: OrgId, serial: &str) -> Read<Option<Agent>> {
+        Ok(Store::agent_by_serial(self, org, serial)?)
     }
 
-    fn aggregate(&self, channel: &ChannelRef) -> Option<Aggregate> {
-        logged(self.get_aggregate(channel))
+    fn aggregate(&self, channel: &ChannelRef) -> Read<Option<Aggregate>> {
+        Ok(self.get_aggregate(channel)?)
     }
 
-    fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Vec<Message> {
-        logged(self.list_messages(channel, before, limit))
+    fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Read<Vec<Message>> {
+        Ok(self.list_messages(channel, before, limit)?)
     }
 
-    fn message(&self, channel: &ChannelRef, id: MessageId) -> Option<Message> {
-        logged(self.get_message(channel, id))
+    fn message(&self, channel: &ChannelRef, id: MessageId) -> Read<Option<Message>> {
+        Ok(self.get_message(channel, id)?)
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::caps::{AggregateWrite, Effects, StateView};
+use crate::caps::{AggregateWrite, Effects};
 use crate::model::{
     Agent, AgentId, ChannelName, ChannelRef, EventEnvelope, EventId, Message, MessageId, OrgId, WriteMode, apply_write,
 };
@@ -105,7 +105,7 @@ fn pick_queued(rng: &mut fastrand::Rng, store: &Store, next_id: u64) -> QueuedEv
 fn check(store: &Store, model: &Model) {
     for agent in AGENTS {
         let want = model.agents.get(&agent).map(|(org, _)| OrgId::from(*org));
-        assert_eq!(store.agent_org(agent.into()), want, "agent {agent} org");
+        assert_eq!(store.agent_org(agent.into()).unwrap(), want, "agent {agent} org");
         for name in CHANNELS {
             let c = ch(agent, name);
             let agg = store.get_aggregate(&c).unwrap().map(|a| a.data);
@@ -128,7 +128,7 @@ fn check(store: &Store, model: &Model) {
                     .iter()
                     .find(|(_, (o, s))| *o == org && s.as_deref() == Some(serial.as_str()))
                     .map(|(id, _)| *id);
-                let found = store.agent_by_serial(OrgId::from(org), &serial).map(|a| a.id.get());
+                let found = store.agent_by_serial(OrgId::from(org), &serial).unwrap().map(|a| a.id.get());
                 assert_eq!(found, want, "serial {serial} in org {org}");
             }
         }
@@ -252,6 +252,7 @@ fn run(seed: u64, steps: usize) {
                     downstream: &downstream,
                     now_ms: 1,
                     summary: None,
+                    claim: None,
                 });
                 let queued = model.queue.contains_key(&qkey(&ack));
                 let unknown = effects
@@ -365,7 +366,9 @@ fn a_commit_survives_reopening_after_flush() {
         store.enqueue(&e).unwrap();
         let mut effects = Effects::default();
         effects.aggregates.push(AggregateWrite { channel: ch(1, "a"), data: json!({"n": 1}), mode: WriteMode::Merge });
-        store.commit(Commit { ack: Some(&e), effects: &effects, downstream: &[], now_ms: 9, summary: None }).unwrap();
+        store
+            .commit(Commit { ack: Some(&e), effects: &effects, downstream: &[], now_ms: 9, summary: None, claim: None })
+            .unwrap();
         tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(store.flush()).unwrap();
         e
     };
@@ -385,6 +388,7 @@ fn a_commit_survives_reopening_after_flush() {
         downstream: &[],
         now_ms: 10,
         summary: None,
+        claim: None,
     });
     assert!(matches!(again, Err(StoreError::NotQueued(_))), "an acknowledged event cannot commit twice");
 }

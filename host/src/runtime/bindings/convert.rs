@@ -3,17 +3,20 @@
 use std::collections::BTreeSet;
 
 use super::paddock::app::{agents, channels, types};
-use crate::caps::CapError;
+use crate::caps::{CapError, ReadError};
 use crate::model::{Agent, Aggregate, ChannelRef, Event, Hook, Message, WriteMode};
 use crate::runtime::invoke::ContextInfo;
 
-pub(crate) fn cap_err(e: CapError) -> types::Error {
-    match e {
+/// The guest-visible error of a capability call, or the host failure
+/// that must trap instead.
+pub(crate) fn cap_err(e: CapError) -> Result<types::Error, ReadError> {
+    Ok(match e {
         CapError::Denied(m) => types::Error::Denied(m),
         CapError::Invalid(m) => types::Error::Invalid(m),
         CapError::NotFound(m) => types::Error::NotFound(m),
         CapError::Limit(m) => types::Error::Limit(m),
-    }
+        CapError::Unavailable(read) => return Err(read),
+    })
 }
 
 pub(crate) fn write_mode(mode: channels::WriteMode) -> WriteMode {

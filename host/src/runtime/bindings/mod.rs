@@ -19,6 +19,9 @@ wasmtime::component::bindgen!({
     // (RUNTIME-NOTES: ~105 ns per call). The export is async so that a
     // tokio timeout can drop a running invocation.
     exports: { default: async },
+    // Imports may trap: a host failure (a state read) must stop the
+    // invocation, not reach the guest as a capability error.
+    imports: { default: trappable },
 });
 
 pub(crate) use convert::{context_to_wit, event_to_wit, hook_from_wit};
