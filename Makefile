@@ -3,7 +3,7 @@ CARGO ?= cargo
 PLUGIN_TARGET := plugins/target/wasm32-wasip2/release
 APPS := tank-level webhook daily-summary hostile counter fetch
 
-.PHONY: all toolchain plugins schemas build run invoke-example test fmt fmt-check clippy doc bench bench-engine bench-ingest ci
+.PHONY: all toolchain plugins schemas build run invoke-example test fmt fmt-check clippy doc bench bench-engine bench-ingest fuzz ci
 
 all: plugins build
 
@@ -67,6 +67,12 @@ bench: plugins
 ## Durable delivery: throughput and latency by scale, and tenant fairness.
 bench-engine: plugins
 	$(CARGO) bench -p paddock --bench engine
+
+## Property-based fuzzing of the parsers: a million cases per target, in
+## release, outside CI (which runs a few thousand each within `make test`).
+FUZZ_CASES ?= 1000000
+fuzz:
+	PADDOCK_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release -p paddock --lib fuzz_ -- --test-threads=2 --nocapture
 
 ## HTTP ingestion under wrk, against `wasmtime serve` on a hello-world component.
 bench-ingest: plugins

@@ -45,11 +45,19 @@ mod stub {
     pub struct Stub {
         pub wasi: wasmtime_wasi::WasiCtx,
         pub table: wasmtime::component::ResourceTable,
+        pub http: super::NoHttp,
     }
 
     impl wasmtime_wasi::WasiView for Stub {
         fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
             wasmtime_wasi::WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        }
+    }
+
+    impl wasmtime_wasi_http::WasiHttpView for Stub {
+        fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+            let (ctx, hooks) = (&mut self.http.ctx, &mut self.http.hooks);
+            wasmtime_wasi_http::WasiHttpCtxView { ctx, table: &mut self.table, hooks }
         }
     }
 
@@ -210,11 +218,49 @@ impl Case {
 struct Bare {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: NoHttp,
 }
 
 impl WasiView for Bare {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for Bare {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        let (ctx, hooks) = (&mut self.http.ctx, &mut self.http.hooks);
+        wasmtime_wasi_http::WasiHttpCtxView { ctx, table: &mut self.table, hooks }
+    }
+}
+
+/// `wasi:http` for the raw baselines: linked (the guests import it, like
+/// every guest of the SDK), never used by the tank app, refusing if it were.
+#[derive(Default)]
+struct NoHttp {
+    ctx: wasmtime_wasi_http::WasiHttpCtx,
+    hooks: RefuseAll,
+}
+
+#[derive(Default)]
+struct RefuseAll;
+
+type SendResult = Result<
+    (
+        http::Response<wasmtime_wasi_http::WasiBody>,
+        Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ),
+    wasmtime_wasi_http::Error,
+>;
+
+impl wasmtime_wasi_http::WasiHttpHooks for RefuseAll {
+    fn send_request(
+        &mut self,
+        _: http::Request<wasmtime_wasi_http::WasiBody>,
+        _: Option<wasmtime_wasi_http::RequestOptions>,
+        _: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<dyn std::future::Future<Output = SendResult> + Send> {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -249,12 +295,17 @@ impl Bench {
             Linker::<Bare>::new(engine).instantiate_pre(&must(Component::new(engine, must(wat::parse_str(TRIVIAL))))),
         );
         let tank = must(Component::from_file(engine, repo().join("plugins/tank-level/tank_level.wasm")));
+        // WASI and wasi:http for real (a trap stand-in for wasi:http would
+        // clash with the WASI resource types it uses); only the paddock
+        // capabilities, which `hooks` never calls, are traps.
         let mut linker = Linker::<Bare>::new(engine);
         must(wasmtime_wasi::p2::add_to_linker_async(&mut linker));
+        must(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker));
         must(linker.define_unknown_imports_as_traps(&tank));
         let raw_tank = must(linker.instantiate_pre(&tank));
         let mut stub_linker = Linker::<stub::Stub>::new(engine);
         must(wasmtime_wasi::p2::add_to_linker_async(&mut stub_linker));
+        must(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut stub_linker));
         must(stub::App::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut stub_linker, |s| s));
         let raw_handle = must(stub::AppPre::new(must(stub_linker.instantiate_pre(&tank))));
         let app = must(rt.load_dir(&repo().join("plugins/tank-level")).await);
@@ -281,7 +332,8 @@ impl Bench {
 
     fn bare_store(&self) -> Store<Bare> {
         let wasi = WasiCtxBuilder::new().build();
-        let mut store = Store::new(self.rt.engine(), Bare { wasi, table: ResourceTable::new() });
+        let mut store =
+            Store::new(self.rt.engine(), Bare { wasi, table: ResourceTable::new(), http: NoHttp::default() });
         let _ = store.set_fuel(u64::MAX / 2);
         store.set_epoch_deadline(1000);
         store
@@ -307,7 +359,8 @@ impl Bench {
             }
             Case::RawHandle => {
                 let wasi = WasiCtxBuilder::new().build();
-                let mut store = Store::new(self.rt.engine(), stub::Stub { wasi, table: ResourceTable::new() });
+                let stub = stub::Stub { wasi, table: ResourceTable::new(), http: NoHttp::default() };
+                let mut store = Store::new(self.rt.engine(), stub);
                 let _ = store.set_fuel(u64::MAX / 2);
                 store.set_epoch_deadline(1000);
                 let app = must(self.raw_handle.instantiate_async(&mut store).await);

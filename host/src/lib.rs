@@ -26,3 +26,6 @@ pub mod plugins;
 pub mod runtime;
 pub mod serve;
 pub mod store;
+
+#[cfg(test)]
+mod fuzz;

@@ -329,3 +329,27 @@ fn host_owned_channels_are_refused_to_every_token() {
     }
     assert!(t.aggregate(&s, &dev, "tag_values").is_none(), "no forged tags");
 }
+
+#[test]
+fn a_bootstrap_ingestion_endpoint_takes_the_settings_the_api_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let whsec = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(KEY));
+    let file = dir.path().join("bootstrap.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[organisations]]\nname = \"Boot\"\ntokens = [{{ name = \"t\", secret = \"pdk_boot\" }}]\n\
+             [[organisations.installations]]\napp = \"webhook\"\napp_key = \"readings\"\n\
+             [[organisations.ingestions]]\nid = 77\ninstallation = \"readings\"\ntoken = \"pdi_boot\"\n\
+             webhook_secret = \"{whsec}\"\nmax_body_bytes = 64\nrate_per_s = 30\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start(plugins_with(&["webhook"]), |c| c.bootstrap = Some(file.clone()));
+    let hook = Hook { id: "77".into(), auth: "Bearer pdi_boot".into() };
+    let unsigned = post_ingest(&s, "77", &[("authorization", "Bearer pdi_boot")], BODY);
+    assert_eq!(unsigned.status, 401, "the webhook secret applies: {}", unsigned.text());
+    assert_eq!(send(&s, &hook, "msg_boot").status, 202);
+    let big = post_ingest(&s, "77", &[("authorization", "Bearer pdi_boot")], &[b'x'; 65]);
+    assert_eq!(big.status, 413, "the body limit applies");
+}

@@ -223,16 +223,22 @@ fn limit(req: &Request) -> Result<usize, ApiError> {
     Ok(req.query::<usize>("limit")?.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT))
 }
 
+/// 200 while the server can accept writes; 503 while the store cannot
+/// make them durable (a load balancer should send writes elsewhere).
 fn health(api: &Api) -> Result<Reply, ApiError> {
     let apps = api.engine.app_statuses();
     let broken: Vec<&str> = apps.iter().filter(|a| a.status != "ok").map(|a| a.name.as_str()).collect();
-    Ok(Reply::ok(json!({
-        "status": "ok",
+    let failure = api.engine.store().write_failure();
+    let body = json!({
+        "status": if failure.is_none() { "ok" } else { "store_not_writable" },
         "version": env!("CARGO_PKG_VERSION"),
+        "store": { "writable": failure.is_none(), "error": failure },
         "apps": apps.len(),
         "apps_not_ok": broken,
         "queue_depth": api.engine.queue_depth(),
-    })))
+    });
+    let status = if failure.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok(Reply::json(status, body))
 }
 
 fn metrics(api: &Api) -> Result<Reply, ApiError> {

@@ -325,6 +325,43 @@ mod tests {
         assert!(t.check(IngestionId::from(2), 10).is_ok(), "buckets are per endpoint");
     }
 
+    /// Signature headers and secrets as senders write them: any text
+    /// decodes to a digest or to nothing, never a panic.
+    #[test]
+    fn fuzz_ingestion_signature_parsing() {
+        let tokens = crate::fuzz::text(&["sha256=", "v1,", " ", "=", "whsec_", "AAAA", "0123456789abcdef", "+/", "-_"]);
+        crate::fuzz::fuzz("ingestion signatures", tokens, |t| {
+            let hex_digest = t.trim().strip_prefix("sha256=").unwrap_or(t.trim());
+            if let (Some(d), true) = (decode_digest(&t), hex_digest.len() == 64 && hex::decode(hex_digest).is_ok()) {
+                proptest::prop_assert_eq!(d.len(), 32, "64 hex digits are a SHA-256");
+            }
+            let _ = standard_webhook_key(&t);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn ingestion_settings_are_validated_the_same_wherever_they_come_from() {
+        let owner = || IngestionOwner {
+            id: IngestionId::from(1),
+            organisation_id: 2.into(),
+            install_id: 3.into(),
+            token: "pdi_x",
+            mini_token: None,
+        };
+        let bad = |settings: IngestionSettings| settings.record(owner(), MAX_RATE).unwrap_err();
+        let cidr = bad(IngestionSettings { allow_cidrs: vec!["10.0.0.0/33".into()], ..Default::default() });
+        assert_eq!(cidr.code(), "invalid_cidr");
+        assert_eq!(bad(IngestionSettings { rate_per_s: Some(31), ..Default::default() }), InvalidIngestion::Rate(30));
+        assert_eq!(bad(IngestionSettings { max_body_bytes: Some(0), ..Default::default() }).code(), "invalid_max_body");
+        let secret = IngestionSettings { webhook_secret: Some("nope!".into()), ..Default::default() };
+        assert_eq!(bad(secret), InvalidIngestion::WebhookSecret);
+        let rec =
+            IngestionSettings { max_body_bytes: Some(100), ..Default::default() }.record(owner(), MAX_RATE).unwrap();
+        assert_eq!((rec.max_body_bytes, rec.rate_per_s), (100, DEFAULT_RATE));
+        assert_ne!(rec.token_sha256, "pdi_x", "stored hashed");
+    }
+
     #[test]
     fn digests_decode_from_hex_and_base64() {
         let d = [7u8; 32];

@@ -320,6 +320,15 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "aggregate_too_large", e.to_string())
             }
             e @ StoreError::Duplicate { .. } => ApiError::new(StatusCode::CONFLICT, "duplicate", e.to_string()),
+            // Nothing of the request was kept; say why, and when to retry.
+            e if e.is_storage_full() => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", e.to_string())
+            },
+            e if e.is_unwritable() => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+            },
             other => ApiError::internal(&other),
         }
     }
@@ -408,4 +417,27 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_decode_form_encoding() {
+        let q = parse_query("start=0&size=1000&condition=monTopic%3D%27a%2Cb%27+and+x%3D%27y%27&flag");
+        assert_eq!(q["condition"], "monTopic='a,b' and x='y'");
+        assert_eq!((q["start"].as_str(), q["flag"].as_str()), ("0", ""));
+        assert_eq!(percent_decode("%zz%4"), "%zz%4", "a broken escape stays as sent");
+    }
+
+    #[test]
+    fn fuzz_query_strings() {
+        let tokens = crate::fuzz::text(&["&", "=", "%", "%2", "%41", "+", "%C3%A9", "%FF", "limit", "before"]);
+        crate::fuzz::fuzz("query strings", tokens, |t| {
+            let q = parse_query(&t);
+            proptest::prop_assert!(q.len() <= t.split('&').count());
+            Ok(())
+        });
+    }
 }

@@ -86,6 +86,9 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args, config).await,
         }
     });
+    // A blocking task wedged on a failing disk must not keep the process
+    // from exiting (the store reports it; nothing acknowledged depends on it).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

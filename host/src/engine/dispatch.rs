@@ -68,9 +68,21 @@ impl Engine {
         let mut unflushed = false;
         let mut last_flush = std::time::Instant::now();
         let mut last_schedules = 0u64;
+        let mut generation = self.store.generation();
         loop {
             let now = now_ms();
-            if now.saturating_sub(last_schedules) >= SCHEDULE_EVERY_MS {
+            if self.store.generation() != generation {
+                // Reopened after a write failure: the queue is back at its
+                // last durable state, and so must the counts be.
+                generation = self.store.generation();
+                if let Err(e) = self.recount() {
+                    tracing::error!(error = %e, "recounting the queue failed");
+                }
+            }
+            // While the store cannot write, nothing could be committed:
+            // run nothing (and burn no CPU) until it recovers.
+            let writable = self.store.write_failure().is_none();
+            if writable && now.saturating_sub(last_schedules) >= SCHEDULE_EVERY_MS {
                 last_schedules = now;
                 match self.fire_schedules(now) {
                     Ok(n) => unflushed |= n > 0,
@@ -78,7 +90,7 @@ impl Engine {
                 }
             }
             let free = self.concurrency.saturating_sub(tasks.len());
-            if free > 0 {
+            if writable && free > 0 {
                 match self.pick(now, free) {
                     Ok(batch) => {
                         for event in batch {

@@ -196,13 +196,7 @@ pub struct Engine {
 impl Engine {
     /// An engine with no installations over `store` (whose queue it resumes).
     pub fn new(store: Store, runtime: Arc<Runtime>, config: EngineConfig) -> Result<Self, EngineError> {
-        let all = store.queued()?;
-        let queued = all.len();
-        let mut per_org: HashMap<crate::model::OrgId, usize> = HashMap::new();
-        for e in &all {
-            *per_org.entry(e.organisation_id).or_default() += 1;
-        }
-        Ok(Self {
+        let engine = Self {
             store,
             runtime,
             installs: RwLock::default(),
@@ -215,11 +209,26 @@ impl Engine {
             concurrency: config.concurrency.max(1),
             max_queue: config.max_queue,
             max_queue_per_org: config.max_queue_per_org,
-            queued: AtomicUsize::new(queued),
-            per_org: Mutex::new(per_org),
+            queued: AtomicUsize::new(0),
+            per_org: Mutex::default(),
             round: AtomicUsize::new(0),
             lanes: lanes::Lanes::new(config.ingress_batch),
-        })
+        };
+        engine.recount()?;
+        Ok(engine)
+    }
+
+    /// Count the queue again from the store (after it was reopened at its
+    /// last durable state).
+    pub(crate) fn recount(&self) -> Result<(), EngineError> {
+        let all = self.store.queued()?;
+        let mut per_org: HashMap<crate::model::OrgId, usize> = HashMap::new();
+        for e in &all {
+            *per_org.entry(e.organisation_id).or_default() += 1;
+        }
+        self.queued.store(all.len(), Ordering::Relaxed);
+        *self.per_org.lock().unwrap_or_else(|p| p.into_inner()) = per_org;
+        Ok(())
     }
 
     /// Refuse ingress of `adding` events for `org` when the queue, or the

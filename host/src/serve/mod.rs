@@ -64,6 +64,23 @@ pub struct ServeConfig {
     pub outbound: OutboundSettings,
     /// Limits on clients of the HTTP API (`[http]`).
     pub http: HttpSettings,
+    /// The store (`[store]`).
+    pub store: StoreSettings,
+}
+
+/// The `[store]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Free space (MiB) kept on the data directory's filesystem: writes
+    /// are refused with 507 below it, and resume by themselves above it.
+    pub reserve_mb: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self { reserve_mb: crate::store::DEFAULT_RESERVE >> 20 }
+    }
 }
 
 /// The `[http]` table: what one client of the API may hold.
@@ -190,6 +207,7 @@ impl Default for ServeConfig {
             max_ingest_rate: crate::api::MAX_RATE,
             outbound: OutboundSettings::default(),
             http: HttpSettings::default(),
+            store: StoreSettings::default(),
         }
     }
 }
@@ -224,7 +242,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     runtime_config.outbound = config.outbound.to_runtime()?;
     std::fs::create_dir_all(&config.data).with_context(|| format!("{}: cannot create", config.data.display()))?;
-    let store = Store::open(&config.data.join("store")).context("opening the store")?;
+    let reserve = config.store.reserve_mb.saturating_mul(1 << 20);
+    let store = Store::open_with_reserve(&config.data.join("store"), reserve).context("opening the store")?;
     ensure_operator_token(&store, config.operator_token.clone())?;
     let signer = Arc::new(StateSigner::new(host_secret(&config.data)?));
     let runtime = Arc::new(Runtime::new(runtime_config).context("starting the runtime")?);

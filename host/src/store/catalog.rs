@@ -93,27 +93,31 @@ pub struct IngestionRecord {
 impl Store {
     /// Create or replace an organisation.
     pub fn put_org(&self, org: &OrgRecord) -> Result<(), StoreError> {
-        self.orgs.insert(org.id.get().to_be_bytes(), encode(org))?;
+        let t = self.t()?;
+        t.orgs.insert(org.id.get().to_be_bytes(), encode(org))?;
         Ok(())
     }
 
     /// An organisation.
     pub fn org(&self, id: OrgId) -> Result<Option<OrgRecord>, StoreError> {
-        self.orgs.get(id.get().to_be_bytes())?.map(|v| decode("organisation", &v)).transpose()
+        let t = self.t()?;
+        t.orgs.get(id.get().to_be_bytes())?.map(|v| decode("organisation", &v)).transpose()
     }
 
     /// Every organisation, oldest first.
     pub fn orgs(&self) -> Result<Vec<OrgRecord>, StoreError> {
-        self.orgs.iter().map(|e| decode("organisation", &e?.1)).collect()
+        let t = self.t()?;
+        t.orgs.iter().map(|e| decode("organisation", &e?.1)).collect()
     }
 
     /// Create or replace an installation. Its `app_key` must be unique on
     /// its agent: [`StoreError::Conflict`] names the installation holding it.
     pub fn put_install(&self, rec: &InstallRecord) -> Result<(), StoreError> {
+        let t = self.t()?;
         let key = keys::install(rec.id);
         let app_key = keys::app_key(rec.agent_id, &rec.app_key);
         self.gated(|| {
-            (&self.installs, &self.app_keys)
+            (&t.installs, &t.app_keys)
                 .transaction(|(installs, app_keys)| {
                     if let Some(holder) = app_keys.get(&app_key)?
                         && holder.as_ref() != key
@@ -136,9 +140,10 @@ impl Store {
 
     /// Remove an installation; false if there was none.
     pub fn delete_install(&self, id: InstallId) -> Result<bool, StoreError> {
+        let t = self.t()?;
         let key = keys::install(id);
         self.gated(|| {
-            (&self.installs, &self.app_keys)
+            (&t.installs, &t.app_keys)
                 .transaction(|(installs, app_keys)| {
                     let Some(old) = installs.remove(&key)? else { return Ok(false) };
                     let old: InstallRecord =
@@ -152,38 +157,44 @@ impl Store {
 
     /// One installation.
     pub fn install(&self, id: InstallId) -> Result<Option<InstallRecord>, StoreError> {
-        self.installs.get(keys::install(id))?.map(|v| decode("installation", &v)).transpose()
+        let t = self.t()?;
+        t.installs.get(keys::install(id))?.map(|v| decode("installation", &v)).transpose()
     }
 
     /// Every installation.
     pub fn installs(&self) -> Result<Vec<InstallRecord>, StoreError> {
-        self.installs.iter().map(|e| decode("installation", &e?.1)).collect()
+        let t = self.t()?;
+        t.installs.iter().map(|e| decode("installation", &e?.1)).collect()
     }
 
     /// Store a token under the hash of its secret.
     pub fn put_token(&self, sha256: &[u8; 32], rec: &TokenRecord) -> Result<(), StoreError> {
-        self.tokens.insert(sha256, encode(rec))?;
+        let t = self.t()?;
+        t.tokens.insert(sha256, encode(rec))?;
         Ok(())
     }
 
     /// The token whose secret hashes to `sha256`.
     pub fn token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
-        self.tokens.get(sha256)?.map(|v| decode("token", &v)).transpose()
+        let t = self.t()?;
+        t.tokens.get(sha256)?.map(|v| decode("token", &v)).transpose()
     }
 
     /// Tokens of an organisation (`Some`) or the operator tokens (`None`).
     pub fn tokens(&self, org: Option<OrgId>) -> Result<Vec<TokenRecord>, StoreError> {
-        let all: Result<Vec<TokenRecord>, _> = self.tokens.iter().map(|e| decode("token", &e?.1)).collect();
+        let t = self.t()?;
+        let all: Result<Vec<TokenRecord>, _> = t.tokens.iter().map(|e| decode("token", &e?.1)).collect();
         Ok(all?.into_iter().filter(|t| t.organisation_id == org).collect())
     }
 
     /// Revoke a token of `org` by its public id; false if there was none.
     pub fn revoke_token(&self, org: Option<OrgId>, id: &str) -> Result<bool, StoreError> {
-        for entry in self.tokens.iter() {
+        let t = self.t()?;
+        for entry in t.tokens.iter() {
             let (key, value) = entry?;
             let rec: TokenRecord = decode("token", &value)?;
             if rec.id == id && rec.organisation_id == org {
-                self.tokens.remove(key)?;
+                t.tokens.remove(key)?;
                 return Ok(true);
             }
         }
@@ -192,30 +203,35 @@ impl Store {
 
     /// Create or replace an ingestion endpoint.
     pub fn put_ingestion(&self, rec: &IngestionRecord) -> Result<(), StoreError> {
-        self.ingestions.insert(rec.id.get().to_be_bytes(), encode(rec))?;
+        let t = self.t()?;
+        t.ingestions.insert(rec.id.get().to_be_bytes(), encode(rec))?;
         Ok(())
     }
 
     /// An ingestion endpoint.
     pub fn ingestion(&self, id: IngestionId) -> Result<Option<IngestionRecord>, StoreError> {
-        self.ingestions.get(id.get().to_be_bytes())?.map(|v| decode("ingestion", &v)).transpose()
+        let t = self.t()?;
+        t.ingestions.get(id.get().to_be_bytes())?.map(|v| decode("ingestion", &v)).transpose()
     }
 
     /// Every ingestion endpoint.
     pub fn ingestions(&self) -> Result<Vec<IngestionRecord>, StoreError> {
-        self.ingestions.iter().map(|e| decode("ingestion", &e?.1)).collect()
+        let t = self.t()?;
+        t.ingestions.iter().map(|e| decode("ingestion", &e?.1)).collect()
     }
 
     /// Remove an ingestion endpoint; false if there was none.
     pub fn delete_ingestion(&self, id: IngestionId) -> Result<bool, StoreError> {
-        Ok(self.ingestions.remove(id.get().to_be_bytes())?.is_some())
+        let t = self.t()?;
+        Ok(t.ingestions.remove(id.get().to_be_bytes())?.is_some())
     }
 
     /// Whether `key` in `scope` is held by an unexpired claim (see
     /// [`super::Claim`]): a read, for answering a replay early. The claim
     /// itself is only ever made by the commit that stores what it guards.
     pub fn is_claimed(&self, scope: &str, key: &str, now_ms: u64) -> Result<bool, StoreError> {
-        match self.seen.get(keys::seen(scope, key))? {
+        let t = self.t()?;
+        match t.seen.get(keys::seen(scope, key))? {
             Some(held) => Ok(decode::<u64>("idempotency key", &held)? > now_ms),
             None => Ok(false),
         }
@@ -223,11 +239,12 @@ impl Store {
 
     /// Drop idempotency keys that expired before `now_ms`; returns how many.
     pub fn forget_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let t = self.t()?;
         let mut dropped = 0;
-        for entry in self.seen.iter() {
+        for entry in t.seen.iter() {
             let (k, v) = entry?;
             if decode::<u64>("idempotency key", &v)? <= now_ms {
-                self.seen.remove(k)?;
+                t.seen.remove(k)?;
                 dropped += 1;
             }
         }

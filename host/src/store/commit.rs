@@ -56,16 +56,17 @@ impl Store {
     /// - A claimed idempotency key still held (unexpired at `now_ms`) makes
     ///   the whole commit a [`StoreError::Duplicate`].
     pub fn commit(&self, c: Commit<'_>) -> Result<(), StoreError> {
+        let t = self.t()?;
         // Sequence numbers are drawn before the transaction so that the
         // closure, which sled may run more than once on conflicts, writes
         // the same keys every time.
         let downstream: Vec<QueuedEvent> = c
             .downstream
             .iter()
-            .map(|e| Ok(QueuedEvent { seq: self.db.generate_id()?, ..e.clone() }))
+            .map(|e| Ok(QueuedEvent { seq: t.db.generate_id()?, ..e.clone() }))
             .collect::<Result<_, StoreError>>()?;
         self.gated(|| {
-            (&self.queue, &self.keyq, &self.aggregates, &self.messages, &self.agents, &self.invocations, &self.seen)
+            (&t.queue, &t.keyq, &t.aggregates, &t.messages, &t.agents, &t.invocations, &t.seen)
                 .transaction(|(queue, keyq, aggregates, messages, agents, invocations, seen)| {
                     let abort = ConflictableTransactionError::Abort;
                     if let Some(claim) = c.claim {

@@ -46,7 +46,8 @@ pub struct InvocationSummary {
 impl Store {
     /// Record a summary (outside a commit: retries and dead letters).
     pub fn put_invocation(&self, summary: &InvocationSummary) -> Result<(), StoreError> {
-        self.invocations
+        let t = self.t()?;
+        t.invocations
             .insert(keys::invocation(summary.install_id, summary.event_id, summary.attempt), encode(summary))?;
         Ok(())
     }
@@ -54,9 +55,10 @@ impl Store {
     /// Keep only an installation's newest `keep` summaries (retention);
     /// returns how many were removed.
     pub fn prune_invocations(&self, install: InstallId, keep: usize) -> Result<usize, StoreError> {
+        let t = self.t()?;
         let mut removed = 0;
-        for entry in self.invocations.scan_prefix(install.get().to_be_bytes()).rev().skip(keep) {
-            self.invocations.remove(entry?.0)?;
+        for entry in t.invocations.scan_prefix(install.get().to_be_bytes()).rev().skip(keep) {
+            t.invocations.remove(entry?.0)?;
             removed += 1;
         }
         Ok(removed)
@@ -64,14 +66,16 @@ impl Store {
 
     /// One event's summaries (every attempt) for an installation.
     pub fn event_invocations(&self, install: InstallId, event: EventId) -> Result<Vec<InvocationSummary>, StoreError> {
+        let t = self.t()?;
         let mut prefix = install.get().to_be_bytes().to_vec();
         prefix.extend_from_slice(&event.get().to_be_bytes());
-        self.invocations.scan_prefix(prefix).map(|e| decode("invocation", &e?.1)).collect()
+        t.invocations.scan_prefix(prefix).map(|e| decode("invocation", &e?.1)).collect()
     }
 
     /// An installation's summaries, newest event first, at most `limit`.
     pub fn invocations(&self, install: InstallId, limit: usize) -> Result<Vec<InvocationSummary>, StoreError> {
+        let t = self.t()?;
         let prefix = install.get().to_be_bytes();
-        self.invocations.scan_prefix(prefix).rev().take(limit).map(|e| decode("invocation", &e?.1)).collect()
+        t.invocations.scan_prefix(prefix).rev().take(limit).map(|e| decode("invocation", &e?.1)).collect()
     }
 }

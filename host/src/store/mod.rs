@@ -13,6 +13,7 @@ mod commit;
 mod invocations;
 mod keys;
 mod queue;
+mod recovery;
 mod schedules;
 mod state;
 
@@ -22,9 +23,10 @@ pub use invocations::InvocationSummary;
 pub use queue::{DeadLetter, QueuedEvent};
 pub use schedules::ScheduleState;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -74,6 +76,41 @@ pub enum StoreError {
     /// Writes could not be made durable.
     #[error("cannot make the writes durable: {0}")]
     Flush(String),
+    /// The store cannot make writes durable now (a failed or stalled
+    /// flush: a full disk, an I/O error); it recovers by itself once it
+    /// can write again. Nothing was accepted.
+    #[error("the store is not writable: {0}")]
+    NotWritable(String),
+    /// The store is being reopened after a write failure: try again shortly.
+    #[error("the store is being reopened after a write failure; try again shortly")]
+    Unavailable,
+}
+
+impl StoreError {
+    /// Whether the storage itself is out of space (ENOSPC, EDQUOT).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::NotWritable(reason) | StoreError::Flush(reason) => {
+                ["No space left on device", "Disk quota exceeded", "StorageFull"].iter().any(|s| reason.contains(s))
+            }
+            StoreError::Sled(sled::Error::Io(e)) => {
+                matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the store could not write (full, failing or reopening),
+    /// as opposed to a request it refused.
+    pub fn is_unwritable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotWritable(_)
+                | StoreError::Unavailable
+                | StoreError::Flush(_)
+                | StoreError::Sled(sled::Error::Io(_))
+        )
+    }
 }
 
 /// Largest aggregate kept, serialized: an aggregate is read whole by every
@@ -84,7 +121,13 @@ pub const MAX_AGGREGATE_BYTES: usize = 1024 * 1024;
 /// The embedded store.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    /// The open database; `None` while it is being reopened after a write
+    /// failure (see `recovery`). Every operation takes its own handle.
+    trees: Arc<RwLock<Option<Arc<Trees>>>>,
+    /// Where it lives (`None`: a temporary store, never reopened).
+    dir: Option<PathBuf>,
+    /// Whether writes can be made durable, and why not.
+    health: Arc<recovery::Health>,
     /// Keeps transactions and flushes apart. sled 0.34 deadlocks when a
     /// transaction waits for its concurrency-control write lock while a
     /// flush holds the read side waiting for log stability (seen under
@@ -100,6 +143,21 @@ pub struct Store {
     writers: Arc<tokio::sync::RwLock<()>>,
     /// Group commit: concurrent `flush` callers share flushes (see `flush`).
     flushes: Arc<FlushTickets>,
+}
+
+/// Longest a flush may take before the store is declared not writable:
+/// a healthy flush takes milliseconds; a disk that cannot take the write
+/// must not keep a client waiting past any sensible timeout.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Free space the store keeps on its filesystem by default: writes are
+/// refused below it, so sled itself never meets a full disk (sled 0.34 can
+/// wedge a flush when it does). Room for many flushes' worth of writes.
+pub const DEFAULT_RESERVE: u64 = 64 * 1024 * 1024;
+
+/// Every tree of one open sled database.
+pub(crate) struct Trees {
+    db: sled::Db,
     agents: sled::Tree,
     serials: sled::Tree,
     aggregates: sled::Tree,
@@ -117,22 +175,9 @@ pub struct Store {
     seen: sled::Tree,
 }
 
-impl Store {
-    /// Open (or create) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Self::from_db(sled::Config::new().path(dir).open()?)
-    }
-
-    /// A store in a temporary directory, removed when dropped (tests).
-    pub fn temporary() -> Result<Store, StoreError> {
-        Self::from_db(sled::Config::new().temporary(true).open()?)
-    }
-
-    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
-        Ok(Store {
-            gate: Arc::default(),
-            writers: Arc::default(),
-            flushes: Arc::default(),
+impl Trees {
+    fn open(db: sled::Db) -> Result<Trees, StoreError> {
+        Ok(Trees {
             agents: db.open_tree("agents")?,
             serials: db.open_tree("serials")?,
             aggregates: db.open_tree("aggregates")?,
@@ -151,28 +196,80 @@ impl Store {
             db,
         })
     }
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`, keeping [`DEFAULT_RESERVE`]
+    /// bytes free.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with_reserve(dir, DEFAULT_RESERVE)
+    }
+
+    /// Open (or create) the store in `dir`; writes are refused while its
+    /// filesystem has less than `reserve` bytes free (see `recovery`).
+    pub fn open_with_reserve(dir: &Path, reserve: u64) -> Result<Store, StoreError> {
+        let store = Self::from_db(sled::Config::new().path(dir).open()?, Some(dir.to_path_buf()))?;
+        store.health.set_reserve(reserve);
+        Ok(store)
+    }
+
+    /// A store in a temporary directory, removed when dropped (tests).
+    pub fn temporary() -> Result<Store, StoreError> {
+        Self::from_db(sled::Config::new().temporary(true).open()?, None)
+    }
+
+    fn from_db(db: sled::Db, dir: Option<PathBuf>) -> Result<Store, StoreError> {
+        Ok(Store {
+            trees: Arc::new(RwLock::new(Some(Arc::new(Trees::open(db)?)))),
+            dir,
+            health: Arc::default(),
+            gate: Arc::default(),
+            writers: Arc::default(),
+            flushes: Arc::default(),
+        })
+    }
+
+    /// The open database, or [`StoreError::Unavailable`] while it is
+    /// being reopened.
+    fn t(&self) -> Result<Arc<Trees>, StoreError> {
+        let trees = self.trees.read().unwrap_or_else(|p| p.into_inner());
+        trees.clone().ok_or(StoreError::Unavailable)
+    }
 
     /// Make every write so far durable. Group commit: a caller takes a
     /// ticket after its writes; a flush that starts after reading the
     /// latest ticket covers every caller up to it, so concurrent callers
     /// share one flush instead of queueing one each.
+    ///
+    /// A flush that fails, or takes longer than [`FLUSH_TIMEOUT`], marks
+    /// the store not writable (see [`Store::write_failure`]) and starts
+    /// its recovery.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let ticket = self.flushes.requested.fetch_add(1, Ordering::SeqCst) + 1;
         let _one_at_a_time = self.flushes.lock.lock().await;
         if self.flushes.completed.load(Ordering::SeqCst) >= ticket {
             return Ok(());
         }
+        self.check_writable()?;
         let covers = self.flushes.requested.load(Ordering::SeqCst);
         let _writers = self.writers.write().await;
-        let (db, gate) = (self.db.clone(), Arc::clone(&self.gate));
-        tokio::task::spawn_blocking(move || {
+        let (trees, gate) = (self.t()?, Arc::clone(&self.gate));
+        let flushing = tokio::task::spawn_blocking(move || {
             let _alone = gate.write().unwrap_or_else(|p| p.into_inner());
-            db.flush()
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt { what: "flush task", reason: e.to_string() })??;
-        self.flushes.completed.store(covers, Ordering::SeqCst);
-        Ok(())
+            trees.db.flush()
+        });
+        let failure = match tokio::time::timeout(FLUSH_TIMEOUT, flushing).await {
+            Ok(Ok(Ok(_))) => {
+                self.flushes.completed.store(covers, Ordering::SeqCst);
+                return Ok(());
+            }
+            Ok(Ok(Err(sled::Error::Io(e)))) => e.to_string(),
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(e)) => format!("the flush task failed: {e}"),
+            Err(_) => format!("a flush took longer than {}s", FLUSH_TIMEOUT.as_secs()),
+        };
+        self.failed(&failure);
+        Err(StoreError::NotWritable(failure))
     }
 
     /// Wait (yielding, not blocking the thread) until no flush is running;
@@ -183,8 +280,10 @@ impl Store {
         Arc::clone(&self.writers).read_owned().await
     }
 
-    /// Run a transaction under the shared side of the gate (see `gate`).
-    pub(crate) fn gated<R>(&self, run: impl FnOnce() -> R) -> R {
+    /// Run a transaction under the shared side of the gate (see `gate`),
+    /// unless the store is not writable (then at once, without the gate).
+    pub(crate) fn gated<R>(&self, run: impl FnOnce() -> Result<R, StoreError>) -> Result<R, StoreError> {
+        self.check_writable()?;
         let _shared = self.gate.read().unwrap_or_else(|p| p.into_inner());
         run()
     }

@@ -63,9 +63,10 @@ impl Store {
     /// Persist an event at the end of its line (durable after the next
     /// [`Store::flush`]); returns it with its sequence number.
     pub fn enqueue(&self, event: &QueuedEvent) -> Result<QueuedEvent, StoreError> {
-        let queued = QueuedEvent { seq: self.db.generate_id()?, ..event.clone() };
+        let t = self.t()?;
+        let queued = QueuedEvent { seq: t.db.generate_id()?, ..event.clone() };
         self.gated(|| {
-            (&self.queue, &self.keyq)
+            (&t.queue, &t.keyq)
                 .transaction(|(q, k)| {
                     insert_queued(q, k, &queued)?;
                     Ok(())
@@ -78,16 +79,18 @@ impl Store {
     /// Whether `event` is first in its (installation, agent) line, i.e. no
     /// earlier event of the same line is still queued.
     pub fn is_head(&self, event: &QueuedEvent) -> Result<bool, StoreError> {
-        let first = self.keyq.scan_prefix(keys::line(event.install_id, event.agent_id)).next().transpose()?;
+        let t = self.t()?;
+        let first = t.keyq.scan_prefix(keys::line(event.install_id, event.agent_id)).next().transpose()?;
         Ok(first.is_some_and(|(k, _)| k.as_ref() == keys::place(event.install_id, event.agent_id, event.seq)))
     }
 
     /// The first event of an (installation, agent) line, whatever its due time.
     pub fn line_head(&self, install: InstallId, agent: AgentId) -> Result<Option<QueuedEvent>, StoreError> {
-        let Some((_, queue_key)) = self.keyq.scan_prefix(keys::line(install, agent)).next().transpose()? else {
+        let t = self.t()?;
+        let Some((_, queue_key)) = t.keyq.scan_prefix(keys::line(install, agent)).next().transpose()? else {
             return Ok(None);
         };
-        self.queue.get(queue_key)?.map(|v| decode("queued event", &v)).transpose()
+        t.queue.get(queue_key)?.map(|v| decode("queued event", &v)).transpose()
     }
 
     /// Up to `want` events of `org` that may run at `now_ms`: the heads of
@@ -113,11 +116,12 @@ impl Store {
             #[serde(default)]
             seq: u64,
         }
+        let t = self.t()?;
         let start = keys::queued(org, 0, EventId::from(0));
         let end = keys::queued(org, now_ms.saturating_add(1), EventId::from(0));
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for entry in self.queue.range(start..end).take(scan) {
+        for entry in t.queue.range(start..end).take(scan) {
             if out.len() >= want {
                 break;
             }
@@ -126,13 +130,13 @@ impl Store {
             if busy(line.install_id, line.agent_id) || !seen.insert((line.install_id, line.agent_id)) {
                 continue;
             }
-            let first = self.keyq.scan_prefix(keys::line(line.install_id, line.agent_id)).next().transpose()?;
+            let first = t.keyq.scan_prefix(keys::line(line.install_id, line.agent_id)).next().transpose()?;
             match first {
                 Some((place, _)) if place.as_ref() == keys::place(line.install_id, line.agent_id, line.seq) => {
                     out.push(decode("queued event", &value)?);
                 }
                 Some((_, queue_key)) => {
-                    if let Some(head) = self.queue.get(queue_key)? {
+                    if let Some(head) = t.queue.get(queue_key)? {
                         let head: QueuedEvent = decode("queued event", &head)?;
                         if head.due_ms <= now_ms {
                             out.push(head);
@@ -147,16 +151,18 @@ impl Store {
 
     /// Up to `limit` of one organisation's events due at `now_ms`, earliest first.
     pub fn due_for(&self, org: OrgId, now_ms: u64, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
+        let t = self.t()?;
         let start = keys::queued(org, 0, EventId::from(0));
         let end = keys::queued(org, now_ms.saturating_add(1), EventId::from(0));
-        self.queue.range(start..end).take(limit).map(|e| decode("queued event", &e?.1)).collect()
+        t.queue.range(start..end).take(limit).map(|e| decode("queued event", &e?.1)).collect()
     }
 
     /// Every organisation with queued events: one seek per organisation.
     pub fn queued_orgs(&self) -> Result<Vec<OrgId>, StoreError> {
+        let t = self.t()?;
         let mut orgs = Vec::new();
         let mut from = keys::queued(OrgId::from(0), 0, EventId::from(0)).to_vec();
-        while let Some(entry) = self.queue.range(from.clone()..).next() {
+        while let Some(entry) = t.queue.range(from.clone()..).next() {
             let (key, _) = entry?;
             let org: [u8; 8] = key
                 .get(..8)
@@ -184,14 +190,16 @@ impl Store {
 
     /// Every queued event, by organisation then due time (tests, admin).
     pub fn queued(&self) -> Result<Vec<QueuedEvent>, StoreError> {
-        self.queue.iter().map(|e| decode("queued event", &e?.1)).collect()
+        let t = self.t()?;
+        t.queue.iter().map(|e| decode("queued event", &e?.1)).collect()
     }
 
     /// Move a failed event to its next attempt at `due_ms`; returns it.
     pub fn reschedule(&self, event: &QueuedEvent, due_ms: u64) -> Result<QueuedEvent, StoreError> {
+        let t = self.t()?;
         let next = QueuedEvent { attempt: event.attempt + 1, due_ms, ..event.clone() };
         self.gated(|| {
-            (&self.queue, &self.keyq)
+            (&t.queue, &t.keyq)
                 .transaction(|(q, k)| {
                     // Same place in its line (same seq); the line's entry
                     // now points at the new queue key.
@@ -206,9 +214,10 @@ impl Store {
 
     /// Give an event up: out of the queue, into the dead letters.
     pub fn dead_letter(&self, event: &QueuedEvent, reason: &str, now_ms: u64) -> Result<(), StoreError> {
+        let t = self.t()?;
         let letter = DeadLetter { event: event.clone(), reason: reason.to_owned(), dead_ms: now_ms };
         self.gated(|| {
-            (&self.queue, &self.keyq, &self.dead)
+            (&t.queue, &t.keyq, &t.dead)
                 .transaction(|(q, k, d)| {
                     remove_queued(q, k, event)?;
                     d.insert(&keys::dead(event.id), encode(&letter))?;
@@ -220,31 +229,36 @@ impl Store {
 
     /// Dead letters, oldest event first, at most `limit`.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.dead.iter().take(limit).map(|e| decode("dead letter", &e?.1)).collect()
+        let t = self.t()?;
+        t.dead.iter().take(limit).map(|e| decode("dead letter", &e?.1)).collect()
     }
 
-    /// How many dead letters there are (counts keys, decodes nothing).
+    /// How many dead letters there are (counts keys, decodes nothing; 0
+    /// while the store is being reopened).
     pub fn dead_letter_count(&self) -> usize {
-        self.dead.len()
+        self.t().map_or(0, |t| t.dead.len())
     }
 
     /// One dead letter.
     pub fn dead_letter_by_id(&self, id: EventId) -> Result<Option<DeadLetter>, StoreError> {
-        self.dead.get(keys::dead(id))?.map(|v| decode("dead letter", &v)).transpose()
+        let t = self.t()?;
+        t.dead.get(keys::dead(id))?.map(|v| decode("dead letter", &v)).transpose()
     }
 
     /// Discard a dead letter; false if there was none.
     pub fn delete_dead_letter(&self, id: EventId) -> Result<bool, StoreError> {
-        Ok(self.dead.remove(keys::dead(id))?.is_some())
+        let t = self.t()?;
+        Ok(t.dead.remove(keys::dead(id))?.is_some())
     }
 
     /// Put a dead letter back in the queue, at the end of its line, as a
     /// fresh first attempt due at `now_ms`. Returns false if there is no
     /// such dead letter.
     pub fn redrive(&self, id: EventId, now_ms: u64) -> Result<bool, StoreError> {
-        let seq = self.db.generate_id()?;
+        let t = self.t()?;
+        let seq = t.db.generate_id()?;
         self.gated(|| {
-            (&self.dead, &self.queue, &self.keyq)
+            (&t.dead, &t.queue, &t.keyq)
                 .transaction(|(d, q, k)| {
                     let Some(bytes) = d.remove(&keys::dead(id))? else { return Ok(false) };
                     let letter: DeadLetter =

@@ -32,18 +32,21 @@ pub struct ScheduleState {
 impl Store {
     /// Create or replace a schedule's state.
     pub fn put_schedule(&self, s: &ScheduleState) -> Result<(), StoreError> {
-        self.schedules.insert(keys::schedule(s.install_id, &s.name), encode(s))?;
+        let t = self.t()?;
+        t.schedules.insert(keys::schedule(s.install_id, &s.name), encode(s))?;
         Ok(())
     }
 
     /// One installation's schedule by name.
     pub fn get_schedule(&self, install: InstallId, name: &str) -> Result<Option<ScheduleState>, StoreError> {
-        self.schedules.get(keys::schedule(install, name))?.map(|v| decode("schedule", &v)).transpose()
+        let t = self.t()?;
+        t.schedules.get(keys::schedule(install, name))?.map(|v| decode("schedule", &v)).transpose()
     }
 
     /// Every schedule.
     pub fn schedules(&self) -> Result<Vec<ScheduleState>, StoreError> {
-        self.schedules.iter().map(|e| decode("schedule", &e?.1)).collect()
+        let t = self.t()?;
+        t.schedules.iter().map(|e| decode("schedule", &e?.1)).collect()
     }
 
     /// Fire `s`: enqueue `event` and move its next fire time to `next`, in
@@ -51,11 +54,12 @@ impl Store {
     /// caller saw (so two dispatchers cannot fire it twice). Returns whether
     /// it fired.
     pub fn fire_schedule(&self, s: &ScheduleState, event: &QueuedEvent, next: Option<u64>) -> Result<bool, StoreError> {
+        let t = self.t()?;
         let key = keys::schedule(s.install_id, &s.name);
-        let event = QueuedEvent { seq: self.db.generate_id()?, ..event.clone() };
+        let event = QueuedEvent { seq: t.db.generate_id()?, ..event.clone() };
         let updated = ScheduleState { next_fire_ms: next, ..s.clone() };
         self.gated(|| {
-            (&self.schedules, &self.queue, &self.keyq)
+            (&t.schedules, &t.queue, &t.keyq)
                 .transaction(|(schedules, queue, keyq)| {
                     let current: Option<ScheduleState> = schedules
                         .get(key.as_slice())?

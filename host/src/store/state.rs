@@ -21,10 +21,11 @@ impl Store {
     /// Create or replace an agent and its serial-number index entry, in one
     /// transaction (a crash must not leave the index pointing elsewhere).
     pub fn put_agent(&self, org: OrgId, agent: Agent) -> Result<(), StoreError> {
+        let t = self.t()?;
         let record = AgentRecord { organisation_id: org, agent };
         let key = keys::agent(record.agent.id);
         self.gated(|| {
-            (&self.agents, &self.serials)
+            (&t.agents, &t.serials)
                 .transaction(|(agents, serials)| {
                     if let Some(bytes) = agents.get(key)? {
                         let old: AgentRecord = decode("agent", &bytes).map_err(ConflictableTransactionError::Abort)?;
@@ -43,12 +44,14 @@ impl Store {
     }
 
     fn agent_record(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
-        self.agents.get(keys::agent(id))?.map(|v| decode("agent", &v)).transpose()
+        let t = self.t()?;
+        t.agents.get(keys::agent(id))?.map(|v| decode("agent", &v)).transpose()
     }
 
     /// A channel's aggregate.
     pub fn get_aggregate(&self, ch: &ChannelRef) -> Result<Option<Aggregate>, StoreError> {
-        self.aggregates.get(keys::aggregate(ch))?.map(|v| decode("aggregate", &v)).transpose()
+        let t = self.t()?;
+        t.aggregates.get(keys::aggregate(ch))?.map(|v| decode("aggregate", &v)).transpose()
     }
 
     /// Up to `limit` messages on a channel, newest first, older than `before`.
@@ -58,13 +61,14 @@ impl Store {
         before: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<Message>, StoreError> {
+        let t = self.t()?;
         let prefix = keys::channel_messages(ch);
         let end = match before {
             Some(id) => keys::message(ch, id),
             None => keys::message(ch, MessageId::from(u64::MAX)),
         };
         let mut out = Vec::new();
-        for entry in self.messages.range(prefix..end).rev().take(limit) {
+        for entry in t.messages.range(prefix..end).rev().take(limit) {
             let (_, v) = entry?;
             out.push(decode("message", &v)?);
         }
@@ -75,15 +79,17 @@ impl Store {
 
     /// One message.
     pub fn get_message(&self, ch: &ChannelRef, id: MessageId) -> Result<Option<Message>, StoreError> {
-        self.messages.get(keys::message(ch, id))?.map(|v| decode("message", &v)).transpose()
+        let t = self.t()?;
+        t.messages.get(keys::message(ch, id))?.map(|v| decode("message", &v)).transpose()
     }
 
     /// Keep only the newest `keep` messages of a channel (retention);
     /// returns how many were removed.
     pub fn prune_channel(&self, ch: &ChannelRef, keep: usize) -> Result<usize, StoreError> {
+        let t = self.t()?;
         let mut removed = 0;
-        for entry in self.messages.scan_prefix(keys::channel_messages(ch)).rev().skip(keep) {
-            self.messages.remove(entry?.0)?;
+        for entry in t.messages.scan_prefix(keys::channel_messages(ch)).rev().skip(keep) {
+            t.messages.remove(entry?.0)?;
             removed += 1;
         }
         Ok(removed)
@@ -92,16 +98,17 @@ impl Store {
     /// The names of an agent's channels (those with an aggregate or a
     /// message), sorted.
     pub fn list_channels(&self, agent: AgentId) -> Result<Vec<String>, StoreError> {
+        let t = self.t()?;
         let prefix = keys::agent(agent);
         let mut names = std::collections::BTreeSet::new();
-        for entry in self.aggregates.scan_prefix(prefix) {
+        for entry in t.aggregates.scan_prefix(prefix) {
             let (k, _) = entry?;
             names.insert(String::from_utf8_lossy(&k[8..]).into_owned());
         }
         // Messages: jump from one channel's prefix to the next instead of
         // reading every message.
         let mut from = prefix.to_vec();
-        while let Some(entry) = self.messages.range(from.clone()..).next() {
+        while let Some(entry) = t.messages.range(from.clone()..).next() {
             let (k, _) = entry?;
             if !k.starts_with(&prefix) || k.len() < 9 {
                 break;
@@ -117,11 +124,12 @@ impl Store {
 
     /// The agents of an organisation, at most `limit`.
     pub fn list_agents(&self, org: OrgId, limit: usize) -> Result<Vec<Agent>, StoreError> {
+        let t = self.t()?;
         let mut out = Vec::new();
         // A full scan: organisations are few per host and the serial index
         // does not cover agents without serial numbers. An `org · agent`
         // index is the next step when this shows in profiles.
-        for entry in self.agents.iter() {
+        for entry in t.agents.iter() {
             let (_, v) = entry?;
             let r: AgentRecord = decode("agent", &v)?;
             if r.organisation_id == org {
@@ -157,7 +165,8 @@ impl Store {
 
     /// An organisation's agent with this serial number.
     pub fn agent_by_serial(&self, org: OrgId, serial: &str) -> Result<Option<Agent>, StoreError> {
-        let Some(id) = self.serials.get(keys::serial(org, serial))? else {
+        let t = self.t()?;
+        let Some(id) = t.serials.get(keys::serial(org, serial))? else {
             return Ok(None);
         };
         let id: [u8; 8] = id

@@ -369,7 +369,7 @@ fn a_commit_survives_reopening_after_flush() {
         store
             .commit(Commit { ack: Some(&e), effects: &effects, downstream: &[], now_ms: 9, summary: None, claim: None })
             .unwrap();
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(store.flush()).unwrap();
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(store.flush()).unwrap();
         e
     };
     // sled's async flush runs on its thread pool, which may hold the
@@ -391,4 +391,30 @@ fn a_commit_survives_reopening_after_flush() {
         claim: None,
     });
     assert!(matches!(again, Err(StoreError::NotQueued(_))), "an acknowledged event cannot commit twice");
+}
+
+#[test]
+fn after_a_write_failure_writes_are_refused_until_the_store_reopens_at_its_last_durable_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with_reserve(dir.path(), 0).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let durable = store.enqueue(&event(&mut rng, 1)).unwrap();
+    rt.block_on(store.flush()).unwrap();
+
+    store.failed("injected: the disk went away");
+    assert_eq!(store.write_failure().as_deref(), Some("injected: the disk went away"));
+    let refused = store.enqueue(&event(&mut rng, 2));
+    assert!(matches!(refused, Err(StoreError::NotWritable(_))), "{refused:?}");
+    assert!(matches!(rt.block_on(store.flush()), Err(StoreError::NotWritable(_))));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.generation() == 0 || store.write_failure().is_some() {
+        assert!(std::time::Instant::now() < deadline, "the store did not recover");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(unseq(store.queued().unwrap()), unseq(vec![durable]), "the durable state, and only it");
+    store.enqueue(&event(&mut rng, 3)).unwrap();
+    rt.block_on(store.flush()).unwrap();
+    assert_eq!(store.queued().unwrap().len(), 2, "writes work again");
 }
