@@ -3,7 +3,7 @@ CARGO ?= cargo
 PLUGIN_TARGET := plugins/target/wasm32-wasip2/release
 APPS := tank-level webhook daily-summary hostile counter fetch
 
-.PHONY: all toolchain plugins schemas build run invoke-example test fmt fmt-check clippy doc bench bench-engine bench-ingest fuzz ci
+.PHONY: all toolchain plugins schemas build run invoke-example test fmt fmt-check clippy doc bench bench-smoke bench-engine bench-ingest fuzz ci
 
 all: plugins build
 
@@ -64,6 +64,11 @@ doc:
 bench: plugins
 	$(CARGO) bench -p paddock --bench per_event
 
+## The per-event benchmark in a short, unoptimised run: CI checks that it
+## runs (its numbers mean nothing there).
+bench-smoke: plugins
+	PADDOCK_BENCH_ITERS=60 $(CARGO) test -p paddock --bench per_event
+
 ## Durable delivery: throughput and latency by scale, and tenant fairness.
 bench-engine: plugins
 	$(CARGO) bench -p paddock --bench engine
@@ -78,4 +83,4 @@ fuzz:
 bench-ingest: plugins
 	bench/ingest.sh
 
-ci: fmt-check clippy test doc
+ci: fmt-check clippy test bench-smoke doc

@@ -30,7 +30,7 @@ use paddock::runtime::{Invocation, LoadedApp, Outcome, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, Val};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::WasiCtxBuilder;
 
 /// Raw bindings for the `raw-handle` baseline, with stub host functions.
 mod stub {
@@ -215,25 +215,6 @@ impl Case {
     }
 }
 
-struct Bare {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    http: NoHttp,
-}
-
-impl WasiView for Bare {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl wasmtime_wasi_http::WasiHttpView for Bare {
-    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
-        let (ctx, hooks) = (&mut self.http.ctx, &mut self.http.hooks);
-        wasmtime_wasi_http::WasiHttpCtxView { ctx, table: &mut self.table, hooks }
-    }
-}
-
 /// `wasi:http` for the raw baselines: linked (the guests import it, like
 /// every guest of the SDK), never used by the tank app, refusing if it were.
 #[derive(Default)]
@@ -273,8 +254,8 @@ const TRIVIAL: &str = r#"(component
 struct Bench {
     rt: Runtime,
     epoch_rt: Runtime,
-    trivial: InstancePre<Bare>,
-    raw_tank: InstancePre<Bare>,
+    trivial: InstancePre<stub::Stub>,
+    raw_tank: InstancePre<stub::Stub>,
     raw_handle: stub::AppPre<stub::Stub>,
     stub_inputs: (stub::paddock::app::types::Context, stub::paddock::app::types::Event),
     app: LoadedApp,
@@ -292,21 +273,19 @@ impl Bench {
         let epoch_rt = must(Runtime::new(RuntimeConfig { fuel: false, ..RuntimeConfig::default() }));
         let engine = rt.engine();
         let trivial = must(
-            Linker::<Bare>::new(engine).instantiate_pre(&must(Component::new(engine, must(wat::parse_str(TRIVIAL))))),
+            Linker::<stub::Stub>::new(engine)
+                .instantiate_pre(&must(Component::new(engine, must(wat::parse_str(TRIVIAL))))),
         );
         let tank = must(Component::from_file(engine, repo().join("plugins/tank-level/tank_level.wasm")));
-        // WASI and wasi:http for real (a trap stand-in for wasi:http would
-        // clash with the WASI resource types it uses); only the paddock
-        // capabilities, which `hooks` never calls, are traps.
-        let mut linker = Linker::<Bare>::new(engine);
-        must(wasmtime_wasi::p2::add_to_linker_async(&mut linker));
-        must(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker));
-        must(linker.define_unknown_imports_as_traps(&tank));
-        let raw_tank = must(linker.instantiate_pre(&tank));
+        // Every import linked for real, the capabilities with no-op stubs:
+        // trap stand-ins (`define_unknown_imports_as_traps`) would give the
+        // guest's older `wasi:io@0.2.0` imports resource types of their own,
+        // which clash with the 0.2.12 ones its other imports use.
         let mut stub_linker = Linker::<stub::Stub>::new(engine);
         must(wasmtime_wasi::p2::add_to_linker_async(&mut stub_linker));
         must(wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut stub_linker));
         must(stub::App::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut stub_linker, |s| s));
+        let raw_tank = must(stub_linker.instantiate_pre(&tank));
         let raw_handle = must(stub::AppPre::new(must(stub_linker.instantiate_pre(&tank))));
         let app = must(rt.load_dir(&repo().join("plugins/tank-level")).await);
         let epoch_app = must(epoch_rt.load_dir(&repo().join("plugins/tank-level")).await);
@@ -330,10 +309,10 @@ impl Bench {
         }
     }
 
-    fn bare_store(&self) -> Store<Bare> {
+    fn bare_store(&self) -> Store<stub::Stub> {
         let wasi = WasiCtxBuilder::new().build();
-        let mut store =
-            Store::new(self.rt.engine(), Bare { wasi, table: ResourceTable::new(), http: NoHttp::default() });
+        let stub = stub::Stub { wasi, table: ResourceTable::new(), http: NoHttp::default() };
+        let mut store = Store::new(self.rt.engine(), stub);
         let _ = store.set_fuel(u64::MAX / 2);
         store.set_epoch_deadline(1000);
         store
@@ -358,11 +337,7 @@ impl Bench {
                 must(func.call_async(&mut store, &[], &mut results).await);
             }
             Case::RawHandle => {
-                let wasi = WasiCtxBuilder::new().build();
-                let stub = stub::Stub { wasi, table: ResourceTable::new(), http: NoHttp::default() };
-                let mut store = Store::new(self.rt.engine(), stub);
-                let _ = store.set_fuel(u64::MAX / 2);
-                store.set_epoch_deadline(1000);
+                let mut store = self.bare_store();
                 let app = must(self.raw_handle.instantiate_async(&mut store).await);
                 let (ctx, event) = &self.stub_inputs;
                 let result = must(app.paddock_app_handler().call_handle(&mut store, ctx, event).await);

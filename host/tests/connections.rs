@@ -5,10 +5,13 @@
 #[path = "../../tests/src/http.rs"]
 #[allow(dead_code, reason = "shared with the tests crate, which uses every item")]
 mod http;
+#[path = "support/serve.rs"]
+#[allow(dead_code, reason = "shared by the process-level tests, which use different parts")]
+mod serve;
 
-use std::io::{BufRead, BufReader, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::io::Write as _;
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -18,7 +21,8 @@ fn with_1100_slow_clients_against_1024_descriptors_health_still_answers_within_a
     // The server's soft and hard descriptor limits are 1,024, so it cannot
     // raise them; the clients below need more than that in this process.
     let _ = rlimit::increase_nofile_limit(4096);
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    command
         .arg("-c")
         .arg("ulimit -n 1024 && exec \"$0\" serve --listen 127.0.0.1:0 --data \"$1\" --plugins \"$2\"")
         .arg(env!("CARGO_BIN_EXE_paddock"))
@@ -26,21 +30,8 @@ fn with_1100_slow_clients_against_1024_descriptors_health_still_answers_within_a
         .arg(root.path().join("plugins"))
         .env("PADDOCK_OPERATOR_TOKEN", "pdo_connections")
         .env("PADDOCK_CACHE_DIR", std::env::temp_dir().join("paddock-test-cache"))
-        .env("PADDOCK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("paddock: listening on http://") {
-                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("paddock serve did not start");
+        .env("PADDOCK_LOG", "warn");
+    let (mut child, addr) = serve::spawn(command);
 
     let slow: Vec<TcpStream> = (0..1100)
         .map(|_| {

@@ -10,12 +10,14 @@
 #[path = "../../tests/src/http.rs"]
 #[allow(dead_code, reason = "shared with the tests crate, which uses every item")]
 mod http;
+#[path = "support/serve.rs"]
+#[allow(dead_code, reason = "shared by the process-level tests, which use different parts")]
+mod serve;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,7 +46,8 @@ struct Node {
 }
 
 fn start(data: &Path, plugins: &Path, bootstrap: &Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paddock"))
+    let mut command = serve::paddock();
+    command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .arg("--data")
         .arg(data)
@@ -53,26 +56,8 @@ fn start(data: &Path, plugins: &Path, bootstrap: &Path) -> Node {
         .arg("--bootstrap")
         .arg(bootstrap)
         .env("PADDOCK_OPERATOR_TOKEN", "pdo_crash_operator")
-        .env("PADDOCK_CACHE_DIR", std::env::temp_dir().join("paddock-test-cache"))
-        .env("PADDOCK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(addr) = line.strip_prefix("paddock: listening on http://") {
-                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                sent = true;
-            } else if line.contains("ERROR") || line.contains("panicked") {
-                eprintln!("server: {line}");
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("paddock serve did not start");
+        .env("PADDOCK_LOG", "warn");
+    let (child, addr) = serve::spawn(command);
     Node { child, addr }
 }
 

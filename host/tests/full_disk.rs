@@ -8,11 +8,14 @@
 #[path = "../../tests/src/http.rs"]
 #[allow(dead_code, reason = "shared with the tests crate, which uses every item")]
 mod http;
+#[path = "support/serve.rs"]
+#[allow(dead_code, reason = "shared by the process-level tests, which use different parts")]
+mod serve;
 
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -75,7 +78,8 @@ fn start(data: &Path, root: &Path) -> Node {
     // every write there).
     let config = root.join("paddock.toml");
     std::fs::write(&config, "[store]\nreserve_mb = 2\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paddock"))
+    let mut command = serve::paddock();
+    command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .arg("--config")
         .arg(&config)
@@ -86,22 +90,8 @@ fn start(data: &Path, root: &Path) -> Node {
         .arg("--bootstrap")
         .arg(&bootstrap)
         .env("PADDOCK_OPERATOR_TOKEN", "pdo_full_disk")
-        .env("PADDOCK_CACHE_DIR", std::env::temp_dir().join("paddock-test-cache"))
-        .env("PADDOCK_LOG", "off")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("paddock: listening on http://") {
-                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("paddock serve did not start");
+        .env("PADDOCK_LOG", "off");
+    let (child, addr) = serve::spawn(command);
     Node { child, addr }
 }
 
