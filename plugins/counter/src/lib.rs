@@ -3,9 +3,24 @@
 use paddock_sdk::channels::NewMessage;
 use paddock_sdk::prelude::*;
 
-/// No settings.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-pub struct Config {}
+/// Settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct Config {
+    /// Keep every `n` seen in the `seen` tag (the crash test checks it);
+    /// off, the work per event is constant (the engine benchmark).
+    #[serde(default = "yes")]
+    pub track_seen: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { track_seen: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
 
 #[derive(Default)]
 struct Counter;
@@ -33,9 +48,11 @@ impl App for Counter {
         let n = data.get("n").and_then(Value::as_u64).unwrap_or(0);
         let count: u64 = tags::get("count")?.unwrap_or(0) + 1;
         tags::set("count", &count)?;
-        let mut seen: Vec<u64> = tags::get("seen")?.unwrap_or_default();
-        seen.push(n);
-        tags::set("seen", &seen)?;
+        if ctx.config.track_seen {
+            let mut seen: Vec<u64> = tags::get("seen")?.unwrap_or_default();
+            seen.push(n);
+            tags::set("seen", &seen)?;
+        }
         channels::create_message(NewMessage {
             channel: "counted".into(),
             data: json!({ "n": n, "count": count }),
