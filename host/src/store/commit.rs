@@ -2,7 +2,7 @@
 //! acknowledgement of the event that ran, in one sled transaction.
 
 use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::invocations::InvocationSummary;
 use super::queue::{QueuedEvent, insert_queued, remove_queued, tx_error};
@@ -56,67 +56,136 @@ impl Store {
     /// - A claimed idempotency key still held (unexpired at `now_ms`) makes
     ///   the whole commit a [`StoreError::Duplicate`].
     pub fn commit(&self, c: Commit<'_>) -> Result<(), StoreError> {
+        self.commit_batch(&[c])?.pop().unwrap_or(Ok(()))
+    }
+
+    /// Apply many commits as **one** atomic write (one sled transaction),
+    /// each with [`Store::commit`]'s rules and its own verdict: a commit
+    /// that is refused (not queued, duplicate, unknown agent, too large)
+    /// writes nothing and does not stop the others. Each sees the commits
+    /// before it in the batch, as if they had been applied one by one.
+    ///
+    /// The outer error is the storage failing: then nothing was applied.
+    pub fn commit_batch(&self, commits: &[Commit<'_>]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let t = self.t()?;
         // Sequence numbers are drawn before the transaction so that the
         // closure, which sled may run more than once on conflicts, writes
         // the same keys every time.
-        let downstream: Vec<QueuedEvent> = c
-            .downstream
+        let downstream: Vec<Vec<QueuedEvent>> = commits
             .iter()
-            .map(|e| Ok(QueuedEvent { seq: t.db.generate_id()?, ..e.clone() }))
+            .map(|c| c.downstream.iter().map(|e| Ok(QueuedEvent { seq: t.db.generate_id()?, ..e.clone() })).collect())
             .collect::<Result<_, StoreError>>()?;
         self.gated(|| {
             (&t.queue, &t.keyq, &t.aggregates, &t.messages, &t.agents, &t.invocations, &t.seen)
                 .transaction(|(queue, keyq, aggregates, messages, agents, invocations, seen)| {
-                    let abort = ConflictableTransactionError::Abort;
-                    if let Some(claim) = c.claim {
-                        let key = keys::seen(&claim.scope, &claim.key);
-                        if let Some(held) = seen.get(&key)?
-                            && decode::<u64>("idempotency key", &held).map_err(abort)? > c.now_ms
-                        {
-                            return Err(abort(StoreError::Duplicate { key: claim.key.clone() }));
-                        }
-                        seen.insert(key, encode(&claim.expires_ms))?;
-                    }
-                    if let Some(ack) = c.ack {
-                        remove_queued(queue, keyq, ack)?;
-                    }
-                    for m in &c.effects.messages {
-                        if agents.get(keys::agent(m.channel.agent_id))?.is_none() {
-                            return Err(abort(StoreError::UnknownAgent(m.channel.agent_id)));
-                        }
-                        let key = keys::message(&m.channel, m.id);
-                        if messages.get(&key)?.is_none() {
-                            messages.insert(key, encode(m))?;
-                        }
-                    }
-                    for w in &c.effects.aggregates {
-                        if agents.get(keys::agent(w.channel.agent_id))?.is_none() {
-                            return Err(abort(StoreError::UnknownAgent(w.channel.agent_id)));
-                        }
-                        let key = keys::aggregate(&w.channel);
-                        let old = match aggregates.get(&key)? {
-                            Some(bytes) => decode::<Aggregate>("aggregate", &bytes).map_err(abort)?.data,
-                            None => serde_json::Value::Object(Default::default()),
+                    let trees = Tx { queue, keyq, aggregates, messages, agents, invocations, seen };
+                    let mut verdicts = Vec::with_capacity(commits.len());
+                    for (c, downstream) in commits.iter().zip(&downstream) {
+                        let verdict = match trees.check(c)? {
+                            Ok(aggregates) => trees.apply(c, aggregates, downstream).map(Ok)?,
+                            Err(refused) => Err(refused),
                         };
-                        let new = Aggregate { data: apply_write(&old, &w.data, &w.mode), last_updated: Some(c.now_ms) };
-                        let bytes = encode(&new);
-                        if bytes.len() > MAX_AGGREGATE_BYTES {
-                            let channel = format!("{}/{}", w.channel.agent_id, w.channel.name);
-                            let limit = MAX_AGGREGATE_BYTES;
-                            return Err(abort(StoreError::AggregateTooLarge { channel, bytes: bytes.len(), limit }));
-                        }
-                        aggregates.insert(key, bytes)?;
+                        verdicts.push(verdict);
                     }
-                    for e in &downstream {
-                        insert_queued(queue, keyq, e)?;
-                    }
-                    if let Some(s) = c.summary {
-                        invocations.insert(&keys::invocation(s.install_id, s.event_id, s.attempt), encode(s))?;
-                    }
-                    Ok(())
+                    Ok(verdicts)
                 })
                 .map_err(tx_error)
         })
+    }
+}
+
+/// The trees of one commit transaction.
+struct Tx<'a> {
+    queue: &'a TransactionalTree,
+    keyq: &'a TransactionalTree,
+    aggregates: &'a TransactionalTree,
+    messages: &'a TransactionalTree,
+    agents: &'a TransactionalTree,
+    invocations: &'a TransactionalTree,
+    seen: &'a TransactionalTree,
+}
+
+/// A step of the transaction: a storage error aborts it all.
+type Step<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// The aggregates a commit would store: key and encoded value, in order.
+type Stored = Vec<(Vec<u8>, Vec<u8>)>;
+
+impl Tx<'_> {
+    /// Every rule of the commit, before any of its writes: the refusal, or
+    /// the aggregates it would store.
+    fn check(&self, c: &Commit<'_>) -> Step<Result<Stored, StoreError>> {
+        let abort = ConflictableTransactionError::Abort;
+        if let Some(claim) = c.claim
+            && let Some(held) = self.seen.get(keys::seen(&claim.scope, &claim.key))?
+            && decode::<u64>("idempotency key", &held).map_err(abort)? > c.now_ms
+        {
+            return Ok(Err(StoreError::Duplicate { key: claim.key.clone() }));
+        }
+        if let Some(ack) = c.ack
+            && self.queue.get(keys::queued(ack.organisation_id, ack.due_ms, ack.id))?.is_none()
+        {
+            return Ok(Err(StoreError::NotQueued(ack.id)));
+        }
+        let agents = c.effects.messages.iter().map(|m| m.channel.agent_id);
+        for agent in agents.chain(c.effects.aggregates.iter().map(|w| w.channel.agent_id)) {
+            if self.agents.get(keys::agent(agent))?.is_none() {
+                return Ok(Err(StoreError::UnknownAgent(agent)));
+            }
+        }
+        // Writes to one aggregate apply in order, each on the one before.
+        let mut merged: Vec<(Vec<u8>, Aggregate)> = Vec::new();
+        for w in &c.effects.aggregates {
+            let key = keys::aggregate(&w.channel);
+            let old = match merged.iter().rposition(|(k, _)| *k == key) {
+                Some(i) => merged[i].1.data.clone(),
+                None => match self.aggregates.get(&key)? {
+                    Some(bytes) => decode::<Aggregate>("aggregate", &bytes).map_err(abort)?.data,
+                    None => serde_json::Value::Object(Default::default()),
+                },
+            };
+            let new = Aggregate { data: apply_write(&old, &w.data, &w.mode), last_updated: Some(c.now_ms) };
+            merged.push((key, new));
+        }
+        let mut encoded = Vec::with_capacity(merged.len());
+        for ((key, agg), w) in merged.into_iter().zip(&c.effects.aggregates) {
+            let bytes = encode(&agg);
+            if bytes.len() > MAX_AGGREGATE_BYTES {
+                let channel = format!("{}/{}", w.channel.agent_id, w.channel.name);
+                return Ok(Err(StoreError::AggregateTooLarge {
+                    channel,
+                    bytes: bytes.len(),
+                    limit: MAX_AGGREGATE_BYTES,
+                }));
+            }
+            encoded.push((key, bytes));
+        }
+        Ok(Ok(encoded))
+    }
+
+    /// The commit's writes, once [`Tx::check`] passed.
+    fn apply(&self, c: &Commit<'_>, aggregates: Stored, downstream: &[QueuedEvent]) -> Step<()> {
+        if let Some(claim) = c.claim {
+            self.seen.insert(keys::seen(&claim.scope, &claim.key), encode(&claim.expires_ms))?;
+        }
+        if let Some(ack) = c.ack {
+            remove_queued(self.queue, self.keyq, ack)?;
+        }
+        for m in &c.effects.messages {
+            let key = keys::message(&m.channel, m.id);
+            if self.messages.get(&key)?.is_none() {
+                self.messages.insert(key, encode(m))?;
+            }
+        }
+        for (key, bytes) in aggregates {
+            self.aggregates.insert(key, bytes)?;
+        }
+        for e in downstream {
+            insert_queued(self.queue, self.keyq, e)?;
+        }
+        if let Some(s) = c.summary {
+            self.invocations.insert(&keys::invocation(s.install_id, s.event_id, s.attempt), encode(s))?;
+        }
+        Ok(())
     }
 }

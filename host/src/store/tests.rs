@@ -418,3 +418,44 @@ fn after_a_write_failure_writes_are_refused_until_the_store_reopens_at_its_last_
     rt.block_on(store.flush()).unwrap();
     assert_eq!(store.queued().unwrap().len(), 2, "writes work again");
 }
+
+#[test]
+fn a_batch_is_one_atomic_write_in_which_each_commit_has_its_own_verdict() {
+    let store = Store::temporary().unwrap();
+    let agent =
+        |id: u64| Agent { id: id.into(), name: "a".into(), serial_number: None, group: None, metadata: json!({}) };
+    store.put_agent(1.into(), agent(1)).unwrap();
+    let mut rng = fastrand::Rng::with_seed(3);
+    let queued = store.enqueue(&event(&mut rng, 1)).unwrap();
+    let gone = event(&mut rng, 2);
+    let claim = Claim { scope: "wh1".into(), key: "msg_1".into(), expires_ms: 100 };
+    let write = |n: i64| Effects {
+        aggregates: vec![AggregateWrite { channel: ch(1, "a"), data: json!({ "n": n }), mode: WriteMode::Merge }],
+        ..Effects::default()
+    };
+    let (first, second, third) = (write(1), write(2), write(3));
+    let mut bad_agent = Effects::default();
+    bad_agent.aggregates.push(AggregateWrite { channel: ch(9, "a"), data: json!({"x": 1}), mode: WriteMode::Merge });
+    let c = |ack, effects, claim| Commit { ack, effects, downstream: &[], now_ms: 5, summary: None, claim };
+    let verdicts = store
+        .commit_batch(&[
+            c(Some(&queued), &first, Some(&claim)),
+            c(None, &second, Some(&claim)),
+            c(Some(&gone), &second, None),
+            c(None, &bad_agent, None),
+            c(Some(&queued), &second, None),
+            c(None, &third, None),
+        ])
+        .unwrap();
+    let shown: Vec<String> = verdicts.iter().map(|v| format!("{v:?}")).collect();
+    assert!(verdicts[0].is_ok(), "{shown:?}");
+    assert!(matches!(verdicts[1], Err(StoreError::Duplicate { .. })), "the claim made just before: {shown:?}");
+    assert!(matches!(verdicts[2], Err(StoreError::NotQueued(_))), "{shown:?}");
+    assert!(matches!(verdicts[3], Err(StoreError::UnknownAgent(_))), "{shown:?}");
+    assert!(matches!(verdicts[4], Err(StoreError::NotQueued(_))), "acknowledged by the first: {shown:?}");
+    assert!(verdicts[5].is_ok(), "{shown:?}");
+    // Only the accepted commits wrote: n went 1 then 3, never 2.
+    assert_eq!(store.get_aggregate(&ch(1, "a")).unwrap().unwrap().data, json!({ "n": 3 }));
+    assert!(store.queued().unwrap().is_empty());
+    assert!(store.is_claimed("wh1", "msg_1", 5).unwrap());
+}
