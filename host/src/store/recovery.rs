@@ -48,20 +48,46 @@ pub(super) struct Health {
     recovering: AtomicBool,
     /// Reopens so far.
     generation: AtomicU64,
+    /// When the flush under way started, if one is.
+    flushing_since: Mutex<Option<Instant>>,
+}
+
+/// Marks a flush as under way while alive.
+pub(super) struct Flushing<'a>(&'a Health);
+
+impl Drop for Flushing<'_> {
+    fn drop(&mut self) {
+        *self.0.flushing_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 impl Health {
     pub(super) fn set_reserve(&self, bytes: u64) {
         self.reserve.store(bytes, Ordering::Relaxed);
     }
+
+    /// A flush starts; it ends when the guard is dropped.
+    pub(super) fn flushing(&self) -> Flushing<'_> {
+        *self.flushing_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        Flushing(self)
+    }
+
+    /// A flush running past [`super::FLUSH_TIMEOUT`] (a slow or stalled disk).
+    fn stalled(&self) -> Option<String> {
+        let since = (*self.flushing_since.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let running = since.elapsed();
+        (running > super::FLUSH_TIMEOUT)
+            .then(|| format!("a flush has been running for {}s (a slow or stalled disk)", running.as_secs()))
+    }
 }
 
 impl Store {
     /// Why writes cannot be made durable now, if they cannot: a failed
-    /// write not yet recovered from, or free space below the reserve.
+    /// write not yet recovered from, free space below the reserve, or a
+    /// flush running past its bound.
     pub fn write_failure(&self) -> Option<String> {
         let failure = self.health.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        failure.or_else(|| self.low_space())
+        failure.or_else(|| self.low_space()).or_else(|| self.health.stalled())
     }
 
     /// Free space below the reserve, looked at most every [`SPACE_CHECK`].
@@ -192,4 +218,27 @@ fn probe(dir: &Path) -> std::io::Result<()> {
     });
     let _ = std::fs::remove_file(&path);
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_past_its_bound_refuses_writes_only_while_it_runs() {
+        let store = Store::temporary().unwrap();
+        assert_eq!(store.write_failure(), None);
+        {
+            let running = store.health.flushing();
+            assert_eq!(store.write_failure(), None, "a flush within its bound is normal");
+            let long_ago = Instant::now().checked_sub(super::super::FLUSH_TIMEOUT + Duration::from_secs(1));
+            *store.health.flushing_since.lock().unwrap() = long_ago;
+            let failure = store.write_failure().unwrap_or_default();
+            assert!(failure.contains("a flush has been running for"), "{failure}");
+            assert!(matches!(store.check_writable(), Err(StoreError::NotWritable(_))));
+            drop(running);
+        }
+        assert_eq!(store.write_failure(), None, "writes resume when it ends, with no reopen");
+        assert_eq!(store.generation(), 0);
+    }
 }
