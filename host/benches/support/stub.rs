@@ -104,32 +104,11 @@ impl logging::Host for Stub {
 /// The same context and event Paddock builds for the tank example.
 #[allow(dead_code, reason = "each bench uses the inputs of its own guest")]
 pub fn inputs() -> (types::Context, types::Event) {
-    let ctx = types::Context {
-        event_id: 1,
-        attempt: 1,
-        deadline: u64::MAX,
-        organisation_id: 7001,
-        agent_id: 7002,
-        app_id: 1,
-        install_id: 2,
-        app_key: "tank_level".into(),
-        app_display_name: "North Tank".into(),
-        deployment_config: r#"{"empty_distance_mm":2000.0,"full_distance_mm":200.0,"low_level_percent":20.0,"rearm_margin_percent":5.0}"#.into(),
-        tags: r#"{"last_level":35.0,"min_level":30.0,"max_level":80.0,"readings":12}"#.into(),
-        connection: None,
-        invoking_channel: Some("sensor_data".into()),
-        oauth: None,
-    };
-    let event = types::Event::MessageCreate(types::MessageCreate {
-        organisation_id: 7001,
-        message: types::Message {
-            id: 1,
-            author_id: 7002,
-            channel: types::ChannelRef { agent_id: 7002, name: "sensor_data".into() },
-            data: r#"{"distance_mm":1100}"#.into(),
-            timestamp: 1,
-        },
-    });
+    let config =
+        r#"{"empty_distance_mm":2000.0,"full_distance_mm":200.0,"low_level_percent":20.0,"rearm_margin_percent":5.0}"#;
+    let (mut ctx, event) = message_inputs("tank_level", config, "sensor_data", r#"{"distance_mm":1100}"#);
+    ctx.app_display_name = "North Tank".into();
+    ctx.tags = r#"{"last_level":35.0,"min_level":30.0,"max_level":80.0,"readings":12}"#.into();
     (ctx, event)
 }
 
