@@ -12,6 +12,7 @@
 //! - [`store`]: the sled store: state, the durable queue, dead letters, the atomic commit;
 //! - [`engine`]: ingress, routing, the dispatcher, retries and dead letters;
 //! - [`plugins`]: the plugins directory, loaded at start and watched;
+//! - [`tenants`]: organisations, agents, tokens and ingestion endpoints, created one way;
 //! - [`api`]: the HTTP API (`/v1`), ingestion endpoints, OAuth callback, metrics;
 //! - [`serve`]: `paddock serve`, the server process;
 //! - [`cli`]: the `paddock` command line (`invoke`, `schema`, `serve`).
@@ -26,6 +27,7 @@ pub mod plugins;
 pub mod runtime;
 pub mod serve;
 pub mod store;
+pub mod tenants;
 
 #[cfg(test)]
 mod fuzz;

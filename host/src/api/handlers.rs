@@ -6,14 +6,15 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{Principal, authenticate, hash_secret, new_mini_token, new_secret};
+use super::auth::{Principal, authenticate};
 use super::routes::{Access, Op, openapi};
 use super::{Api, ApiError, Reply, Request, ingest, oauth};
 use crate::engine::{Gauges, new_record};
 use crate::model::{
-    Agent, AgentId, ChannelName, ChannelRef, EventId, IngestionId, InstallId, MessageId, OrgId, WriteMode, now_ms,
+    Agent, AgentId, ChannelName, ChannelRef, EventId, IngestionId, InstallId, MessageId, OrgId, WriteMode,
 };
-use crate::store::{IngestionRecord, InstallRecord, OrgRecord, TokenRecord};
+use crate::store::{IngestionRecord, InstallRecord, OrgRecord};
+use crate::tenants;
 
 /// Most items a list returns.
 const MAX_LIMIT: usize = 1000;
@@ -259,29 +260,7 @@ struct NewOrg {
 
 fn create_org(api: &Api, req: &Request) -> Result<Reply, ApiError> {
     let body: NewOrg = req.json()?;
-    let rec = provision_org(api.engine.store(), OrgId::generate(), &body.name)?;
-    Ok(Reply::json(StatusCode::CREATED, rec))
-}
-
-/// Create (or re-create) an organisation and its own agent.
-pub fn provision_org(store: &crate::store::Store, id: OrgId, name: &str) -> Result<OrgRecord, ApiError> {
-    if name.trim().is_empty() {
-        return Err(ApiError::bad_request("invalid_name", "name must not be empty"));
-    }
-    if let Some(existing) = store.org(id)? {
-        return Ok(existing);
-    }
-    let agent = Agent {
-        id: AgentId::generate(),
-        name: format!("{name} (organisation)"),
-        serial_number: None,
-        group: None,
-        metadata: json!({ "kind": "organisation" }),
-    };
-    let rec = OrgRecord { id, name: name.to_owned(), agent_id: agent.id, created_ms: now_ms() };
-    store.put_agent(id, agent)?;
-    store.put_org(&rec)?;
-    Ok(rec)
+    Ok(Reply::json(StatusCode::CREATED, tenants::provision_org(api.engine.store(), OrgId::generate(), &body.name)?))
 }
 
 #[derive(Deserialize)]
@@ -292,45 +271,15 @@ struct NewToken {
 
 fn create_token(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let body: NewToken = req.json()?;
-    let secret = new_secret("pdk_")?;
-    let rec = TokenRecord {
-        id: EventId::generate().to_string(),
-        organisation_id: Some(org),
-        name: body.name,
-        created_ms: now_ms(),
-    };
-    api.engine.store().put_token(&hash_secret(&secret.0), &rec)?;
+    let secret = tenants::new_secret("pdk_")?;
+    let id = EventId::generate().to_string();
+    let rec = tenants::add_token(api.engine.store(), Some(org), id, &body.name, &secret.0)?;
     Ok(Reply::json(StatusCode::CREATED, json!({ "id": rec.id, "name": rec.name, "token": secret.0 })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewAgent {
-    name: String,
-    #[serde(default)]
-    serial_number: Option<String>,
-    #[serde(default)]
-    group: Option<String>,
-    #[serde(default)]
-    metadata: Option<Value>,
-}
-
 fn create_agent(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
-    let body: NewAgent = req.json()?;
-    if let Some(serial) = &body.serial_number
-        && api.engine.store().agent_by_serial(org, serial)?.is_some()
-    {
-        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("serial number {serial:?} is taken")));
-    }
-    let agent = Agent {
-        id: AgentId::generate(),
-        name: body.name,
-        serial_number: body.serial_number,
-        group: body.group,
-        metadata: body.metadata.unwrap_or_else(|| json!({})),
-    };
-    api.engine.store().put_agent(org, agent.clone())?;
-    Ok(Reply::json(StatusCode::CREATED, agent))
+    let new: tenants::NewAgent = req.json()?;
+    Ok(Reply::json(StatusCode::CREATED, tenants::add_agent(api.engine.store(), org, new)?))
 }
 
 /// The agent named in the path, if it belongs to the path's organisation.
@@ -439,26 +388,23 @@ fn create_ingestion(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiEr
         Some(r) if r.organisation_id == org => {}
         _ => return Err(not_found("installation", &body.install_id)),
     }
-    let token = new_secret("pdi_")?;
-    let mini = if body.mini_token { Some(new_mini_token()?) } else { None };
-    let settings = ingest::IngestionSettings {
+    let token = tenants::new_secret("pdi_")?;
+    let mini = if body.mini_token { Some(tenants::new_mini_token()?) } else { None };
+    let settings = tenants::IngestionSettings {
         allow_cidrs: body.allow_cidrs,
         hmac_secret: body.hmac_secret,
         webhook_secret: body.webhook_secret,
         rate_per_s: body.rate_per_s,
         max_body_bytes: body.max_body_bytes,
     };
-    let owner = ingest::IngestionOwner {
+    let owner = tenants::IngestionOwner {
         id: IngestionId::generate(),
         organisation_id: org,
         install_id: body.install_id,
         token: &token.0,
         mini_token: mini.as_ref().map(|m| m.0.as_str()),
     };
-    let rec = settings
-        .record(owner, api.config.max_ingest_rate)
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-    store.put_ingestion(&rec)?;
+    let rec = tenants::add_ingestion(store, settings, owner, api.config.max_ingest_rate)?;
     let mut view = ingestion_view(api, &rec);
     view["token"] = json!(token.0);
     if let Some(m) = mini {

@@ -18,117 +18,17 @@ use serde_json::json;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::auth::{bearer, hash_secret};
+use super::auth::bearer;
 use super::{Api, ApiError, Reply, Request};
 use crate::engine::EngineError;
 use crate::model::{IngestionId, now_ms};
 use crate::store::{Claim, IngestionRecord, StoreError};
+use crate::tenants::{hash_secret, standard_webhook_key};
 
-/// Default sustained rate of an ingestion endpoint (Doover's).
-pub const DEFAULT_RATE: u32 = 10;
-/// Highest rate an endpoint may be given unless the operator raises it
-/// (`max_ingest_rate` in the server config).
-pub const MAX_RATE: u32 = 30;
-/// Default body limit of an ingestion endpoint.
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 /// Standard Webhooks timestamp tolerance, seconds.
 pub const WEBHOOK_TOLERANCE_S: u64 = 5 * 60;
 /// Header carrying the HMAC-SHA256 of the raw body.
 pub const HMAC_HEADER: &str = "x-hmac-sha256";
-
-/// An ingestion endpoint's settings, as the API and the bootstrap file
-/// both take them (validated once, by [`IngestionSettings::record`]).
-#[derive(Debug, Clone, Default)]
-pub struct IngestionSettings {
-    /// Allowed client networks (CIDR); empty: any.
-    pub allow_cidrs: Vec<String>,
-    /// HMAC-SHA256 secret over the raw body.
-    pub hmac_secret: Option<String>,
-    /// Standard Webhooks secret (`whsec_<base64>`).
-    pub webhook_secret: Option<String>,
-    /// Sustained requests per second (default [`DEFAULT_RATE`]).
-    pub rate_per_s: Option<u32>,
-    /// Largest body (default [`DEFAULT_MAX_BODY`]).
-    pub max_body_bytes: Option<usize>,
-}
-
-/// Why ingestion endpoint settings were refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidIngestion {
-    /// An allow-list entry is not a CIDR block.
-    #[error("{0:?} is not a CIDR block")]
-    Cidr(String),
-    /// The rate is outside 1..=max.
-    #[error("rate_per_s must be 1..={0}")]
-    Rate(u32),
-    /// The body limit is outside 1..=the payload limit.
-    #[error("max_body_bytes must be 1..={0}")]
-    MaxBody(usize),
-    /// The Standard Webhooks secret is not `whsec_<base64>`.
-    #[error("webhook_secret must be whsec_<base64>")]
-    WebhookSecret,
-}
-
-impl InvalidIngestion {
-    /// A stable machine-readable code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            InvalidIngestion::Cidr(_) => "invalid_cidr",
-            InvalidIngestion::Rate(_) => "invalid_rate",
-            InvalidIngestion::MaxBody(_) => "invalid_max_body",
-            InvalidIngestion::WebhookSecret => "invalid_webhook_secret",
-        }
-    }
-}
-
-/// Who an endpoint belongs to and the secrets it is reached with.
-pub struct IngestionOwner<'a> {
-    /// Its id.
-    pub id: IngestionId,
-    /// The organisation.
-    pub organisation_id: crate::model::OrgId,
-    /// The installation it feeds.
-    pub install_id: crate::model::InstallId,
-    /// Its bearer token (stored hashed).
-    pub token: &'a str,
-    /// Its mini-token, if any (stored hashed).
-    pub mini_token: Option<&'a str>,
-}
-
-impl IngestionSettings {
-    /// Validate into the stored record; rates above `max_rate` are refused.
-    pub fn record(self, owner: IngestionOwner<'_>, max_rate: u32) -> Result<IngestionRecord, InvalidIngestion> {
-        if let Some(c) = self.allow_cidrs.iter().find(|c| c.parse::<IpNet>().is_err()) {
-            return Err(InvalidIngestion::Cidr(c.clone()));
-        }
-        let rate = self.rate_per_s.unwrap_or(DEFAULT_RATE);
-        if !(1..=max_rate).contains(&rate) {
-            return Err(InvalidIngestion::Rate(max_rate));
-        }
-        let max_body = self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
-        if max_body == 0 || max_body > crate::caps::MAX_PAYLOAD_BYTES {
-            return Err(InvalidIngestion::MaxBody(crate::caps::MAX_PAYLOAD_BYTES));
-        }
-        if let Some(s) = &self.webhook_secret
-            && standard_webhook_key(s).is_err()
-        {
-            return Err(InvalidIngestion::WebhookSecret);
-        }
-        Ok(IngestionRecord {
-            id: owner.id,
-            organisation_id: owner.organisation_id,
-            install_id: owner.install_id,
-            token_sha256: hex::encode(hash_secret(owner.token)),
-            mini_token_sha256: owner.mini_token.map(|m| hex::encode(hash_secret(m))),
-            allow_cidrs: self.allow_cidrs,
-            hmac_secret: self.hmac_secret,
-            webhook_secret: self.webhook_secret,
-            rate_per_s: rate,
-            max_body_bytes: max_body,
-            created_ms: now_ms(),
-        })
-    }
-}
 
 /// Token buckets, one per endpoint, created on first use.
 #[derive(Default)]
@@ -271,7 +171,7 @@ fn check_signature(rec: &IngestionRecord, req: &Request, now_s: u64) -> Result<O
     if ts_s.abs_diff(now_s) > WEBHOOK_TOLERANCE_S {
         return Err(ApiError::unauthorized("webhook-timestamp is outside the 5-minute tolerance"));
     }
-    let key = standard_webhook_key(secret)?;
+    let key = standard_webhook_key(secret).ok_or_else(|| ApiError::internal(&"stored webhook secret is not base64"))?;
     let mut mac = mac(&key)?;
     mac.update(id.as_bytes());
     mac.update(b".");
@@ -287,13 +187,6 @@ fn check_signature(rec: &IngestionRecord, req: &Request, now_s: u64) -> Result<O
 
 fn mac(key: &[u8]) -> Result<Hmac<Sha256>, ApiError> {
     Hmac::<Sha256>::new_from_slice(key).map_err(|e| ApiError::internal(&e))
-}
-
-/// The key of a Standard Webhooks secret: `whsec_` + base64.
-pub fn standard_webhook_key(secret: &str) -> Result<Vec<u8>, ApiError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
-        .map_err(|_| ApiError::internal(&"stored webhook secret is not base64"))
 }
 
 /// A SHA-256 digest given as hex (64 chars) or base64 (standard or url-safe).
@@ -338,28 +231,6 @@ mod tests {
             let _ = standard_webhook_key(&t);
             Ok(())
         });
-    }
-
-    #[test]
-    fn ingestion_settings_are_validated_the_same_wherever_they_come_from() {
-        let owner = || IngestionOwner {
-            id: IngestionId::from(1),
-            organisation_id: 2.into(),
-            install_id: 3.into(),
-            token: "pdi_x",
-            mini_token: None,
-        };
-        let bad = |settings: IngestionSettings| settings.record(owner(), MAX_RATE).unwrap_err();
-        let cidr = bad(IngestionSettings { allow_cidrs: vec!["10.0.0.0/33".into()], ..Default::default() });
-        assert_eq!(cidr.code(), "invalid_cidr");
-        assert_eq!(bad(IngestionSettings { rate_per_s: Some(31), ..Default::default() }), InvalidIngestion::Rate(30));
-        assert_eq!(bad(IngestionSettings { max_body_bytes: Some(0), ..Default::default() }).code(), "invalid_max_body");
-        let secret = IngestionSettings { webhook_secret: Some("nope!".into()), ..Default::default() };
-        assert_eq!(bad(secret), InvalidIngestion::WebhookSecret);
-        let rec =
-            IngestionSettings { max_body_bytes: Some(100), ..Default::default() }.record(owner(), MAX_RATE).unwrap();
-        assert_eq!((rec.max_body_bytes, rec.rate_per_s), (100, DEFAULT_RATE));
-        assert_ne!(rec.token_sha256, "pdi_x", "stored hashed");
     }
 
     #[test]

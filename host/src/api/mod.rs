@@ -15,12 +15,8 @@ mod listener;
 mod oauth;
 pub mod routes;
 
-pub use auth::{Principal, Secret, hash_secret, new_mini_token, new_secret};
-pub use handlers::provision_org;
-pub use ingest::{
-    DEFAULT_MAX_BODY, DEFAULT_RATE, HMAC_HEADER, IngestionOwner, IngestionSettings, InvalidIngestion, MAX_RATE,
-    Throttle, WEBHOOK_TOLERANCE_S,
-};
+pub use auth::Principal;
+pub use ingest::{HMAC_HEADER, Throttle, WEBHOOK_TOLERANCE_S};
 pub use listener::{ConnectionLimits, serve};
 
 use std::collections::BTreeMap;
@@ -75,7 +71,7 @@ impl Default for ApiConfig {
             max_upload_bytes: 32 * 1024 * 1024,
             public_url: "http://127.0.0.1:8080".into(),
             plugins_dir: None,
-            max_ingest_rate: ingest::MAX_RATE,
+            max_ingest_rate: crate::tenants::MAX_RATE,
             body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
@@ -330,6 +326,19 @@ impl From<StoreError> for ApiError {
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
             },
             other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<crate::tenants::AdminError> for ApiError {
+    fn from(e: crate::tenants::AdminError) -> Self {
+        use crate::tenants::AdminError;
+        match e {
+            AdminError::EmptyName => ApiError::bad_request("invalid_name", e.to_string()),
+            AdminError::SerialTaken(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            AdminError::Ingestion(i) => ApiError::bad_request(i.code(), i.to_string()),
+            AdminError::Store(s) => s.into(),
+            AdminError::Random(_) => ApiError::internal(&e),
         }
     }
 }

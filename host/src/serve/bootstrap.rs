@@ -10,10 +10,9 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{IngestionOwner, IngestionSettings, hash_secret};
 use crate::engine::{Engine, new_record};
-use crate::model::{Agent, AgentId, IngestionId, OrgId, now_ms};
-use crate::store::TokenRecord;
+use crate::model::{IngestionId, OrgId};
+use crate::tenants::{self, IngestionOwner, IngestionSettings, NewAgent, hash_secret};
 
 /// The file.
 #[derive(Debug, Deserialize)]
@@ -134,32 +133,22 @@ async fn apply_org(engine: &Engine, spec: &OrgSpec, max_ingest_rate: u32) -> any
     let store = engine.store();
     let org = match store.orgs()?.into_iter().find(|o| o.name == spec.name) {
         Some(o) => o,
-        None => {
-            crate::api::provision_org(store, OrgId::generate(), &spec.name).map_err(|e| anyhow::anyhow!(e.message))?
-        }
+        None => tenants::provision_org(store, OrgId::generate(), &spec.name)?,
     };
     for t in &spec.tokens {
-        let hash = hash_secret(&t.secret);
-        if store.token(&hash)?.is_none() {
-            let rec = TokenRecord {
-                id: format!("boot-{}", t.name),
-                organisation_id: Some(org.id),
-                name: t.name.clone(),
-                created_ms: now_ms(),
-            };
-            store.put_token(&hash, &rec)?;
+        if store.token(&hash_secret(&t.secret))?.is_none() {
+            tenants::add_token(store, Some(org.id), format!("boot-{}", t.name), &t.name, &t.secret)?;
         }
     }
     for a in &spec.agents {
         if store.agent_by_serial(org.id, &a.serial_number)?.is_none() {
-            let agent = Agent {
-                id: AgentId::generate(),
+            let new = NewAgent {
                 name: a.name.clone(),
                 serial_number: Some(a.serial_number.clone()),
                 group: None,
-                metadata: a.metadata.clone().unwrap_or_else(|| serde_json::json!({})),
+                metadata: a.metadata.clone(),
             };
-            store.put_agent(org.id, agent)?;
+            tenants::add_agent(store, org.id, new)?;
         }
     }
     let installs = store.installs()?;
@@ -211,8 +200,8 @@ async fn apply_org(engine: &Engine, spec: &OrgSpec, max_ingest_rate: u32) -> any
             token: &g.token,
             mini_token: g.mini_token.as_deref(),
         };
-        let rec = settings.record(owner, max_ingest_rate).with_context(|| format!("ingestion {}", g.id))?;
-        store.put_ingestion(&rec)?;
+        tenants::add_ingestion(store, settings, owner, max_ingest_rate)
+            .with_context(|| format!("ingestion {}", g.id))?;
     }
     Ok(())
 }

@@ -12,13 +12,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use crate::api::{Api, ApiConfig, ConnectionLimits, hash_secret, new_secret};
+use crate::api::{Api, ApiConfig, ConnectionLimits};
 use crate::engine::{Engine, EngineConfig};
 use crate::model::StateSigner;
-use crate::model::now_ms;
 use crate::plugins::Plugins;
 use crate::runtime::{OutboundConfig, Runtime, RuntimeConfig};
-use crate::store::{Store, TokenRecord};
+use crate::store::Store;
+use crate::tenants::{self, hash_secret};
 
 /// Environment variable holding the operator token.
 pub const OPERATOR_TOKEN_ENV: &str = "PADDOCK_OPERATOR_TOKEN";
@@ -204,7 +204,7 @@ impl Default for ServeConfig {
             messages_per_channel: 10_000,
             invocations_per_installation: 1_000,
             shutdown_grace_s: 10,
-            max_ingest_rate: crate::api::MAX_RATE,
+            max_ingest_rate: tenants::MAX_RATE,
             outbound: OutboundSettings::default(),
             http: HttpSettings::default(),
             store: StoreSettings::default(),
@@ -337,12 +337,6 @@ async fn shutdown_signal(stop: impl std::future::Future<Output = ()>) {
 /// one, printed once.
 fn ensure_operator_token(store: &Store, configured: Option<String>) -> anyhow::Result<()> {
     let configured = configured.or_else(|| std::env::var(OPERATOR_TOKEN_ENV).ok()).filter(|t| !t.is_empty());
-    let record = |id: &str| TokenRecord {
-        id: id.to_owned(),
-        organisation_id: None,
-        name: "operator".into(),
-        created_ms: now_ms(),
-    };
     if let Some(token) = configured {
         // The configured token is the only operator token: a replaced one
         // (or a generated one) stops working.
@@ -354,15 +348,15 @@ fn ensure_operator_token(store: &Store, configured: Option<String>) -> anyhow::R
             }
         }
         if store.token(&hash)?.is_none() {
-            store.put_token(&hash, &record(&id))?;
+            tenants::add_token(store, None, id, "operator", &token)?;
         }
         return Ok(());
     }
     if !store.tokens(None)?.is_empty() {
         return Ok(());
     }
-    let secret = new_secret("pdo_").map_err(|e| anyhow::anyhow!(e.message))?;
-    store.put_token(&hash_secret(&secret.0), &record("operator-generated"))?;
+    let secret = tenants::new_secret("pdo_")?;
+    tenants::add_token(store, None, "operator-generated".into(), "operator", &secret.0)?;
     eprintln!("paddock: generated the operator token (shown once; set {OPERATOR_TOKEN_ENV} to choose your own):");
     eprintln!("    {}", secret.0);
     Ok(())
