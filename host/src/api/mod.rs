@@ -86,11 +86,15 @@ pub struct Api {
 }
 
 impl Api {
-    /// The API over `engine`. `signer` signs OAuth `state` tokens.
+    /// The API over `engine`. `signer` checks OAuth `state` tokens (the
+    /// engine signs them with the same signer, see [`Engine::with_oauth`]).
     pub fn new(engine: Arc<Engine>, config: ApiConfig, signer: Arc<StateSigner>) -> Self {
-        let redirect = format!("{}/v1/oauth/callback", config.public_url);
-        engine.set_oauth(Arc::clone(&signer), redirect);
         Self { engine, config, throttle: Throttle::default(), signer }
+    }
+
+    /// The OAuth redirect URI for a server reached at `public_url`.
+    pub fn oauth_redirect_uri(public_url: &str) -> String {
+        format!("{public_url}/v1/oauth/callback")
     }
 
     /// The engine.

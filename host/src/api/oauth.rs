@@ -16,7 +16,7 @@ pub fn state_for(api: &Api, install: InstallId) -> Reply {
     let expires = now_ms() + STATE_TTL_MS;
     Reply::ok(json!({
         "state": api.signer.sign(install, expires),
-        "redirect_uri": format!("{}/v1/oauth/callback", api.config.public_url),
+        "redirect_uri": super::Api::oauth_redirect_uri(&api.config.public_url),
         "expires_ms": expires,
     }))
 }

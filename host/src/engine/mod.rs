@@ -173,8 +173,8 @@ pub struct Engine {
     /// Counters for `/metrics`.
     metrics: Metrics,
     /// Signs OAuth `state`s for apps that handle the callback, with the
-    /// redirect URI to announce (set by the API server).
-    oauth: RwLock<Option<(Arc<crate::model::StateSigner>, String)>>,
+    /// redirect URI to announce (see [`Engine::with_oauth`]).
+    oauth: Option<(Arc<crate::model::StateSigner>, String)>,
     policy: RetryPolicy,
     /// Lines with an event in flight (at most one per (installation,
     /// agent)) and each organisation's share of the slots.
@@ -203,7 +203,7 @@ impl Engine {
             apps: RwLock::default(),
             wake: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
-            oauth: RwLock::default(),
+            oauth: None,
             policy: config.retry,
             slots: Mutex::default(),
             concurrency: config.concurrency.max(1),
@@ -260,10 +260,11 @@ impl Engine {
         &self.metrics
     }
 
-    /// Give apps that handle `on_oauth_callback` a signed `state` and
-    /// this `redirect_uri` in their context.
-    pub fn set_oauth(&self, signer: Arc<crate::model::StateSigner>, redirect_uri: String) {
-        *self.oauth.write().unwrap_or_else(|p| p.into_inner()) = Some((signer, redirect_uri));
+    /// Give apps that handle `on_oauth_callback` a state signed by
+    /// `signer` and this `redirect_uri` in their context.
+    pub fn with_oauth(mut self, signer: Arc<crate::model::StateSigner>, redirect_uri: String) -> Self {
+        self.oauth = Some((signer, redirect_uri));
+        self
     }
 
     /// The OAuth details for an installation's invocation, if it handles
@@ -272,8 +273,7 @@ impl Engine {
         if !inst.app.hooks.contains(&crate::model::Hook::OauthCallback) {
             return None;
         }
-        let oauth = self.oauth.read().unwrap_or_else(|p| p.into_inner());
-        let (signer, redirect_uri) = oauth.as_ref()?;
+        let (signer, redirect_uri) = self.oauth.as_ref()?;
         let state = signer.sign(inst.id, now_ms() + crate::model::STATE_TTL_MS);
         Some(crate::caps::OauthGrant { state, redirect_uri: redirect_uri.clone() })
     }

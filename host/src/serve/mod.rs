@@ -254,7 +254,17 @@ pub async fn run(
         ingress_batch: config.ingress_batch,
         ..EngineConfig::default()
     };
-    let engine = Arc::new(Engine::new(store.clone(), runtime, engine_config)?);
+    // Bound before anything serves, so the public URL (and with it the
+    // OAuth redirect URI apps are given) is known; connections wait in the
+    // backlog until the API starts accepting.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let engine = Engine::new(store.clone(), runtime, engine_config)?
+        .with_oauth(Arc::clone(&signer), Api::oauth_redirect_uri(&public_url));
+    let engine = Arc::new(engine);
 
     let plugins = Plugins::new(Arc::clone(&engine), config.plugins.clone());
     if config.plugins.is_dir() {
@@ -270,10 +280,6 @@ pub async fn run(
     }
     let _watcher = if config.plugins.is_dir() { Some(plugins.watch()?) } else { None };
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let trusted = config
         .trusted_proxies
         .iter()
@@ -281,7 +287,7 @@ pub async fn run(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let api_config = ApiConfig {
         trusted_proxies: trusted,
-        public_url: config.public_url.clone().unwrap_or_else(|| format!("http://{addr}")),
+        public_url,
         plugins_dir: config.plugins.is_dir().then(|| config.plugins.clone()),
         max_ingest_rate: config.max_ingest_rate,
         body_timeout: Duration::from_millis(config.http.body_timeout_ms.max(1)),
