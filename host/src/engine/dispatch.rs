@@ -137,12 +137,21 @@ impl Engine {
     /// Start one picked event; its line is freed when it ends.
     fn start(self: &Arc<Self>, tasks: &mut JoinSet<Result<(), EngineError>>, event: QueuedEvent) {
         let engine = Arc::clone(self);
-        tasks.spawn(async move {
+        // Everything logged while the event runs and commits says whose.
+        let span = tracing::info_span!(
+            "event",
+            organisation = %event.organisation_id,
+            installation = %event.install_id,
+            event = %event.id,
+            attempt = event.attempt,
+        );
+        let run = async move {
             let (install, agent) = (event.install_id, event.agent_id);
             let result = engine.process(event).await;
             engine.slots.lock().unwrap_or_else(|p| p.into_inner()).free(install, agent);
             result
-        });
+        };
+        tasks.spawn(tracing::Instrument::instrument(run, span));
     }
 
     /// Due events that may start now (first in their line, line not busy),
