@@ -226,9 +226,7 @@ impl Engine {
             Ok(event) => self.refresh(event)?,
             Err(e) => return self.bury(&queued, &format!("unreadable event: {e}")).await,
         };
-        let mut grant = inst.grant();
-        grant.oauth = self.oauth_grant(&inst);
-        let inv = Invocation { event_id: queued.id, attempt: queued.attempt, event, grant };
+        let inv = Invocation { event_id: queued.id, attempt: queued.attempt, event, grant: self.grant(&inst) };
         let report = self.runtime.invoke(&inst.app, inv, Arc::new(self.store.clone())).await;
         let summary = summary(&queued, &report);
         self.metrics.invocation(

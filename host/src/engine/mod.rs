@@ -267,15 +267,18 @@ impl Engine {
         self
     }
 
-    /// The OAuth details for an installation's invocation, if it handles
-    /// the callback and a server signs states.
-    fn oauth_grant(&self, inst: &Installation) -> Option<crate::caps::OauthGrant> {
-        if !inst.app.hooks.contains(&crate::model::Hook::OauthCallback) {
-            return None;
+    /// What an invocation of `inst` may do: its installation's grant, with
+    /// a signed OAuth `state` if it handles the callback and a server
+    /// signs states. The one place an engine invocation's grant is built.
+    fn grant(&self, inst: &Installation) -> crate::caps::Grant {
+        let mut grant = inst.grant();
+        if inst.app.hooks.contains(&crate::model::Hook::OauthCallback)
+            && let Some((signer, redirect_uri)) = &self.oauth
+        {
+            let state = signer.sign(inst.id, now_ms() + crate::model::STATE_TTL_MS);
+            grant.oauth = Some(crate::caps::OauthGrant { state, redirect_uri: redirect_uri.clone() });
         }
-        let (signer, redirect_uri) = self.oauth.as_ref()?;
-        let state = signer.sign(inst.id, now_ms() + crate::model::STATE_TTL_MS);
-        Some(crate::caps::OauthGrant { state, redirect_uri: redirect_uri.clone() })
+        grant
     }
 
     /// Events queued now (advisory: kept in step with the store).
