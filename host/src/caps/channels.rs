@@ -172,13 +172,13 @@ impl Session {
     /// Host-owned channels are written through their own capability only.
     fn guard_reserved(&self, channel: &ChannelRef) -> Result<(), CapError> {
         let name = channel.name.as_str();
-        if name == well_known::TAG_VALUES {
-            return Err(CapError::Denied("write tags through the tags interface, not the tag_values channel".into()));
+        match name {
+            _ if !channel.name.is_host_owned() => Ok(()),
+            well_known::TAG_VALUES => {
+                Err(CapError::Denied("write tags through the tags interface, not the tag_values channel".into()))
+            }
+            _ => Err(CapError::Denied(format!("{name} is written by the host only"))),
         }
-        if name.starts_with(well_known::INVOCATION_PREFIX) {
-            return Err(CapError::Denied(format!("{name} is written by the host only")));
-        }
-        Ok(())
     }
 }
 
