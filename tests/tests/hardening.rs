@@ -353,3 +353,35 @@ fn a_bootstrap_ingestion_endpoint_takes_the_settings_the_api_takes() {
     let big = post_ingest(&s, "77", &[("authorization", "Bearer pdi_boot")], &[b'x'; 65]);
     assert_eq!(big.status, 413, "the body limit applies");
 }
+
+#[test]
+fn at_the_connection_cap_idle_connections_make_room_and_only_busy_ones_refuse() {
+    use std::io::Write as _;
+    let s = Server::start(plugins_with(&[]), |c| {
+        c.http.max_connections = 2;
+        c.http.body_timeout_ms = 10_000;
+    });
+    // Busy: admitted requests whose bodies trickle in.
+    let busy = || {
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        let auth = paddock_tests::server::OPERATOR;
+        write!(c, "POST /v1/orgs HTTP/1.1\r\nHost: x\r\nauthorization: Bearer {auth}\r\ncontent-length: 100\r\n\r\n{{")
+            .unwrap();
+        c
+    };
+    let (first, _second) = (busy(), busy());
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = paddock_tests::http::request(s.addr, "GET", "/v1/health", &[], b"").unwrap();
+    assert_eq!((refused.status, code(&refused)), (503, "too_many_connections".into()), "{}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("1"));
+
+    // One busy connection ends; an idle one takes its place and is closed
+    // to make room for the next client, who is served.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut idle = slow_headers(s.addr, 1).pop().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let served = paddock_tests::http::request(s.addr, "GET", "/v1/health", &[], b"").unwrap();
+    assert_eq!(served.status, 200, "{}", served.text());
+    assert!(closed_by_server(&mut idle), "the idle connection made room");
+}

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Api;
@@ -127,6 +127,7 @@ pub async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let mut last_warning: Option<Instant> = None;
+    let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -151,7 +152,15 @@ pub async fn serve(
             }
         };
         let Some((id, conn)) = conns.admit() else {
-            tokio::spawn(refuse(stream, conns.max));
+            // A bounded number of refusals at once; past that, a newcomer
+            // is simply closed.
+            if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
+                let max = conns.max;
+                tokio::spawn(async move {
+                    refuse(stream, max).await;
+                    drop(permit);
+                });
+            }
             continue;
         };
         let service = {
@@ -183,6 +192,13 @@ pub async fn serve(
     }
 }
 
+/// Refusals answered at once, at most: each holds its descriptor for at
+/// most [`REFUSAL_TIME`].
+const MAX_REFUSING: usize = 64;
+/// Longest a refusal takes: write the 503, then read what the client sent
+/// until it closes, so that closing is not a reset that loses the answer.
+const REFUSAL_TIME: Duration = Duration::from_millis(500);
+
 /// Answer a connection over the cap with a 503 and close it.
 async fn refuse(mut stream: TcpStream, max: usize) {
     let body = format!(
@@ -192,5 +208,12 @@ async fn refuse(mut stream: TcpStream, max: usize) {
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(response.as_bytes())).await;
+    let answered = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIME, answered).await;
 }
