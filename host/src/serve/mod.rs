@@ -101,10 +101,9 @@ pub struct HttpSettings {
 impl Default for HttpSettings {
     fn default() -> Self {
         let limits = ConnectionLimits::default();
-        let ms = |t: Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
         Self {
-            header_timeout_ms: ms(limits.header_timeout),
-            body_timeout_ms: ms(crate::api::DEFAULT_BODY_TIMEOUT),
+            header_timeout_ms: millis(limits.header_timeout),
+            body_timeout_ms: millis(crate::api::DEFAULT_BODY_TIMEOUT),
             max_connections: limits.max_connections,
         }
     }
@@ -152,15 +151,19 @@ pub struct OutboundSettings {
     pub max_requests: u32,
 }
 
+/// A duration as the config file's milliseconds.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Default for OutboundSettings {
     fn default() -> Self {
         let d = OutboundConfig::default();
-        let ms = |t: Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
         Self {
             allow_private: Vec::new(),
-            connect_timeout_ms: ms(d.connect_timeout),
-            first_byte_timeout_ms: ms(d.first_byte_timeout),
-            between_bytes_timeout_ms: ms(d.between_bytes_timeout),
+            connect_timeout_ms: millis(d.connect_timeout),
+            first_byte_timeout_ms: millis(d.first_byte_timeout),
+            between_bytes_timeout_ms: millis(d.between_bytes_timeout),
             max_response_bytes: d.max_response_bytes,
             max_requests: d.max_requests,
         }
