@@ -316,8 +316,7 @@ fn main() {
         let rt = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
         let app = Arc::new(rt.load_dir(&repo().join("plugins/counter")).await.unwrap());
         println!(
-            "flush policy: ingress flushes (group commit) before answering; the dispatcher's commits are flushed at most every {:?}",
-            paddock::engine::FLUSH_EVERY
+            "write path: one writer; each cycle one atomic write + one flush; ingress answered after the flush, the dispatcher's commits once applied"
         );
         let sled = sled_ceiling(20_000);
         let wasm = wasmtime_ceiling(&rt, engine_threads(), 2.0);
@@ -374,35 +373,46 @@ fn main() {
         // devices from 6 publishers as fast as it can, from 200 ms before B
         // starts until B is done, so every B event meets the flood. With the
         // default per-organisation queue bound and with a tight one.
+        // Three interleaved runs each: one p99 of 500 samples moves with a
+        // single stall of this machine, so the median ratio is the figure.
         for per_org in [paddock::engine::EngineConfig::default().max_queue_per_org, 64] {
-            let s = setup(&rt, &app, &[(2, 10, 10)], per_org).await;
-            let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
-            paced(&s.engine, 2, 10, 500, Duration::from_millis(10)).await;
-            dispatcher.abort();
-            let alone = latencies(&s.engine, 2, 10);
+            let mut ratios = Vec::new();
+            for run in 1..=3 {
+                let s = setup(&rt, &app, &[(2, 10, 10)], per_org).await;
+                let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
+                paced(&s.engine, 2, 10, 500, Duration::from_millis(10)).await;
+                dispatcher.abort();
+                let alone = latencies(&s.engine, 2, 10);
 
-            let s = setup(&rt, &app, &[(1, 100, 100), (2, 10, 10)], per_org).await;
-            let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
-            let stop = Arc::new(AtomicBool::new(false));
-            let started = Instant::now();
-            let flooding = tokio::spawn(flood(Arc::clone(&s.engine), 1, 100, 6, Arc::clone(&stop)));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            paced(&s.engine, 2, 10, 500, Duration::from_millis(10)).await;
-            stop.store(true, Ordering::Relaxed);
-            let (sent, refused) = flooding.await.unwrap();
-            let flood_s = started.elapsed().as_secs_f64();
-            dispatcher.abort();
-            let loaded = latencies(&s.engine, 2, 10);
-            let (a50, a99) = (ms(percentile(&alone, 0.5)), ms(percentile(&alone, 0.99)));
-            let (l50, l99) = (ms(percentile(&loaded, 0.5)), ms(percentile(&loaded, 0.99)));
+                let s = setup(&rt, &app, &[(1, 100, 100), (2, 10, 10)], per_org).await;
+                let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
+                let stop = Arc::new(AtomicBool::new(false));
+                let started = Instant::now();
+                let flooding = tokio::spawn(flood(Arc::clone(&s.engine), 1, 100, 6, Arc::clone(&stop)));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                paced(&s.engine, 2, 10, 500, Duration::from_millis(10)).await;
+                stop.store(true, Ordering::Relaxed);
+                let (sent, refused) = flooding.await.unwrap();
+                let flood_s = started.elapsed().as_secs_f64();
+                dispatcher.abort();
+                let loaded = latencies(&s.engine, 2, 10);
+                let (a50, a99) = (ms(percentile(&alone, 0.5)), ms(percentile(&alone, 0.99)));
+                let (l50, l99) = (ms(percentile(&loaded, 0.5)), ms(percentile(&loaded, 0.99)));
+                let ratio = l99 / a99.max(0.001);
+                ratios.push(ratio);
+                println!(
+                    "fairness run {run} (concurrency {}, queue bound per organisation {per_org}): tenant B alone p50 {a50:.2} ms \
+                     p99 {a99:.2} ms; while A floods p50 {l50:.2} ms p99 {l99:.2} ms ({ratio:.2}x p99); \
+                     A published {sent} events in {flood_s:.1} s ({:.0}/s), {refused} refusals (tenant busy)",
+                    concurrency(),
+                    sent as f64 / flood_s,
+                );
+            }
+            ratios.sort_by(f64::total_cmp);
             println!(
-                "fairness (concurrency {}, ingress batch {}, queue bound per organisation {per_org}): tenant B alone p50 {a50:.2} ms \
-                 p99 {a99:.2} ms; while A floods p50 {l50:.2} ms p99 {l99:.2} ms ({:.2}x p99); \
-                 A published {sent} events in {flood_s:.1} s ({:.0}/s), {refused} refusals (tenant busy)",
-                concurrency(),
-                ingress_batch(),
-                l99 / a99.max(0.001),
-                sent as f64 / flood_s,
+                "fairness (queue bound per organisation {per_org}): median p99 ratio {:.2}x (runs {})",
+                ratios[1],
+                ratios.iter().map(|r| format!("{r:.2}x")).collect::<Vec<_>>().join(", ")
             );
         }
     });

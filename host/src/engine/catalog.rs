@@ -122,16 +122,17 @@ impl Engine {
         if self.store.agent_org(rec.agent_id)? != Some(rec.organisation_id) {
             return Err(EngineError::UnknownAgent(rec.agent_id));
         }
-        self.store.put_install(rec)?;
+        let stored = rec.clone();
+        self.writer.apply(rec.organisation_id, true, move |store| store.put_install(&stored)).await?;
         self.activate(rec, app).await
     }
 
     /// Delete an installation; false if there was none. Its queued events
     /// are dead-lettered when they come up (reason: no installation).
     pub async fn delete_installation(&self, id: InstallId) -> Result<bool, EngineError> {
-        let existed = self.store.delete_install(id)?;
+        let org = self.installation(id).map_or(crate::model::OrgId::from(0), |inst| inst.organisation_id);
+        let existed = self.writer.apply(org, true, move |store| store.delete_install(id)).await?;
         self.installs.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        self.store.flush().await?;
         Ok(existed)
     }
 

@@ -9,14 +9,12 @@ use tokio::task::JoinSet;
 use super::{Engine, EngineError, Installation, MAX_DEPTH, routing};
 use crate::model::{ChannelName, ChannelRef, Event, Message, MessageId, OrgId, now_ms, well_known};
 use crate::runtime::{Invocation, Outcome, Report};
-use crate::store::{Commit, InvocationSummary, QueuedEvent, StoreError};
+use crate::store::{InvocationSummary, QueuedEvent, StoreError};
 
 /// Most due events looked at per round.
 const SCAN: usize = 1024;
 /// How long the loop sleeps when nothing is due (ingress wakes it sooner).
 const IDLE: Duration = Duration::from_millis(20);
-/// Commits are flushed at most this often while work completes.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(10);
 /// Schedules are checked at most this often.
 const SCHEDULE_EVERY_MS: u64 = 250;
 
@@ -27,7 +25,7 @@ impl Engine {
     /// engine with this; a server uses [`Engine::run`].
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, EngineError> {
         let now = now_ms();
-        let fired = self.fire_schedules(now)?;
+        let fired = self.fire_schedules(now).await?;
         let batch = self.pick(now, self.concurrency)?;
         let ran = batch.len();
         let mut tasks = JoinSet::new();
@@ -54,19 +52,17 @@ impl Engine {
     /// (or ingress signals new work, or the idle timer ticks), start the
     /// next fair pick of due events. No invocation waits for another.
     ///
-    /// Commits are made durable by a flush at most every
-    /// [`FLUSH_EVERY`] while work completes. Nobody waits on them: an
-    /// acknowledgement lost in a crash only means the event runs again,
-    /// and its effects commit atomically with the acknowledgement, so
-    /// they are never applied twice.
+    /// Commits go to the writer, which answers once they are applied and
+    /// makes them durable with the flush that ends its cycle. Nobody waits
+    /// for that flush: an acknowledgement lost in a crash only means the
+    /// event runs again, and its effects commit atomically with the
+    /// acknowledgement, so they are never applied twice.
     ///
     /// On stop: start nothing new, let in-flight invocations finish and
     /// commit, then flush (graceful shutdown).
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut tasks = JoinSet::new();
-        let mut unflushed = false;
-        let mut last_flush = std::time::Instant::now();
         let mut last_schedules = 0u64;
         let mut generation = self.store.generation();
         loop {
@@ -84,9 +80,8 @@ impl Engine {
             let writable = self.store.write_failure().is_none();
             if writable && now.saturating_sub(last_schedules) >= SCHEDULE_EVERY_MS {
                 last_schedules = now;
-                match self.fire_schedules(now) {
-                    Ok(n) => unflushed |= n > 0,
-                    Err(e) => tracing::error!(error = %e, "firing schedules failed"),
+                if let Err(e) = self.fire_schedules(now).await {
+                    tracing::error!(error = %e, "firing schedules failed");
                 }
             }
             let free = self.concurrency.saturating_sub(tasks.len());
@@ -100,16 +95,6 @@ impl Engine {
                     Err(e) => tracing::error!(error = %e, "picking due events failed"),
                 }
             }
-            if unflushed && last_flush.elapsed() >= FLUSH_EVERY {
-                unflushed = false;
-                last_flush = std::time::Instant::now();
-                let store = self.store.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = store.flush().await {
-                        tracing::error!(error = %e, "flushing commits failed");
-                    }
-                });
-            }
             tokio::select! {
                 () = &mut stop => break,
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
@@ -119,10 +104,9 @@ impl Engine {
                     while let Some(joined) = tasks.try_join_next() {
                         let _ = finished(joined);
                     }
-                    unflushed = true;
                 }
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(if unflushed { FLUSH_EVERY } else { IDLE }) => {}
+                () = tokio::time::sleep(IDLE) => {}
             }
         }
         tracing::info!(in_flight = tasks.len(), "dispatcher stopping: draining in-flight invocations");
@@ -251,21 +235,20 @@ impl Engine {
             if let Some(message) = summary_message(&inst, &summary) {
                 effects.messages.push(message);
             }
-            let commit = Commit {
-                ack: Some(&queued),
-                effects: &effects,
-                downstream: &downstream,
+            let raised = downstream.len();
+            let commit = super::writer::Write {
+                org: queued.organisation_id,
+                ack: Some(queued.clone()),
+                effects,
+                downstream,
                 now_ms: now_ms(),
-                summary: Some(&summary),
+                summary: Some(summary),
                 claim: None,
+                durable: false,
             };
-            let committed = {
-                let _writable = self.store.writable().await;
-                self.store.commit(commit)
-            };
-            return match committed {
+            return match self.writer.write(commit).await {
                 Ok(()) => {
-                    self.settled(queued.organisation_id, 1, downstream.len());
+                    self.settled(queued.organisation_id, 1, raised);
                     Ok(())
                 }
                 // Acknowledged already (by an earlier run): nothing applied.
@@ -277,29 +260,46 @@ impl Engine {
                 Err(e) => Err(e.into()),
             };
         }
-        self.store.put_invocation(&summary)?;
         if report.outcome.is_retryable() && queued.attempt < self.policy.max_attempts {
             let delay = self.policy.delay(queued.attempt);
             let due = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-            let rescheduled = {
-                let _writable = self.store.writable().await;
-                self.store.reschedule(&queued, due)
-            };
-            return match rescheduled {
-                Ok(_) | Err(StoreError::NotQueued(_)) => Ok(()),
-                Err(e) => Err(e.into()),
-            };
+            let retried = self
+                .writer
+                .apply(queued.organisation_id, false, move |store| {
+                    store.put_invocation(&summary)?;
+                    match store.reschedule(&queued, due) {
+                        Ok(_) | Err(StoreError::NotQueued(_)) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await;
+            return Ok(retried?);
         }
-        self.bury(&queued, &describe(&report.outcome)).await
+        self.bury_with(&queued, &describe(&report.outcome), Some(summary)).await
     }
 
     /// Dead-letter an event with `reason`.
     async fn bury(&self, queued: &QueuedEvent, reason: &str) -> Result<(), EngineError> {
+        self.bury_with(queued, reason, None).await
+    }
+
+    /// Dead-letter an event with `reason`, keeping its last invocation's
+    /// summary (written first, in the same writer operation).
+    async fn bury_with(
+        &self,
+        queued: &QueuedEvent,
+        reason: &str,
+        summary: Option<InvocationSummary>,
+    ) -> Result<(), EngineError> {
         tracing::warn!(event = %queued.id, install = %queued.install_id, reason, "dead-lettering");
-        let buried = {
-            let _writable = self.store.writable().await;
-            self.store.dead_letter(queued, reason, now_ms())
+        let (letter, reason) = (queued.clone(), reason.to_owned());
+        let bury = move |store: &crate::store::Store| {
+            if let Some(summary) = &summary {
+                store.put_invocation(summary)?;
+            }
+            store.dead_letter(&letter, &reason, now_ms())
         };
+        let buried = self.writer.apply(queued.organisation_id, false, bury).await;
         match buried {
             Ok(()) => {
                 self.settled(queued.organisation_id, 1, 0);

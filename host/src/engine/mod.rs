@@ -12,15 +12,14 @@
 mod catalog;
 mod dispatch;
 mod installation;
-mod lanes;
 mod metrics;
 mod retry;
 mod routing;
 mod schedules;
 mod slots;
+mod writer;
 
 pub use catalog::{AppSlot, AppStatus, new_record};
-pub use dispatch::FLUSH_EVERY;
 pub use installation::Installation;
 pub use metrics::{Gauges, Metrics};
 pub use retry::RetryPolicy;
@@ -100,14 +99,12 @@ pub struct EngineConfig {
     /// many events queued: a flooding tenant is slowed at the door instead
     /// of filling the queue and the machine for everyone.
     pub max_queue_per_org: usize,
-    /// Most ingress writes of one organisation made durable by one flush
-    /// (see `lanes`). With 1 (the default) a flooding tenant waits one
-    /// flush per write, which isolates the other tenants best; measured
-    /// (docs/benchmarks.md): a steady tenant's p99 under another's flood is
-    /// 1.2–1.8x its unloaded value with 1 and 2.1–2.8x with 256, and one
-    /// organisation's HTTP ingestion is the same (~2,000 requests/s here)
-    /// with a far lower p99 (26 ms instead of 142 ms). Larger batches only
-    /// help a single tenant whose flushes are slow.
+    /// Most writes (all organisations together) the writer applies as
+    /// one atomic write and makes durable with one flush. The writer takes
+    /// one write per organisation in turn, so a flooding tenant cannot fill
+    /// a cycle ahead of others; batches grow with the load, and a lone
+    /// write is never kept waiting for company. 256 measured at sled's
+    /// ceiling on this disk (docs/benchmarks.md).
     pub ingress_batch: usize,
 }
 
@@ -121,7 +118,7 @@ impl Default for EngineConfig {
             concurrency: 32,
             max_queue: 100_000,
             max_queue_per_org: 10_000,
-            ingress_batch: 1,
+            ingress_batch: 256,
         }
     }
 }
@@ -189,13 +186,15 @@ pub struct Engine {
     per_org: Mutex<HashMap<crate::model::OrgId, usize>>,
     /// Dispatch rounds so far: rotates which organisation goes first.
     round: AtomicUsize,
-    /// Each organisation's ingress writer (see [`lanes`]).
-    lanes: lanes::Lanes,
+    /// The one writer of ingress and commits (see [`writer`]).
+    writer: writer::Writer,
 }
 
 impl Engine {
     /// An engine with no installations over `store` (whose queue it resumes).
     pub fn new(store: Store, runtime: Arc<Runtime>, config: EngineConfig) -> Result<Self, EngineError> {
+        let writer = writer::Writer::start(store.clone(), config.ingress_batch)
+            .map_err(|e| StoreError::Flush(format!("cannot start the writer thread: {e}")))?;
         let engine = Self {
             store,
             runtime,
@@ -212,7 +211,7 @@ impl Engine {
             queued: AtomicUsize::new(0),
             per_org: Mutex::default(),
             round: AtomicUsize::new(0),
-            lanes: lanes::Lanes::new(config.ingress_batch),
+            writer,
         };
         engine.recount()?;
         Ok(engine)
@@ -323,7 +322,7 @@ impl Engine {
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
         let counted = self.counting(inst.organisation_id, 1);
         let id = queued.id;
-        self.lanes.write(&self.store, inst.organisation_id, Effects::default(), vec![queued], now_ms(), None).await?;
+        self.writer.write(writer::Write::ingress(inst.organisation_id, Effects::default(), vec![queued], None)).await?;
         counted.accepted();
         Ok(Some(id))
     }
@@ -365,7 +364,7 @@ impl Engine {
         let events = routing::route(&self.installations(), org, &effects, None, 0, now);
         self.admit(org, events.len())?;
         let counted = self.counting(org, events.len());
-        self.lanes.write(&self.store, org, effects, events, now, None).await?;
+        self.writer.write(writer::Write { now_ms: now, ..writer::Write::ingress(org, effects, events, None) }).await?;
         counted.accepted();
         Ok(())
     }
@@ -419,7 +418,9 @@ impl Engine {
         self.admit(inst.organisation_id, 1)?;
         let counted = self.counting(inst.organisation_id, 1);
         let id = queued.id;
-        self.lanes.write(&self.store, inst.organisation_id, Effects::default(), vec![queued], now_ms(), claim).await?;
+        self.writer
+            .write(writer::Write::ingress(inst.organisation_id, Effects::default(), vec![queued], claim))
+            .await?;
         counted.accepted();
         Ok(id)
     }
@@ -452,10 +453,10 @@ impl Engine {
     /// Returns false if there is no such dead letter.
     pub async fn redrive(&self, id: EventId) -> Result<bool, EngineError> {
         let Some(letter) = self.store.dead_letter_by_id(id)? else { return Ok(false) };
-        let counted = self.counting(letter.event.organisation_id, 1);
-        let redriven = self.store.redrive(id, now_ms())?;
+        let org = letter.event.organisation_id;
+        let counted = self.counting(org, 1);
+        let redriven = self.writer.apply(org, true, move |store| store.redrive(id, now_ms())).await?;
         if redriven {
-            self.store.flush().await?;
             counted.accepted();
         }
         Ok(redriven)

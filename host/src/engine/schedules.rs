@@ -36,25 +36,43 @@ impl Engine {
 
     /// Fire every schedule that is due at `now`. However many fire times
     /// were missed (downtime), a schedule fires once and its next fire time
-    /// moves past `now`. Returns how many fired.
-    pub(super) fn fire_schedules(&self, now: u64) -> Result<usize, EngineError> {
-        let mut fired = 0;
+    /// moves past `now`. The fires go to the writer as one operation (each
+    /// fire its own atomic write: the event queued with the schedule's next
+    /// fire time). Returns how many fired.
+    pub(super) async fn fire_schedules(&self, now: u64) -> Result<usize, EngineError> {
+        let mut plan = Vec::new();
         for state in self.store.schedules()? {
             let Some(due) = state.next_fire_ms.filter(|due| *due <= now && !state.disabled) else { continue };
             let Some(inst) = self.installation(state.install_id) else { continue };
             let Ok(expr) = ScheduleExpr::parse(&state.expression, state.timezone.as_deref()) else { continue };
             let next = next_after_now(&expr, due, now);
             let event = Event::Schedule { schedule_id: state.id, organisation_id: inst.organisation_id };
-            let queued = routing::queued(&inst, inst.agent_id, &event, 0, now);
-            if !inst.app.hooks.contains(&Hook::Schedule) {
-                // Nothing would run: just keep the plan moving.
-                self.store.put_schedule(&ScheduleState { next_fire_ms: next, ..state })?;
-            } else if self.store.fire_schedule(&state, &queued, next)? {
-                self.settled(inst.organisation_id, 0, 1);
-                fired += 1;
-            }
+            // Nothing would run without the hook: just keep the plan moving.
+            let queued =
+                inst.app.hooks.contains(&Hook::Schedule).then(|| routing::queued(&inst, inst.agent_id, &event, 0, now));
+            plan.push((inst.organisation_id, state, next, queued));
         }
-        Ok(fired)
+        // The writer's turn goes to the first organisation with a fire.
+        let Some(&(org, ..)) = plan.first() else { return Ok(0) };
+        let fire = move |store: &crate::store::Store| {
+            let mut fired = Vec::new();
+            for (org, state, next, queued) in plan {
+                match queued {
+                    None => store.put_schedule(&ScheduleState { next_fire_ms: next, ..state })?,
+                    Some(queued) => {
+                        if store.fire_schedule(&state, &queued, next)? {
+                            fired.push(org);
+                        }
+                    }
+                }
+            }
+            Ok(fired)
+        };
+        let fired = self.writer.apply(org, false, fire).await?;
+        for org in &fired {
+            self.settled(*org, 0, 1);
+        }
+        Ok(fired.len())
     }
 }
 

@@ -48,8 +48,8 @@ pub struct ServeConfig {
     /// Queued events of one organisation at most before its ingress
     /// answers `429 tenant_busy`.
     pub max_queue_per_org: usize,
-    /// Most ingress writes of one organisation made durable by one flush:
-    /// 1 isolates tenants best, large batches ingest fastest.
+    /// Most writes the writer applies and makes durable per cycle (one
+    /// atomic write, one flush), all organisations together.
     pub ingress_batch: usize,
     /// Messages kept per channel (oldest pruned).
     pub messages_per_channel: usize,

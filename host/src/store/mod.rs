@@ -135,12 +135,6 @@ pub struct Store {
     /// an iterator all parked). Transactions share the gate; a flush takes
     /// it alone.
     gate: Arc<RwLock<()>>,
-    /// The same exclusion for async writers: a flush holds it exclusively
-    /// while it holds `gate`, so a task that awaits [`Store::writable`]
-    /// first waits for a running flush by yielding, instead of blocking a
-    /// runtime thread on `gate` (with few threads, a flush's fsync would
-    /// otherwise stall every task, other tenants' included).
-    writers: Arc<tokio::sync::RwLock<()>>,
     /// Group commit: concurrent `flush` callers share flushes (see `flush`).
     flushes: Arc<FlushTickets>,
 }
@@ -225,7 +219,6 @@ impl Store {
             dir,
             health: Arc::default(),
             gate: Arc::default(),
-            writers: Arc::default(),
             flushes: Arc::default(),
         })
     }
@@ -253,7 +246,6 @@ impl Store {
         }
         self.check_writable()?;
         let covers = self.flushes.requested.load(Ordering::SeqCst);
-        let _writers = self.writers.write().await;
         let (trees, gate, health) = (self.t()?, Arc::clone(&self.gate), Arc::clone(&self.health));
         let flushing = tokio::task::spawn_blocking(move || {
             let _alone = gate.write().unwrap_or_else(|p| p.into_inner());
@@ -284,12 +276,32 @@ impl Store {
         Err(StoreError::NotWritable(failure))
     }
 
-    /// Wait (yielding, not blocking the thread) until no flush is running;
-    /// while the guard lives no flush starts. Async writers take it around
-    /// their writes. Never hold it across [`Store::flush`]: that would wait
-    /// for itself.
-    pub async fn writable(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
-        Arc::clone(&self.writers).read_owned().await
+    /// Make every write so far durable on this thread, which must not be
+    /// an async runtime's (the writer's own thread: its flush is inline,
+    /// not a hand-off to a blocking pool). A failure marks the store not
+    /// writable, as [`Store::flush`] does.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let trees = self.t()?;
+        let _alone = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let _timed = self.health.flushing();
+        match trees.db.flush() {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let reason = match e {
+                    sled::Error::Io(e) => e.to_string(),
+                    other => other.to_string(),
+                };
+                self.failed(&reason);
+                Err(StoreError::NotWritable(reason))
+            }
+        }
+    }
+
+    /// Declare the store not writable (a write that stalled past its
+    /// bound) and start recovering.
+    pub fn mark_failed(&self, reason: &str) {
+        self.failed(reason);
     }
 
     /// Run a transaction under the shared side of the gate (see `gate`),
