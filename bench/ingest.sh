@@ -56,7 +56,7 @@ done = function(summary, latency, requests)
 end
 LUA
 
-PADDOCK_OPERATOR_TOKEN=pdo_bench target/release/paddock serve --config "$work/serve.toml" --data "$work/data" \
+PADDOCK_OPERATOR_TOKEN=pdo_bench target/release/paddock serve --push-listen off --config "$work/serve.toml" --data "$work/data" \
   --plugins "$work/plugins" --listen 127.0.0.1:18090 --bootstrap "$work/bootstrap.toml" 2>"$work/paddock.log" &
 wasmtime serve --addr 127.0.0.1:18091 "$hello" 2>"$work/wasmtime.log" &
 for port in 18090 18091; do

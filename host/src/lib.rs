@@ -11,6 +11,7 @@
 //! - [`runtime`]: the wasmtime sandbox that runs one event and returns a [`runtime::Report`];
 //! - [`store`]: the sled store: state, the durable queue, dead letters, the atomic commit;
 //! - [`engine`]: ingress, routing, the dispatcher, retries and dead letters;
+//! - [`monitors`]: push what committed to external clients (Device Cloud's Monitor API);
 //! - [`plugins`]: the plugins directory, loaded at start and watched;
 //! - [`tenants`]: organisations, agents, tokens and ingestion endpoints, created one way;
 //! - [`api`]: the HTTP API (`/v1`), ingestion endpoints, OAuth callback, metrics;
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod engine;
 pub mod manifest;
 pub mod model;
+pub mod monitors;
 pub mod plugins;
 pub mod runtime;
 pub mod serve;

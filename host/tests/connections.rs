@@ -24,7 +24,7 @@ fn with_1100_slow_clients_against_1024_descriptors_health_still_answers_within_a
     let mut command = Command::new("sh");
     command
         .arg("-c")
-        .arg("ulimit -n 1024 && exec \"$0\" serve --listen 127.0.0.1:0 --data \"$1\" --plugins \"$2\"")
+        .arg("ulimit -n 1024 && exec \"$0\" serve --listen 127.0.0.1:0 --push-listen 127.0.0.1:0 --data \"$1\" --plugins \"$2\"")
         .arg(env!("CARGO_BIN_EXE_paddock"))
         .arg(root.path().join("data"))
         .arg(root.path().join("plugins"))

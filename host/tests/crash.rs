@@ -48,7 +48,7 @@ struct Node {
 fn start(data: &Path, plugins: &Path, bootstrap: &Path) -> Node {
     let mut command = serve::paddock();
     command
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0"])
         .arg("--data")
         .arg(data)
         .arg("--plugins")

@@ -80,7 +80,7 @@ fn start(data: &Path, root: &Path) -> Node {
     std::fs::write(&config, "[store]\nreserve_mb = 2\n").unwrap();
     let mut command = serve::paddock();
     command
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--push-listen", "off"])
         .arg("--config")
         .arg(&config)
         .arg("--data")

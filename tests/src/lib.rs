@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
 
 pub mod http;
+pub mod push;
 pub mod server;
 pub mod tenant;
 

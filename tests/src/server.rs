@@ -18,6 +18,8 @@ pub const OPERATOR: &str = "pdo_test_operator_token";
 pub struct Server {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its monitor push listener listens.
+    pub push: Option<SocketAddr>,
     /// Its plugins directory.
     pub plugins: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -58,6 +60,7 @@ impl Server {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             operator_token: Some(OPERATOR.into()),
             shutdown_grace_s: 2,
+            push_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..ServeConfig::default()
         };
         tweak(&mut config);
@@ -76,9 +79,10 @@ impl Server {
                 }
             });
         });
-        let addr = ready_rx.blocking_recv().expect("the server did not start");
+        let bound = ready_rx.blocking_recv().expect("the server did not start");
+        let (addr, push) = (bound.api, bound.push);
         let plugins_path = plugins.path().to_path_buf();
-        Server { addr, plugins: plugins_path, stop: Some(stop_tx), thread: Some(thread), _dirs: (data, plugins) }
+        Server { addr, push, plugins: plugins_path, stop: Some(stop_tx), thread: Some(thread), _dirs: (data, plugins) }
     }
 
     /// Call the API. `token` is sent as a bearer token; `body` as JSON.

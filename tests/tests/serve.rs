@@ -99,6 +99,8 @@ fn another_organisations_token_gets_403_or_404_and_no_data_on_every_endpoint() {
         Some(&json!({"n": 1})),
         201,
     );
+    let monitor = a.call(&s, "POST", "/v1/orgs/{org}/monitors", Some(&json!({"topic": "*", "type": "tcp"})), 201);
+    let monitor = monitor["id"].to_string();
     let secret_marker = [a.org.as_str(), agent.as_str(), install.as_str(), ingestion.as_str()];
 
     let fill = |path: &str, org: &str| {
@@ -111,6 +113,7 @@ fn another_organisations_token_gets_403_or_404_and_no_data_on_every_endpoint() {
             .replace("{ingestion}", &ingestion)
             .replace("{token}", "x")
             .replace("{app}", "counter")
+            .replace("{monitor}", &monitor)
     };
     let body = json!({ "name": "x" });
     for route in ROUTES {
@@ -124,6 +127,7 @@ fn another_organisations_token_gets_403_or_404_and_no_data_on_every_endpoint() {
                 if route.path.contains("{agent}")
                     || route.path.contains("{install}")
                     || route.path.contains("{ingestion}")
+                    || route.path.contains("{monitor}")
                 {
                     let r = s.call(method, &fill(route.path, &b.org), Some(&b.token), Some(&body));
                     assert!(
@@ -146,6 +150,16 @@ fn another_organisations_token_gets_403_or_404_and_no_data_on_every_endpoint() {
                 let r = s.call(method, &fill(route.path, &a.org), Some(&b.token), None);
                 assert_eq!(r.status, 200);
                 assert!(!r.text().contains(&a.org), "{} leaks organisation A: {}", route.path, r.text());
+            }
+            Access::DeviceCloud => {
+                // B's token acts in B's organisation: A's monitor is not
+                // there, and nothing of A shows.
+                let r = s.call(method, &fill(route.path, &a.org), Some(&b.token), Some(&body));
+                assert!(matches!(r.status, 200 | 400 | 404), "{method} {}: {} {}", route.path, r.status, r.text());
+                assert!(!r.text().contains(&a.org), "{} leaks organisation A: {}", route.path, r.text());
+                if route.path.contains("{monitor}") {
+                    assert_ne!(r.status, 200, "{method} {} reached A's monitor with B's token", route.path);
+                }
             }
             Access::Public | Access::Endpoint => {}
         }

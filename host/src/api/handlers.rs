@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Principal, authenticate};
 use super::routes::{Access, Op, openapi};
-use super::{Api, ApiError, Reply, Request, ingest, oauth};
+use super::{Api, ApiError, Reply, Request, devicecloud, ingest, monitors, oauth};
 use crate::engine::{Gauges, new_record};
 use crate::model::{
     Agent, AgentId, ChannelName, ChannelRef, EventId, IngestionId, InstallId, MessageId, OrgId, WriteMode,
@@ -52,6 +52,7 @@ pub fn admit(api: &Api, req: &Request) -> Result<Admitted, ApiError> {
             }
             Some(p)
         }
+        Access::DeviceCloud => Some(Principal::Org(super::devicecloud::authenticate(api, req)?)),
     };
     let mut body_limit = req.route.body_limit(&api.config);
     let endpoint = if req.route.op == Op::Ingest {
@@ -213,6 +214,31 @@ pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Re
             Ok(oauth::state_for(api, rec.id))
         }
         Op::OauthCallback => oauth::callback(api, req).await,
+        Op::ListMonitors => monitors::list(api.monitors(), org()?),
+        Op::CreateMonitor => monitors::create(api.monitors(), req, org()?).await,
+        Op::GetMonitor => monitors::get(api.monitors(), req, org()?),
+        Op::UpdateMonitor => monitors::update(api.monitors(), req, org()?).await,
+        Op::DeleteMonitor => monitors::delete(api.monitors(), req, org()?).await,
+        Op::ResetMonitor => monitors::reset(api.monitors(), req, org()?).await,
+        Op::MonitorHistory => monitors::history(api.monitors(), req, org()?),
+        Op::DcCreateMonitor
+        | Op::DcListMonitors
+        | Op::DcResetMonitor
+        | Op::DcGetMonitor
+        | Op::DcUpdateMonitor
+        | Op::DcDeleteMonitor
+        | Op::DcDeviceCore => {
+            let Some(Principal::Org(org)) = principal else {
+                return Err(ApiError::internal(&"a Device Cloud request was not admitted with an organisation"));
+            };
+            match req.route.op {
+                Op::DcCreateMonitor => devicecloud::create(api, req, org).await,
+                Op::DcListMonitors | Op::DcGetMonitor => devicecloud::list(api, req, org),
+                Op::DcResetMonitor | Op::DcUpdateMonitor => devicecloud::update(api, req, org).await,
+                Op::DcDeleteMonitor => devicecloud::delete(api, req, org).await,
+                _ => devicecloud::device_core(api, req, org),
+            }
+        }
     }
 }
 

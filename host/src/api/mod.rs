@@ -9,9 +9,11 @@
 //! internal errors are logged and answered with a generic message.
 
 mod auth;
+mod devicecloud;
 mod handlers;
 mod ingest;
 mod listener;
+mod monitors;
 mod oauth;
 pub mod routes;
 
@@ -35,6 +37,7 @@ use serde_json::{Value, json};
 
 use crate::engine::{Engine, EngineError};
 use crate::model::StateSigner;
+use crate::monitors::Monitors;
 use crate::store::StoreError;
 
 /// Largest request body of the management API (uploads of components are
@@ -83,13 +86,21 @@ pub struct Api {
     config: ApiConfig,
     throttle: Throttle,
     signer: Arc<StateSigner>,
+    monitors: Arc<Monitors>,
 }
 
 impl Api {
     /// The API over `engine`. `signer` checks OAuth `state` tokens (the
-    /// engine signs them with the same signer, see [`Engine::with_oauth`]).
-    pub fn new(engine: Arc<Engine>, config: ApiConfig, signer: Arc<StateSigner>) -> Self {
-        Self { engine, config, throttle: Throttle::default(), signer }
+    /// engine signs them with the same signer, see [`Engine::with_oauth`]);
+    /// `monitors` are the monitors its monitor routes manage (shared with
+    /// the push listener).
+    pub fn new(engine: Arc<Engine>, config: ApiConfig, signer: Arc<StateSigner>, monitors: Arc<Monitors>) -> Self {
+        Self { engine, config, throttle: Throttle::default(), signer, monitors }
+    }
+
+    /// The monitors.
+    pub fn monitors(&self) -> &Monitors {
+        &self.monitors
     }
 
     /// The OAuth redirect URI for a server reached at `public_url`.
@@ -214,11 +225,13 @@ impl Request {
     }
 }
 
-/// A successful answer.
+/// A successful answer (or, for Device Cloud's routes, an error in its
+/// own format).
 pub struct Reply {
     status: StatusCode,
     body: Bytes,
     content_type: &'static str,
+    location: Option<String>,
 }
 
 impl Reply {
@@ -230,23 +243,36 @@ impl Reply {
     /// `status` with a JSON body.
     pub fn json(status: StatusCode, value: impl Serialize) -> Self {
         let body = serde_json::to_vec(&value).unwrap_or_default();
-        Self { status, body: body.into(), content_type: "application/json" }
+        Self::raw(status, "application/json", body)
     }
 
     /// 200 with a text body of `content_type`.
     pub fn text(content_type: &'static str, body: String) -> Self {
-        Self { status: StatusCode::OK, body: body.into(), content_type }
+        Self::raw(StatusCode::OK, content_type, body)
+    }
+
+    /// `status` with `body` of `content_type`.
+    pub fn raw(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Self {
+        Self { status, body: body.into(), content_type, location: None }
+    }
+
+    /// With a `Location` header.
+    pub fn with_location(self, location: String) -> Self {
+        Self { location: Some(location), ..self }
     }
 
     /// 204.
     pub fn no_content() -> Self {
-        Self { status: StatusCode::NO_CONTENT, body: Bytes::new(), content_type: "application/json" }
+        Self::raw(StatusCode::NO_CONTENT, "application/json", Bytes::new())
     }
 
     fn into_response(self) -> hyper::Response<Full<Bytes>> {
         let mut r = hyper::Response::new(Full::new(self.body));
         *r.status_mut() = self.status;
         r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            r.headers_mut().insert(hyper::header::LOCATION, location);
+        }
         r
     }
 }

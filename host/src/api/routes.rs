@@ -22,6 +22,9 @@ pub enum Access {
     AnyToken,
     /// Checked by the endpoint itself (ingestion tokens, OAuth state).
     Endpoint,
+    /// Device Cloud's: HTTP Basic (organisation id, API token) or a
+    /// Bearer organisation token.
+    DeviceCloud,
 }
 
 /// What a route does: the handler is chosen by this.
@@ -66,6 +69,20 @@ pub enum Op {
     Ingest,
     OauthState,
     OauthCallback,
+    ListMonitors,
+    CreateMonitor,
+    GetMonitor,
+    UpdateMonitor,
+    DeleteMonitor,
+    ResetMonitor,
+    MonitorHistory,
+    DcCreateMonitor,
+    DcListMonitors,
+    DcResetMonitor,
+    DcGetMonitor,
+    DcUpdateMonitor,
+    DcDeleteMonitor,
+    DcDeviceCore,
 }
 
 /// One endpoint.
@@ -151,11 +168,27 @@ routes! {
     POST "/v1/ingest/{ingestion}" => Ingest, Endpoint, 202, "Post an event to an integration (token, CIDR, HMAC, throttle checks).";
     GET "/v1/orgs/{org}/installations/{install}/oauth-state" => OauthState, Tenant, 200, "A signed OAuth `state` and redirect URI for the installation.";
     GET "/v1/oauth/callback" => OauthCallback, Endpoint, 200, "OAuth2 redirect target: delivers `code` to the installation named by `state`.";
+    GET "/v1/orgs/{org}/monitors" => ListMonitors, Tenant, 200, "The organisation's monitors with their status.";
+    POST "/v1/orgs/{org}/monitors" => CreateMonitor, Tenant, 201, "Create a monitor (topics, transport tcp/http/websocket, batching, format, replay).";
+    GET "/v1/orgs/{org}/monitors/{monitor}" => GetMonitor, Tenant, 200, "One monitor with its status, cursor and counters.";
+    PUT "/v1/orgs/{org}/monitors/{monitor}" => UpdateMonitor, Tenant, 200, "Replace a monitor's configuration (resets it).";
+    DELETE "/v1/orgs/{org}/monitors/{monitor}" => DeleteMonitor, Tenant, 204, "Delete a monitor (its session is closed).";
+    POST "/v1/orgs/{org}/monitors/{monitor}/reset" => ResetMonitor, Tenant, 200, "Reset a monitor (e.g. after DISABLED): status inactive, cursor at now.";
+    GET "/v1/orgs/{org}/monitors/{monitor}/history" => MonitorHistory, Tenant, 200, "What the monitor's topics matched (`start_time`, `end_time`, `size`, `cursor`).";
+    POST "/ws/Monitor" => DcCreateMonitor, DeviceCloud, 201, "Device Cloud: create a monitor from an XML body.";
+    GET "/ws/Monitor" => DcListMonitors, DeviceCloud, 200, "Device Cloud: list monitors (`start`, `size`, `condition`).";
+    PUT "/ws/Monitor" => DcResetMonitor, DeviceCloud, 200, "Device Cloud: reset the monitor named by `<monId>`.";
+    GET "/ws/Monitor/{monitor}" => DcGetMonitor, DeviceCloud, 200, "Device Cloud: one monitor, in the list envelope.";
+    PUT "/ws/Monitor/{monitor}" => DcUpdateMonitor, DeviceCloud, 200, "Device Cloud: replace a monitor (resets it).";
+    DELETE "/ws/Monitor/{monitor}" => DcDeleteMonitor, DeviceCloud, 200, "Device Cloud: delete a monitor.";
+    GET "/ws/DeviceCore" => DcDeviceCore, DeviceCloud, 200, "Device Cloud: the organisation's devices (the client's credential check).";
 }
 
 /// The route for `method` and `path`, with its parameters; 404 for an
 /// unknown path, 405 for a known path with another method.
 pub fn find(method: &Method, path: &str) -> Result<(&'static Route, BTreeMap<&'static str, String>), ApiError> {
+    // `//ws/Monitor` (a client base URL with a trailing slash) is `/ws/Monitor`.
+    let path = format!("/{}", path.trim_start_matches('/'));
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     let mut path_known = false;
     for route in ROUTES {
@@ -203,6 +236,7 @@ pub fn openapi() -> Value {
             .collect();
         let security = match route.access {
             Access::Public | Access::Endpoint => json!([]),
+            Access::DeviceCloud => json!([{ "basic": [] }, { "bearer": [] }]),
             _ => json!([{ "bearer": [] }]),
         };
         let access = match route.access {
@@ -211,6 +245,7 @@ pub fn openapi() -> Value {
             Access::Tenant => "operator or organisation token",
             Access::AnyToken => "any token (answers filtered to its scope)",
             Access::Endpoint => "endpoint credentials",
+            Access::DeviceCloud => "Basic (organisation id, API token) or a Bearer organisation token",
         };
         let op = json!({
             "operationId": format!("{:?}", route.op),
@@ -233,7 +268,10 @@ pub fn openapi() -> Value {
         "info": { "title": "Paddock API", "version": env!("CARGO_PKG_VERSION") },
         "paths": paths,
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer" },
+                "basic": { "type": "http", "scheme": "basic" }
+            },
             "schemas": { "Error": {
                 "type": "object", "required": ["error"],
                 "properties": { "error": { "type": "object", "required": ["code", "message"],

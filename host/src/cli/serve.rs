@@ -31,6 +31,21 @@ pub struct ServeArgs {
     /// The base URL clients reach this server on.
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Where Device Cloud clients connect for TCP monitor pushes
+    /// [default: 127.0.0.1:3200; port 0 picks one; `off` disables it].
+    #[arg(long, value_parser = parse_push_listen)]
+    pub push_listen: Option<PushListen>,
+}
+
+/// `--push-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct PushListen(Option<SocketAddr>);
+
+fn parse_push_listen(s: &str) -> Result<PushListen, String> {
+    if s == "off" {
+        return Ok(PushListen(None));
+    }
+    s.parse().map(|a| PushListen(Some(a))).map_err(|e| format!("{s:?}: {e} (an address like 127.0.0.1:3200, or off)"))
 }
 
 pub(super) async fn run(args: ServeArgs, runtime: RuntimeConfig) -> anyhow::Result<u8> {
@@ -52,6 +67,9 @@ pub(super) async fn run(args: ServeArgs, runtime: RuntimeConfig) -> anyhow::Resu
     }
     if let Some(u) = args.public_url {
         config.public_url = Some(u);
+    }
+    if let Some(PushListen(p)) = args.push_listen {
+        config.push_listen = p;
     }
     crate::serve::run(config, runtime, std::future::pending(), None).await?;
     Ok(0)

@@ -11,6 +11,7 @@
 
 mod catalog;
 mod dispatch;
+mod feed;
 mod installation;
 mod metrics;
 mod retry;
@@ -20,6 +21,7 @@ mod slots;
 mod writer;
 
 pub use catalog::{AppSlot, AppStatus, new_record};
+pub use feed::Feed;
 pub use installation::Installation;
 pub use metrics::{Gauges, Metrics};
 pub use retry::RetryPolicy;
@@ -188,12 +190,16 @@ pub struct Engine {
     round: AtomicUsize,
     /// The one writer of ingress and commits (see [`writer`]).
     writer: writer::Writer,
+    /// Which organisations' commits go to the monitor feed, and how far
+    /// it is durable.
+    feed: Arc<Feed>,
 }
 
 impl Engine {
     /// An engine with no installations over `store` (whose queue it resumes).
     pub fn new(store: Store, runtime: Arc<Runtime>, config: EngineConfig) -> Result<Self, EngineError> {
-        let writer = writer::Writer::start(store.clone(), config.ingress_batch)
+        let feed = Arc::new(Feed::new(store.feed_mark()?));
+        let writer = writer::Writer::start(store.clone(), config.ingress_batch, Arc::clone(&feed))
             .map_err(|e| StoreError::Flush(format!("cannot start the writer thread: {e}")))?;
         let engine = Self {
             store,
@@ -212,6 +218,7 @@ impl Engine {
             per_org: Mutex::default(),
             round: AtomicUsize::new(0),
             writer,
+            feed,
         };
         engine.recount()?;
         Ok(engine)
@@ -247,6 +254,11 @@ impl Engine {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The monitor feed's watch list and durable head.
+    pub fn feed(&self) -> &Arc<Feed> {
+        &self.feed
     }
 
     /// The runtime.

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::feed::Feed;
 use crate::caps::Effects;
 use crate::model::OrgId;
 use crate::store::{Claim, Commit, FLUSH_TIMEOUT, InvocationSummary, QueuedEvent, Store, StoreError};
@@ -62,8 +63,9 @@ impl Write {
         Write { org, ack: None, effects, downstream, now_ms, summary: None, claim, durable: true }
     }
 
-    fn commit(&self) -> Commit<'_> {
+    fn commit(&self, feed: bool) -> Commit<'_> {
         Commit {
+            feed,
             ack: self.ack.as_ref(),
             effects: &self.effects,
             downstream: &self.downstream,
@@ -147,6 +149,7 @@ impl Waiting {
 struct Shared {
     waiting: Mutex<Waiting>,
     ready: Condvar,
+    feed: Arc<Feed>,
 }
 
 /// The writer: a handle to its thread, which stops when this is dropped.
@@ -158,8 +161,8 @@ pub(super) struct Writer {
 impl Writer {
     /// Start the writer thread over `store`; a cycle takes at most
     /// `max_batch` writes.
-    pub fn start(store: Store, max_batch: usize) -> std::io::Result<Writer> {
-        let shared = Arc::new(Shared { waiting: Mutex::default(), ready: Condvar::new() });
+    pub fn start(store: Store, max_batch: usize, feed: Arc<Feed>) -> std::io::Result<Writer> {
+        let shared = Arc::new(Shared { waiting: Mutex::default(), ready: Condvar::new(), feed });
         let (thread_store, thread_shared) = (store.clone(), Arc::clone(&shared));
         std::thread::Builder::new()
             .name("paddock-writer".into())
@@ -237,13 +240,13 @@ fn run(store: &Store, shared: &Shared, max_batch: usize) {
             }
             waiting.take(max_batch)
         };
-        cycle(store, jobs);
+        cycle(store, &shared.feed, jobs);
     }
 }
 
 /// One cycle: the commits as one atomic write, then the operations, then
 /// one flush; each waiter answered once what it needs is done.
-fn cycle(store: &Store, jobs: Vec<Job>) {
+fn cycle(store: &Store, feed: &Feed, jobs: Vec<Job>) {
     let mut commits = Vec::new();
     let mut ops = Vec::new();
     for job in jobs {
@@ -252,8 +255,10 @@ fn cycle(store: &Store, jobs: Vec<Job>) {
             Work::Op(op) => ops.push((op, job.durable, job.done)),
         }
     }
+    let watched: Vec<bool> = commits.iter().map(|(w, ..)| feed.is_watched(w.org)).collect();
+    let fed = watched.contains(&true);
     let applied = {
-        let batch: Vec<Commit<'_>> = commits.iter().map(|(w, ..)| w.commit()).collect();
+        let batch: Vec<Commit<'_>> = commits.iter().zip(&watched).map(|((w, ..), fed)| w.commit(*fed)).collect();
         store.commit_batch(&batch)
     };
     let verdicts: Vec<Result<(), StoreError>> = match applied {
@@ -281,8 +286,15 @@ fn cycle(store: &Store, jobs: Vec<Job>) {
         return;
     }
     let flushed = store.flush_blocking();
-    if let Err(e) = &flushed {
-        tracing::error!(error = %e, "flushing the writer's cycle failed");
+    match &flushed {
+        Err(e) => tracing::error!(error = %e, "flushing the writer's cycle failed"),
+        // Everything this cycle wrote to the feed is durable: below the
+        // next number the store would draw.
+        Ok(()) if fed => match store.feed_mark() {
+            Ok(mark) => feed.advance(mark),
+            Err(e) => tracing::error!(error = %e, "reading the feed mark failed"),
+        },
+        Ok(()) => {}
     }
     for (verdict, tx) in after_flush {
         let verdict = match &flushed {

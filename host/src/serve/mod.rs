@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::api::{Api, ApiConfig, ConnectionLimits};
 use crate::engine::{Engine, EngineConfig};
 use crate::model::StateSigner;
+use crate::monitors::{MonitorConfig, Monitors};
 use crate::plugins::Plugins;
 use crate::runtime::{OutboundConfig, Runtime, RuntimeConfig};
 use crate::store::Store;
@@ -57,6 +58,9 @@ pub struct ServeConfig {
     pub invocations_per_installation: usize,
     /// Seconds open connections get to finish at shutdown.
     pub shutdown_grace_s: u64,
+    /// Where Device Cloud clients connect for TCP monitor pushes (`None`:
+    /// no push listener). Port 3200 is what python-devicecloud dials.
+    pub push_listen: Option<SocketAddr>,
     /// Highest rate (requests/s) an ingestion endpoint may be given
     /// (default 30, Doover's maximum).
     pub max_ingest_rate: u32,
@@ -207,6 +211,7 @@ impl Default for ServeConfig {
             messages_per_channel: 10_000,
             invocations_per_installation: 1_000,
             shutdown_grace_s: 10,
+            push_listen: Some(SocketAddr::from(([127, 0, 0, 1], 3200))),
             max_ingest_rate: tenants::MAX_RATE,
             outbound: OutboundSettings::default(),
             http: HttpSettings::default(),
@@ -235,13 +240,22 @@ impl ServeConfig {
     }
 }
 
+/// Where a started server listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// The HTTP API.
+    pub api: SocketAddr,
+    /// The monitor push listener, if enabled.
+    pub push: Option<SocketAddr>,
+}
+
 /// Run until SIGINT/SIGTERM (or `stop`), then shut down gracefully.
-/// `ready` receives the bound address once the server accepts requests.
+/// `ready` receives the bound addresses once the server accepts requests.
 pub async fn run(
     config: ServeConfig,
     mut runtime_config: RuntimeConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    ready: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> anyhow::Result<()> {
     runtime_config.outbound = config.outbound.to_runtime()?;
     std::fs::create_dir_all(&config.data).with_context(|| format!("{}: cannot create", config.data.display()))?;
@@ -296,18 +310,35 @@ pub async fn run(
         body_timeout: Duration::from_millis(config.http.body_timeout_ms.max(1)),
         ..ApiConfig::default()
     };
-    let api = Arc::new(Api::new(Arc::clone(&engine), api_config, signer));
+    let monitors = Monitors::new(store.clone(), Arc::clone(engine.feed()), MonitorConfig::default())?;
+    let push = match config.push_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen for monitor pushes on {at}"))?;
+            let bound = listener.local_addr()?;
+            eprintln!("paddock: monitor push listener on {bound}");
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let api = Arc::new(Api::new(Arc::clone(&engine), api_config, signer, Arc::clone(&monitors)));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let dispatcher = tokio::spawn(Arc::clone(&engine).run(stopped(stop_rx.clone())));
-    let maintenance = tokio::spawn(maintain(Arc::clone(&engine), config.clone(), stopped(stop_rx.clone())));
+    let maintenance =
+        tokio::spawn(maintain(Arc::clone(&engine), Arc::clone(&monitors), config.clone(), stopped(stop_rx.clone())));
+    let push_addr = push.as_ref().map(|(_, at)| *at);
+    let pusher = push.map(|(listener, _)| {
+        tokio::spawn(crate::monitors::tcp::serve(Arc::clone(&monitors), listener, stopped(stop_rx.clone())))
+    });
     tracing::info!(%addr, data = %config.data.display(), "paddock serving");
     eprintln!("paddock: listening on http://{addr}");
     if let Some(ready) = ready {
-        let _ = ready.send(addr);
+        let _ = ready.send(Bound { api: addr, push: push_addr });
     }
     let grace = Duration::from_secs(config.shutdown_grace_s);
     let limits = config.http.limits();
@@ -317,6 +348,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
     let _ = maintenance.await;
+    if let Some(pusher) = pusher {
+        let _ = pusher.await;
+    }
     store.flush().await?;
     eprintln!("paddock: stopped");
     Ok(())
@@ -392,18 +426,25 @@ fn host_secret(data: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Retention: every minute, prune messages past the per-channel limit,
-/// summaries past the per-installation limit, and expired idempotency keys.
-async fn maintain(engine: Arc<Engine>, config: ServeConfig, stop: impl std::future::Future<Output = ()>) {
+/// summaries past the per-installation limit, expired idempotency keys and
+/// the monitor feed past its bounds.
+async fn maintain(
+    engine: Arc<Engine>,
+    monitors: Arc<Monitors>,
+    config: ServeConfig,
+    stop: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => return,
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
-        let engine = Arc::clone(&engine);
+        let (engine, monitors) = (Arc::clone(&engine), Arc::clone(&monitors));
         let config = config.clone();
         let pruned = tokio::task::spawn_blocking(move || {
-            engine.prune(config.messages_per_channel, config.invocations_per_installation)
+            let pruned = engine.prune(config.messages_per_channel, config.invocations_per_installation)?;
+            Ok::<_, anyhow::Error>(pruned + monitors.prune()?)
         })
         .await;
         match pruned {

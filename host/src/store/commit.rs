@@ -4,8 +4,10 @@
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
+use super::feed::FeedEntry;
 use super::invocations::InvocationSummary;
 use super::queue::{QueuedEvent, insert_queued, remove_queued, tx_error};
+use super::state::AgentRecord;
 use super::{MAX_AGGREGATE_BYTES, Store, StoreError, decode, encode, keys};
 use crate::caps::Effects;
 use crate::model::{Aggregate, apply_write};
@@ -29,6 +31,10 @@ pub struct Commit<'a> {
     /// seen exactly when what it guards is stored. If the key is already
     /// held, nothing is applied and [`StoreError::Duplicate`] is returned.
     pub claim: Option<&'a Claim>,
+    /// Whether to write the commit's messages and aggregate updates to the
+    /// monitor feed (its organisation has monitors), in the same
+    /// transaction.
+    pub feed: bool,
 }
 
 /// An idempotency key claimed by a commit, held until `expires_ms`.
@@ -75,14 +81,22 @@ impl Store {
             .iter()
             .map(|c| c.downstream.iter().map(|e| Ok(QueuedEvent { seq: t.db.generate_id()?, ..e.clone() })).collect())
             .collect::<Result<_, StoreError>>()?;
+        // Feed sequence numbers likewise, in commit order.
+        let feed_seqs: Vec<Vec<u64>> = commits
+            .iter()
+            .map(|c| {
+                let n = if c.feed { c.effects.messages.len() + c.effects.aggregates.len() } else { 0 };
+                (0..n).map(|_| Ok(t.db.generate_id()?)).collect()
+            })
+            .collect::<Result<_, StoreError>>()?;
         self.gated(|| {
-            (&t.queue, &t.keyq, &t.aggregates, &t.messages, &t.agents, &t.invocations, &t.seen)
-                .transaction(|(queue, keyq, aggregates, messages, agents, invocations, seen)| {
-                    let trees = Tx { queue, keyq, aggregates, messages, agents, invocations, seen };
+            (&t.queue, &t.keyq, &t.aggregates, &t.messages, &t.agents, &t.invocations, &t.seen, &t.feed)
+                .transaction(|(queue, keyq, aggregates, messages, agents, invocations, seen, feed)| {
+                    let trees = Tx { queue, keyq, aggregates, messages, agents, invocations, seen, feed };
                     let mut verdicts = Vec::with_capacity(commits.len());
-                    for (c, downstream) in commits.iter().zip(&downstream) {
+                    for ((c, downstream), seqs) in commits.iter().zip(&downstream).zip(&feed_seqs) {
                         let verdict = match trees.check(c)? {
-                            Ok(aggregates) => trees.apply(c, aggregates, downstream).map(Ok)?,
+                            Ok(aggregates) => trees.apply(c, aggregates, downstream, seqs).map(Ok)?,
                             Err(refused) => Err(refused),
                         };
                         verdicts.push(verdict);
@@ -103,13 +117,15 @@ struct Tx<'a> {
     agents: &'a TransactionalTree,
     invocations: &'a TransactionalTree,
     seen: &'a TransactionalTree,
+    feed: &'a TransactionalTree,
 }
 
 /// A step of the transaction: a storage error aborts it all.
 type Step<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
-/// The aggregates a commit would store: key and encoded value, in order.
-type Stored = Vec<(Vec<u8>, Vec<u8>)>;
+/// The aggregates a commit would store: key, encoded value and the value
+/// itself (for the feed), in order.
+type Stored = Vec<(Vec<u8>, Vec<u8>, Aggregate)>;
 
 impl Tx<'_> {
     /// Every rule of the commit, before any of its writes: the refusal, or
@@ -158,13 +174,16 @@ impl Tx<'_> {
                     limit: MAX_AGGREGATE_BYTES,
                 }));
             }
-            encoded.push((key, bytes));
+            encoded.push((key, bytes, agg));
         }
         Ok(Ok(encoded))
     }
 
     /// The commit's writes, once [`Tx::check`] passed.
-    fn apply(&self, c: &Commit<'_>, aggregates: Stored, downstream: &[QueuedEvent]) -> Step<()> {
+    fn apply(&self, c: &Commit<'_>, aggregates: Stored, downstream: &[QueuedEvent], feed: &[u64]) -> Step<()> {
+        if !feed.is_empty() {
+            self.feed_entries(c, &aggregates, feed)?;
+        }
         if let Some(claim) = c.claim {
             self.seen.insert(keys::seen(&claim.scope, &claim.key), encode(&claim.expires_ms))?;
         }
@@ -177,7 +196,7 @@ impl Tx<'_> {
                 self.messages.insert(key, encode(m))?;
             }
         }
-        for (key, bytes) in aggregates {
+        for (key, bytes, _) in aggregates {
             self.aggregates.insert(key, bytes)?;
         }
         for e in downstream {
@@ -185,6 +204,29 @@ impl Tx<'_> {
         }
         if let Some(s) = c.summary {
             self.invocations.insert(&keys::invocation(s.install_id, s.event_id, s.attempt), encode(s))?;
+        }
+        Ok(())
+    }
+
+    /// The commit's feed entries, numbered `seqs` in order: its messages,
+    /// then its aggregate updates (as stored).
+    fn feed_entries(&self, c: &Commit<'_>, aggregates: &Stored, seqs: &[u64]) -> Step<()> {
+        let abort = ConflictableTransactionError::Abort;
+        let mut seqs = seqs.iter().copied();
+        let owner = |agent: crate::model::AgentId| -> Step<(crate::model::OrgId, Option<String>)> {
+            let bytes = self.agents.get(keys::agent(agent))?.ok_or(abort(StoreError::UnknownAgent(agent)))?;
+            let rec: AgentRecord = decode("agent", &bytes).map_err(abort)?;
+            Ok((rec.organisation_id, rec.agent.group))
+        };
+        for m in &c.effects.messages {
+            let (Some(seq), (org, group)) = (seqs.next(), owner(m.channel.agent_id)?) else { break };
+            let entry = FeedEntry::message(org, group, m, seq, c.now_ms);
+            self.feed.insert(&keys::feed(org, seq), encode(&entry))?;
+        }
+        for ((_, _, stored), w) in aggregates.iter().zip(&c.effects.aggregates) {
+            let (Some(seq), (org, group)) = (seqs.next(), owner(w.channel.agent_id)?) else { break };
+            let entry = FeedEntry::aggregate(org, group, &w.channel, stored, &w.data, seq);
+            self.feed.insert(&keys::feed(org, seq), encode(&entry))?;
         }
         Ok(())
     }

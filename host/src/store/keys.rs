@@ -19,6 +19,10 @@
 //! | `tokens`      | SHA-256 of the token secret (32)                 | `TokenRecord` JSON    |
 //! | `ingestions`  | ingestion id (8)                                 | `IngestionRecord` JSON |
 //! | `seen`        | scope length (1) · scope · key                   | expiry ms (JSON)      |
+//! | `feed`        | org id (8) · seq (8)                             | `FeedEntry` JSON      |
+//! | `monitors`    | monitor id (4)                                   | `MonitorRecord` JSON  |
+//! | `monitor_state` | monitor id (4)                                 | `MonitorState` JSON   |
+//! | `monitor_ids` | `next`                                           | last id given (4)     |
 //!
 //! Channel names are at most 128 bytes, so one length byte suffices; the
 //! length prefix keeps `a` and `ab` from sharing a message prefix. Message ids
@@ -133,6 +137,14 @@ pub fn seen(scope: &str, key: &str) -> Vec<u8> {
     let mut k = vec![u8::try_from(scope.len()).unwrap_or(u8::MAX)];
     k.extend_from_slice(scope.as_bytes());
     k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// `feed` key: an organisation's entries in commit order.
+pub fn feed(org: OrgId, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&org.get().to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 

@@ -10,8 +10,10 @@
 
 mod catalog;
 mod commit;
+mod feed;
 mod invocations;
 mod keys;
+mod monitors;
 mod queue;
 mod recovery;
 mod schedules;
@@ -19,7 +21,9 @@ mod state;
 
 pub use catalog::{IngestionRecord, InstallRecord, OrgRecord, TokenRecord};
 pub use commit::{Claim, Commit};
+pub use feed::{FeedEntry, FeedKind, FeedOp};
 pub use invocations::InvocationSummary;
+pub use monitors::{HttpTarget, MonitorRecord, MonitorState, MonitorStatus, Transport};
 pub use queue::{DeadLetter, QueuedEvent};
 pub use schedules::ScheduleState;
 
@@ -168,6 +172,10 @@ pub(crate) struct Trees {
     tokens: sled::Tree,
     ingestions: sled::Tree,
     seen: sled::Tree,
+    feed: sled::Tree,
+    monitors: sled::Tree,
+    monitor_state: sled::Tree,
+    monitor_ids: sled::Tree,
 }
 
 impl Trees {
@@ -188,6 +196,10 @@ impl Trees {
             tokens: db.open_tree("tokens")?,
             ingestions: db.open_tree("ingestions")?,
             seen: db.open_tree("seen")?,
+            feed: db.open_tree("feed")?,
+            monitors: db.open_tree("monitors")?,
+            monitor_state: db.open_tree("monitor_state")?,
+            monitor_ids: db.open_tree("monitor_ids")?,
             db,
         })
     }

@@ -12,9 +12,9 @@ use crate::model::{Agent, AgentId, Aggregate, ChannelRef, Message, MessageId, Or
 
 /// An agent with its organisation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct AgentRecord {
-    organisation_id: OrgId,
-    agent: Agent,
+pub(super) struct AgentRecord {
+    pub(super) organisation_id: OrgId,
+    pub(super) agent: Agent,
 }
 
 impl Store {

@@ -253,6 +253,7 @@ fn run(seed: u64, steps: usize) {
                     now_ms: 1,
                     summary: None,
                     claim: None,
+                    feed: false,
                 });
                 let queued = model.queue.contains_key(&qkey(&ack));
                 let unknown = effects
@@ -367,7 +368,15 @@ fn a_commit_survives_reopening_after_flush() {
         let mut effects = Effects::default();
         effects.aggregates.push(AggregateWrite { channel: ch(1, "a"), data: json!({"n": 1}), mode: WriteMode::Merge });
         store
-            .commit(Commit { ack: Some(&e), effects: &effects, downstream: &[], now_ms: 9, summary: None, claim: None })
+            .commit(Commit {
+                ack: Some(&e),
+                effects: &effects,
+                downstream: &[],
+                now_ms: 9,
+                summary: None,
+                claim: None,
+                feed: false,
+            })
             .unwrap();
         tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(store.flush()).unwrap();
         e
@@ -389,6 +398,7 @@ fn a_commit_survives_reopening_after_flush() {
         now_ms: 10,
         summary: None,
         claim: None,
+        feed: false,
     });
     assert!(matches!(again, Err(StoreError::NotQueued(_))), "an acknowledged event cannot commit twice");
 }
@@ -436,7 +446,8 @@ fn a_batch_is_one_atomic_write_in_which_each_commit_has_its_own_verdict() {
     let (first, second, third) = (write(1), write(2), write(3));
     let mut bad_agent = Effects::default();
     bad_agent.aggregates.push(AggregateWrite { channel: ch(9, "a"), data: json!({"x": 1}), mode: WriteMode::Merge });
-    let c = |ack, effects, claim| Commit { ack, effects, downstream: &[], now_ms: 5, summary: None, claim };
+    let c =
+        |ack, effects, claim| Commit { ack, effects, downstream: &[], now_ms: 5, summary: None, claim, feed: false };
     let verdicts = store
         .commit_batch(&[
             c(Some(&queued), &first, Some(&claim)),

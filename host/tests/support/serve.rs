@@ -16,21 +16,30 @@ pub fn paddock() -> Command {
 /// Spawn `command` (a `paddock serve` with `--listen …:0`, possibly behind
 /// a shell) and wait for the address it prints. Server errors and panics
 /// are echoed to the test's output.
-pub fn spawn(mut command: Command) -> (Child, SocketAddr) {
+pub fn spawn(command: Command) -> (Child, SocketAddr) {
+    let (child, addr, _) = spawn_with_push(command);
+    (child, addr)
+}
+
+/// [`spawn`], also returning the monitor push listener's address if the
+/// server has one.
+pub fn spawn_with_push(mut command: Command) -> (Child, SocketAddr, Option<SocketAddr>) {
     let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut sent = false;
+        let (mut sent, mut push) = (false, None);
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(addr) = line.strip_prefix("paddock: listening on http://") {
-                let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+            if let Some(addr) = line.strip_prefix("paddock: monitor push listener on ") {
+                push = addr.parse::<SocketAddr>().ok();
+            } else if !sent && let Some(addr) = line.strip_prefix("paddock: listening on http://") {
+                let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), push));
                 sent = true;
             } else if line.contains("ERROR") || line.contains("panicked") {
                 eprintln!("server: {line}");
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("paddock serve did not start");
-    (child, addr)
+    let (addr, push) = rx.recv_timeout(Duration::from_secs(60)).expect("paddock serve did not start");
+    (child, addr, push)
 }

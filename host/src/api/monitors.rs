@@ -1,0 +1,232 @@
+//! The native monitor API (`/v1/orgs/{org}/monitors`): Paddock's JSON
+//! conventions over the same records as Device Cloud's `/ws/Monitor`.
+
+use hyper::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, Reply, Request};
+use crate::model::OrgId;
+use crate::monitors::document::{timestamp, topic};
+use crate::monitors::{MonitorError, MonitorSpec, Monitors, Topics};
+use crate::store::{HttpTarget, MonitorRecord, MonitorState, Transport};
+
+/// Most feed entries one history request looks at.
+const HISTORY_SCAN: usize = 10_000;
+
+/// A create or update body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    /// The topics, as a list (joined with commas) ...
+    #[serde(default)]
+    topics: Option<Vec<String>>,
+    /// ... or as Device Cloud's single string.
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    compression: Option<String>,
+    #[serde(default)]
+    batch_size: Option<u32>,
+    #[serde(default)]
+    batch_duration: Option<u32>,
+    #[serde(default)]
+    ack: Option<String>,
+    #[serde(default)]
+    persistent: Option<bool>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    auth_token: Option<String>,
+    #[serde(default)]
+    headers: Option<Vec<String>>,
+    #[serde(default)]
+    connect_timeout_ms: Option<u32>,
+    #[serde(default)]
+    response_timeout_ms: Option<u32>,
+}
+
+impl Body {
+    fn spec(self) -> Result<MonitorSpec, ApiError> {
+        let bad = |m: String| ApiError::bad_request("invalid_monitor", m);
+        let topic = match (self.topics, self.topic) {
+            (Some(list), None) => list.join(","),
+            (None, Some(t)) => t,
+            _ => return Err(bad("give either topics (a list) or topic (a string)".into())),
+        };
+        let transport = match self.kind.as_deref().unwrap_or("websocket") {
+            "tcp" => Transport::Tcp,
+            "websocket" => Transport::Websocket,
+            "http" => Transport::Http(HttpTarget {
+                url: self.url.ok_or_else(|| bad("url is required for an http monitor".into()))?,
+                method: self.method.unwrap_or_else(|| "PUT".into()).to_ascii_uppercase(),
+                token: self.auth_token.filter(|t| !t.is_empty()),
+                headers: self.headers.unwrap_or_default(),
+                connect_timeout_ms: self.connect_timeout_ms.filter(|t| *t > 0).unwrap_or(5000),
+                response_timeout_ms: self.response_timeout_ms.filter(|t| *t > 0).unwrap_or(5000),
+            }),
+            other => return Err(bad(format!("type {other:?}: tcp, http or websocket"))),
+        };
+        let base = MonitorSpec::new(topic, transport);
+        Ok(MonitorSpec {
+            format: self.format.unwrap_or(base.format),
+            compression: self.compression.unwrap_or(base.compression),
+            batch_size: self.batch_size.unwrap_or(base.batch_size),
+            batch_duration_s: self.batch_duration.unwrap_or(base.batch_duration_s),
+            ack_explicit: match self.ack.as_deref() {
+                None | Some("off") => false,
+                Some("explicit") => true,
+                Some(other) => return Err(bad(format!("ack {other:?}: off or explicit"))),
+            },
+            persistent: self.persistent.unwrap_or(false),
+            description: self.description,
+            ..base
+        })
+    }
+}
+
+/// A monitor as the native API shows it (the auth token never).
+pub fn view(rec: &MonitorRecord, state: &MonitorState) -> Value {
+    let mut v = json!({
+        "id": rec.id,
+        "org_id": rec.org,
+        "topic": rec.topic,
+        "type": rec.transport.name(),
+        "format": rec.format,
+        "compression": rec.compression,
+        "batch_size": rec.batch_size,
+        "batch_duration": rec.batch_duration_s,
+        "ack": if rec.ack_explicit { "explicit" } else { "off" },
+        "persistent": rec.persistent,
+        "description": rec.description,
+        "status": state.status.name().to_ascii_lowercase(),
+        "last_connect": state.last_connect_ms.map(timestamp),
+        "last_sent": state.last_sent_ms.map(timestamp),
+        "cursor": state.cursor.to_string(),
+        "delivered_batches": state.delivered,
+        "failed_batches": state.failed,
+        "created": timestamp(rec.created_ms),
+    });
+    if let Transport::Http(h) = &rec.transport {
+        v["url"] = json!(h.url);
+        v["method"] = json!(h.method);
+        v["headers"] =
+            json!(h.headers.iter().filter_map(|l| l.split_once(':').map(|(n, _)| n.trim())).collect::<Vec<_>>());
+        v["connect_timeout_ms"] = json!(h.connect_timeout_ms);
+        v["response_timeout_ms"] = json!(h.response_timeout_ms);
+        v["failing_since"] = json!(state.failing_since_ms.map(timestamp));
+    }
+    v
+}
+
+/// `POST /v1/orgs/{org}/monitors`.
+pub async fn create(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+    let spec = req.json::<Body>()?.spec()?;
+    let (rec, state) = monitors.create(org, spec).await.map_err(error)?;
+    Ok(Reply::json(StatusCode::CREATED, view(&rec, &state)))
+}
+
+/// `GET /v1/orgs/{org}/monitors`.
+pub fn list(monitors: &Monitors, org: OrgId) -> Result<Reply, ApiError> {
+    let all = monitors.list(org).map_err(error)?;
+    Ok(Reply::ok(json!({ "monitors": all.iter().map(|(r, s)| view(r, s)).collect::<Vec<_>>() })))
+}
+
+/// `GET /v1/orgs/{org}/monitors/{monitor}`.
+pub fn get(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+    let (rec, state) = monitors.get(org, id(req)?).map_err(error)?;
+    Ok(Reply::ok(view(&rec, &state)))
+}
+
+/// `PUT /v1/orgs/{org}/monitors/{monitor}`: replace (and reset).
+pub async fn update(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+    let spec = req.json::<Body>()?.spec()?;
+    let rec = monitors.update(org, id(req)?, spec).await.map_err(error)?;
+    let (rec, state) = monitors.get(org, rec.id).map_err(error)?;
+    Ok(Reply::ok(view(&rec, &state)))
+}
+
+/// `POST /v1/orgs/{org}/monitors/{monitor}/reset`.
+pub async fn reset(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+    let (rec, state) = monitors.reset(org, id(req)?).await.map_err(error)?;
+    Ok(Reply::ok(view(&rec, &state)))
+}
+
+/// `DELETE /v1/orgs/{org}/monitors/{monitor}`.
+pub async fn delete(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+    monitors.delete(org, id(req)?).await.map_err(error)?;
+    Ok(Reply::no_content())
+}
+
+/// `GET /v1/orgs/{org}/monitors/{monitor}/history`: what the monitor's
+/// topics matched in the feed (kept for the retention window), oldest
+/// first, from `cursor` (exclusive), committed within `start_time` ..
+/// `end_time` (Unix ms, or relative like `-5m`, `-2h`, `-1d`).
+pub fn history(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+    let (rec, _) = monitors.get(org, id(req)?).map_err(error)?;
+    let topics = Topics::parse(&rec.topic).map_err(|e| ApiError::bad_request("invalid_monitor", e.to_string()))?;
+    let now = crate::model::now_ms();
+    let start = time(req, "start_time", now)?.unwrap_or(0);
+    let end = time(req, "end_time", now)?.unwrap_or(u64::MAX);
+    let size = req.query::<usize>("size")?.unwrap_or(100).clamp(1, 1000);
+    let after = req.query::<u64>("cursor")?.unwrap_or(0);
+    let head = monitors.head();
+    let scanned = monitors.store().feed(org, after, head.saturating_sub(1), HISTORY_SCAN)?;
+    let more = scanned.len() == HISTORY_SCAN;
+    let mut last = scanned.last().map_or(after, |e| e.seq);
+    let mut list = Vec::new();
+    for e in scanned {
+        if list.len() == size {
+            break;
+        }
+        last = e.seq;
+        if (start..=end).contains(&e.at_ms) && topics.matches(&e) {
+            list.push(json!({
+                "timestamp": timestamp(e.at_ms), "topic": topic(&e), "cursor": e.seq.to_string(), e.kind.name(): e.body,
+            }));
+        }
+    }
+    let next = (more || list.len() == size).then(|| last.to_string());
+    Ok(Reply::ok(json!({ "count": list.len(), "size": size, "cursor": next, "list": list })))
+}
+
+/// A time query: Unix ms, or `-<n><s|m|h|d>` before now.
+fn time(req: &Request, name: &str, now: u64) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = req.query.get(name) else { return Ok(None) };
+    let bad = || ApiError::bad_request("invalid_query", format!("{name} {raw:?}: Unix ms or -<n>s/m/h/d"));
+    if let Some(rel) = raw.strip_prefix('-') {
+        let (n, unit) = rel.split_at(rel.len().saturating_sub(1));
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        let ms = match unit {
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        return Ok(Some(now.saturating_sub(n.saturating_mul(ms))));
+    }
+    raw.parse().map(Some).map_err(|_| bad())
+}
+
+fn id(req: &Request) -> Result<u32, ApiError> {
+    req.param("monitor")
+}
+
+fn error(e: MonitorError) -> ApiError {
+    match e {
+        e @ MonitorError::NotFound(_) => ApiError::not_found(e.to_string()),
+        e @ MonitorError::Topic(_) => ApiError::bad_request("invalid_topic", e.to_string()),
+        e @ MonitorError::Invalid(_) => ApiError::bad_request("invalid_monitor", e.to_string()),
+        e @ MonitorError::TooMany(_) => ApiError::new(StatusCode::CONFLICT, "too_many_monitors", e.to_string()),
+        MonitorError::Store(s) => s.into(),
+    }
+}

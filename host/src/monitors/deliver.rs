@@ -1,0 +1,228 @@
+//! The delivery loop every transport shares.
+//!
+//! A session reads its organisation's feed from the monitor's cursor up to
+//! the durable head, keeps what its topics match, and sends batches of at
+//! most `batch_size` once full, once `batch_duration_s` has passed since
+//! the first event of the batch, or at once while replaying. The cursor
+//! moves only when the transport says a batch is delivered (written, or
+//! acknowledged with `explicit` acks), so a batch lost with a session is
+//! sent again to the next. Replayed events (committed before a persistent
+//! monitor connected) go first, in their own batches marked `replay`; then
+//! live ones. Nothing is held in memory beyond one batch: a slow client
+//! only falls behind in the feed, which is bounded by retention.
+
+use std::future::Future;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::{Monitors, Topics, disconnected, document};
+use crate::model::now_ms;
+use crate::store::{FeedEntry, MonitorRecord, MonitorStatus, StoreError};
+
+/// Feed entries read per look at the feed.
+const SCAN: usize = 1024;
+
+/// Why a transport could not deliver a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The peer is gone (closed, reset, or its write timed out).
+    #[error("the client is gone: {0}")]
+    Gone(String),
+    /// The peer refused the batch (a non-2xx answer, a non-200 ack).
+    #[error("the batch was refused: {0}")]
+    Refused(String),
+}
+
+/// Where a session's batches go.
+pub trait Sink: Send {
+    /// Deliver one batch: `body` is the rendered (and, if configured,
+    /// compressed) document of `count` events. Resolves once delivered as
+    /// the monitor's ack mode defines.
+    fn send(&mut self, body: Vec<u8>, count: usize) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Resolves when the peer is gone while nothing is being sent.
+    fn gone(&mut self) -> impl Future<Output = String> + Send;
+}
+
+/// How a session ended.
+#[derive(Debug)]
+pub enum End {
+    /// Told to stop (a newer session, an update, a delete, shutdown).
+    Stopped,
+    /// The peer went away or failed a batch.
+    Sink(SinkError),
+    /// The peer went away while idle.
+    Gone(String),
+    /// The store failed.
+    Store(StoreError),
+}
+
+/// Run a session of `rec` until it ends; its state is saved as it goes
+/// and when it ends (unless a newer session or a change took over).
+pub async fn run(
+    monitors: &Monitors,
+    rec: &MonitorRecord,
+    generation: u64,
+    stop: watch::Receiver<bool>,
+    sink: &mut impl Sink,
+) -> End {
+    let mut session = match Session::start(monitors, rec, generation) {
+        Ok(s) => s,
+        Err(e) => return End::Store(e),
+    };
+    let end = session.pump(stop, sink).await;
+    session.state.status = disconnected(rec);
+    if let Err(e) = monitors.end_session(rec.id, generation, &session.state) {
+        tracing::warn!(monitor = rec.id, error = %e, "saving a monitor's state failed");
+    }
+    end
+}
+
+struct Session<'a> {
+    monitors: &'a Monitors,
+    rec: &'a MonitorRecord,
+    topics: Topics,
+    generation: u64,
+    state: crate::store::MonitorState,
+    /// Matched, not yet delivered.
+    pending: Vec<FeedEntry>,
+    /// The last sequence number looked at.
+    scanned: u64,
+    /// Entries below this were committed before a persistent monitor
+    /// connected: replay.
+    replay_until: u64,
+    /// When the oldest pending event was first seen.
+    since: Option<Instant>,
+}
+
+impl<'a> Session<'a> {
+    fn start(monitors: &'a Monitors, rec: &'a MonitorRecord, generation: u64) -> Result<Session<'a>, StoreError> {
+        let topics = Topics::parse(&rec.topic).map_err(|e| StoreError::Conflict(e.to_string()))?;
+        let head = monitors.feed.head();
+        let mut state = monitors.store.monitor_state(rec.id)?.unwrap_or_else(|| crate::store::MonitorState::new(0));
+        if !rec.persistent {
+            // Live only: what happened before the connection is not sent.
+            state.cursor = head.saturating_sub(1);
+        }
+        state.status = MonitorStatus::Active;
+        state.last_connect_ms = Some(now_ms());
+        monitors.save_if_current(rec.id, generation, &state)?;
+        let scanned = state.cursor;
+        Ok(Session {
+            monitors,
+            rec,
+            topics,
+            generation,
+            state,
+            pending: Vec::new(),
+            scanned,
+            replay_until: if rec.persistent { head } else { 0 },
+            since: None,
+        })
+    }
+
+    async fn pump(&mut self, mut stop: watch::Receiver<bool>, sink: &mut impl Sink) -> End {
+        let mut head = self.monitors.feed.subscribe();
+        loop {
+            if *stop.borrow() {
+                return End::Stopped;
+            }
+            let more = match self.scan(*head.borrow_and_update()) {
+                Ok(more) => more,
+                Err(e) => return End::Store(e),
+            };
+            if let Some(batch) = self.ready(more) {
+                if let Err(e) = self.deliver(batch, sink).await {
+                    return e;
+                }
+                continue;
+            }
+            if more {
+                continue;
+            }
+            let wait = self.deadline();
+            tokio::select! {
+                changed = head.changed() => if changed.is_err() { return End::Stopped },
+                _ = stop.changed() => {}
+                reason = sink.gone() => return End::Gone(reason),
+                () = sleep_until(wait) => {}
+            }
+        }
+    }
+
+    /// Read matched entries up to the durable `head` (exclusive) while the
+    /// pending batch has room; true if more may be there.
+    fn scan(&mut self, head: u64) -> Result<bool, StoreError> {
+        let size = self.rec.batch_size as usize;
+        if self.pending.len() >= size || head == 0 {
+            return Ok(false);
+        }
+        let entries = self.monitors.store.feed(self.rec.org, self.scanned, head - 1, SCAN)?;
+        let more = entries.len() == SCAN;
+        if let Some(last) = entries.last() {
+            self.scanned = last.seq;
+        }
+        let matched = entries.into_iter().filter(|e| self.topics.matches(e));
+        self.pending.extend(matched);
+        if self.pending.is_empty() {
+            // Nothing here is for this monitor: past it, no resend.
+            self.state.cursor = self.scanned;
+        } else if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+        Ok(more)
+    }
+
+    /// The batch to send now, if one is due: full, replaying, or waited
+    /// long enough (and nothing more to read first).
+    fn ready(&mut self, more: bool) -> Option<Vec<FeedEntry>> {
+        let first = self.pending.first()?;
+        let replaying = first.seq < self.replay_until;
+        let size = self.rec.batch_size as usize;
+        let waited = self.since.is_some_and(|s| s.elapsed().as_secs() >= u64::from(self.rec.batch_duration_s));
+        let due = self.pending.len() >= size || (!more && (replaying || waited || self.rec.batch_duration_s == 0));
+        if !due {
+            return None;
+        }
+        // Replay and live never share a batch.
+        let same = self.pending.iter().take(size).take_while(|e| (e.seq < self.replay_until) == replaying).count();
+        let batch: Vec<FeedEntry> = self.pending.drain(..same).collect();
+        self.since = (!self.pending.is_empty()).then(Instant::now);
+        Some(batch)
+    }
+
+    async fn deliver(&mut self, batch: Vec<FeedEntry>, sink: &mut impl Sink) -> Result<(), End> {
+        let replay = batch.first().is_some_and(|e| e.seq < self.replay_until);
+        let mut body = document::render(&batch, &self.rec.format, replay);
+        if self.rec.compressed() {
+            body = document::compress(&body);
+        }
+        if let Err(e) = sink.send(body, batch.len()).await {
+            self.state.failed += 1;
+            return Err(End::Sink(e));
+        }
+        let last = batch.last().map_or(self.state.cursor, |e| e.seq);
+        self.state.cursor = if self.pending.is_empty() { self.scanned.max(last) } else { last };
+        self.state.last_sent_ms = Some(now_ms());
+        self.state.delivered += 1;
+        match self.monitors.save_if_current(self.rec.id, self.generation, &self.state) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(End::Stopped),
+            Err(e) => Err(End::Store(e)),
+        }
+    }
+
+    /// When the pending batch is due by time, if it waits for time.
+    fn deadline(&self) -> Option<Instant> {
+        let since = self.since?;
+        Some(since + std::time::Duration::from_secs(u64::from(self.rec.batch_duration_s)))
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

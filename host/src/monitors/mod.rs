@@ -1,0 +1,363 @@
+//! Monitors: push what happens in an organisation to external clients,
+//! the way Digi Device Cloud's Monitor API does (`../shared/MONITORS.md`).
+//!
+//! - [`topic`]: which feed entries a monitor sees.
+//! - [`document`]: a batch as the client receives it (JSON or XML, zlib).
+//! - [`wire`]: the TCP push frames.
+//! - [`deliver`]: the one delivery loop every transport uses: read the
+//!   durable feed from the monitor's cursor, batch, send, move the cursor.
+//! - [`tcp`]: the push listener (Device Cloud's TCP transport).
+//!
+//! Only what the writer has made durable is ever read (the feed's head,
+//! see [`crate::engine::Feed`]), so a client never sees an event a crash
+//! could take back. Replay and live delivery are the same read of the
+//! feed; a persistent monitor's cursor survives restarts.
+
+pub mod deliver;
+pub mod document;
+pub mod tcp;
+pub mod topic;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::engine::Feed;
+use crate::model::{OrgId, now_ms};
+use crate::store::{MonitorRecord, MonitorState, MonitorStatus, Store, StoreError, Transport};
+pub use topic::{TopicError, Topics};
+
+/// Limits and defaults of the monitors.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// Most monitors one organisation may have.
+    pub max_per_org: usize,
+    /// Most live sessions (TCP and WebSocket) at once, all monitors.
+    pub max_sessions: usize,
+    /// Feed entries kept per organisation (a persistent monitor further
+    /// behind loses the oldest).
+    pub retention_events: usize,
+    /// Feed entries kept no longer than this.
+    pub retention: Duration,
+    /// A write to a client that takes longer closes its session (a dead or
+    /// stalled peer; Device Cloud clients must never see idle timeouts).
+    pub write_timeout: Duration,
+    /// Longest wait for a client's ConnectionRequest after it connects.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            max_per_org: 100,
+            max_sessions: 1024,
+            retention_events: 100_000,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            write_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a monitor request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// No such monitor in the caller's organisation.
+    #[error("no monitor {0}")]
+    NotFound(u32),
+    /// A field is wrong; the message names it.
+    #[error("{0}")]
+    Invalid(String),
+    /// The topic does not parse.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// The organisation has as many monitors as it may.
+    #[error("the organisation already has {0} monitors, the most it may have")]
+    TooMany(usize),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a client asks for when it creates or updates a monitor (both APIs
+/// build this; the id, organisation and creation time are ours).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorSpec {
+    /// `monTopic`, kept byte for byte.
+    pub topic: String,
+    /// The transport.
+    pub transport: Transport,
+    /// `json` or `xml`.
+    pub format: String,
+    /// `none`, `zlib` or `gzip`.
+    pub compression: String,
+    /// Events per batch, 1..=1000.
+    pub batch_size: u32,
+    /// Seconds a batch waits for company, 0..=600.
+    pub batch_duration_s: u32,
+    /// `explicit` acknowledgements.
+    pub ack_explicit: bool,
+    /// Auto-replay on connect.
+    pub persistent: bool,
+    /// Free text.
+    pub description: Option<String>,
+}
+
+impl MonitorSpec {
+    /// Device Cloud's defaults: TCP, JSON, uncompressed, batches of 100
+    /// or 10 s, no acks, no replay.
+    pub fn new(topic: String, transport: Transport) -> MonitorSpec {
+        MonitorSpec {
+            topic,
+            transport,
+            format: "json".into(),
+            compression: "none".into(),
+            batch_size: 100,
+            batch_duration_s: 10,
+            ack_explicit: false,
+            persistent: false,
+            description: None,
+        }
+    }
+
+    fn check(&self) -> Result<(), MonitorError> {
+        Topics::parse(&self.topic)?;
+        let invalid = |m: String| Err(MonitorError::Invalid(m));
+        if !matches!(self.format.as_str(), "json" | "xml") {
+            return invalid(format!("format {:?}: json or xml", self.format));
+        }
+        if !matches!(self.compression.as_str(), "none" | "zlib" | "gzip") {
+            return invalid(format!("compression {:?}: none, zlib or gzip", self.compression));
+        }
+        if !(1..=1000).contains(&self.batch_size) {
+            return invalid(format!("batch size {}: 1 to 1000", self.batch_size));
+        }
+        if self.batch_duration_s > 600 {
+            return invalid(format!("batch duration {} s: at most 600", self.batch_duration_s));
+        }
+        if self.description.as_ref().is_some_and(|d| d.len() > 1024) {
+            return invalid("description: at most 1024 bytes".into());
+        }
+        if let Transport::Http(h) = &self.transport {
+            let url = h.url.as_str();
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
+                return invalid(format!("transport URL {url:?}: an http:// or https:// URL"));
+            }
+            if !matches!(h.method.as_str(), "PUT" | "POST") {
+                return invalid(format!("transport method {:?}: PUT or POST", h.method));
+            }
+            if h.headers.len() > 32 || h.headers.iter().any(|l| !l.contains(':') || l.contains(['\r', '\n'])) {
+                return invalid("transport headers: at most 32 lines of `name: value`".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A live session's handle: newest wins, and a stale one's end must not
+/// touch the monitor's status.
+struct Live {
+    generation: u64,
+    stop: watch::Sender<bool>,
+}
+
+/// The monitors: their records, live sessions and delivery.
+pub struct Monitors {
+    store: Store,
+    feed: Arc<Feed>,
+    config: MonitorConfig,
+    live: Mutex<HashMap<u32, Live>>,
+    generation: AtomicU64,
+}
+
+impl Monitors {
+    /// The monitors over `store`: every organisation with a monitor has its
+    /// commits written to `feed` from now on, and monitors left ACTIVE by
+    /// a crash are disconnected (SUSPENDED if persistent, else INACTIVE).
+    pub fn new(store: Store, feed: Arc<Feed>, config: MonitorConfig) -> Result<Arc<Monitors>, StoreError> {
+        for rec in store.monitors(None)? {
+            feed.watch_org(rec.org);
+            if let Some(mut state) = store.monitor_state(rec.id)?
+                && matches!(state.status, MonitorStatus::Active | MonitorStatus::Connecting)
+                && matches!(rec.transport, Transport::Tcp | Transport::Websocket)
+            {
+                state.status = disconnected(&rec);
+                store.put_monitor_state(rec.id, &state)?;
+            }
+        }
+        Ok(Arc::new(Monitors { store, feed, config, live: Mutex::default(), generation: AtomicU64::new(0) }))
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &MonitorConfig {
+        &self.config
+    }
+
+    /// Every feed entry below this is durable (see [`Feed::head`]).
+    pub fn head(&self) -> u64 {
+        self.feed.head()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Create a monitor in `org`. A persistent monitor's replay starts
+    /// now: it will see everything committed from here on.
+    pub async fn create(&self, org: OrgId, spec: MonitorSpec) -> Result<(MonitorRecord, MonitorState), MonitorError> {
+        spec.check()?;
+        let count = self.store.monitors(Some(org))?.len();
+        if count >= self.config.max_per_org {
+            return Err(MonitorError::TooMany(count));
+        }
+        // Watched first: nothing committed after the cursor is missed.
+        self.feed.watch_org(org);
+        let cursor = self.feed.head().saturating_sub(1);
+        let rec = record(0, org, now_ms(), spec);
+        let id = self.store.create_monitor(rec.clone(), cursor)?;
+        self.store.flush().await?;
+        Ok((MonitorRecord { id, ..rec }, MonitorState::new(cursor)))
+    }
+
+    /// One of `org`'s monitors with its state.
+    pub fn get(&self, org: OrgId, id: u32) -> Result<(MonitorRecord, MonitorState), MonitorError> {
+        let rec = self.store.monitor(id)?.filter(|m| m.org == org).ok_or(MonitorError::NotFound(id))?;
+        let state = self.store.monitor_state(id)?.unwrap_or_else(|| MonitorState::new(0));
+        Ok((rec, state))
+    }
+
+    /// `org`'s monitors with their states, by id.
+    pub fn list(&self, org: OrgId) -> Result<Vec<(MonitorRecord, MonitorState)>, MonitorError> {
+        let mut all = Vec::new();
+        for rec in self.store.monitors(Some(org))? {
+            let state = self.store.monitor_state(rec.id)?.unwrap_or_else(|| MonitorState::new(0));
+            all.push((rec, state));
+        }
+        Ok(all)
+    }
+
+    /// Replace a monitor's configuration. As in Device Cloud, an update
+    /// resets the monitor: its session is closed and its cursor moves to
+    /// now.
+    pub async fn update(&self, org: OrgId, id: u32, spec: MonitorSpec) -> Result<MonitorRecord, MonitorError> {
+        spec.check()?;
+        let (old, _) = self.get(org, id)?;
+        let rec = record(id, org, old.created_ms, spec);
+        let state = MonitorState::new(self.feed.head().saturating_sub(1));
+        self.closing_session(id, || self.store.update_monitor(&rec, &state))?;
+        self.store.flush().await?;
+        Ok(rec)
+    }
+
+    /// Reset a monitor (e.g. after DISABLED): session closed, status
+    /// INACTIVE, failures forgotten, cursor at now.
+    pub async fn reset(&self, org: OrgId, id: u32) -> Result<(MonitorRecord, MonitorState), MonitorError> {
+        let (rec, _) = self.get(org, id)?;
+        let state = MonitorState::new(self.feed.head().saturating_sub(1));
+        self.closing_session(id, || self.store.update_monitor(&rec, &state))?;
+        self.store.flush().await?;
+        Ok((rec, state))
+    }
+
+    /// Delete a monitor; its live session is closed.
+    pub async fn delete(&self, org: OrgId, id: u32) -> Result<(), MonitorError> {
+        self.get(org, id)?;
+        self.closing_session(id, || self.store.delete_monitor(id))?;
+        if self.store.monitors(Some(org))?.is_empty() {
+            self.feed.unwatch_org(org);
+        }
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// Start a session for monitor `id`, closing any older one (newest
+    /// wins). Returns its generation and the receiver that says stop.
+    fn open_session(&self, id: u32) -> Option<(u64, watch::Receiver<bool>)> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if !live.contains_key(&id) && live.len() >= self.config.max_sessions {
+            return None;
+        }
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let (stop, stopped) = watch::channel(false);
+        if let Some(old) = live.insert(id, Live { generation, stop }) {
+            let _ = old.stop.send(true);
+        }
+        Some((generation, stopped))
+    }
+
+    /// A session ended: save its final state and forget it, unless a
+    /// newer one took over or the monitor was changed meanwhile.
+    fn end_session(&self, id: u32, generation: u64, state: &MonitorState) -> Result<(), StoreError> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.get(&id).is_some_and(|l| l.generation == generation) {
+            live.remove(&id);
+            self.store.put_monitor_state(id, state)?;
+        }
+        Ok(())
+    }
+
+    /// Close monitor `id`'s session and run `write` before any session can
+    /// save its state again (so a closing session cannot undo `write`).
+    fn closing_session<R>(&self, id: u32, write: impl FnOnce() -> R) -> R {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = live.remove(&id) {
+            let _ = old.stop.send(true);
+        }
+        write()
+    }
+
+    /// Save a session's delivery state, if it is still the monitor's live
+    /// session and the monitor still exists. Returns whether it was saved.
+    fn save_if_current(&self, id: u32, generation: u64, state: &MonitorState) -> Result<bool, StoreError> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.get(&id).is_none_or(|l| l.generation != generation) {
+            return Ok(false);
+        }
+        self.store.put_monitor_state(id, state)
+    }
+
+    /// Live sessions now.
+    pub fn sessions(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Retention sweep: every organisation's feed to its bounds. Returns
+    /// how many entries were removed.
+    pub fn prune(&self) -> Result<usize, StoreError> {
+        let older = now_ms().saturating_sub(u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX));
+        let mut orgs: Vec<OrgId> = self.store.monitors(None)?.into_iter().map(|m| m.org).collect();
+        orgs.dedup();
+        let mut removed = 0;
+        for org in orgs {
+            removed += self.store.prune_feed(org, self.config.retention_events, older)?;
+        }
+        Ok(removed)
+    }
+}
+
+/// The status of a monitor without a session.
+fn disconnected(rec: &MonitorRecord) -> MonitorStatus {
+    if rec.persistent { MonitorStatus::Suspended } else { MonitorStatus::Inactive }
+}
+
+fn record(id: u32, org: OrgId, created_ms: u64, spec: MonitorSpec) -> MonitorRecord {
+    MonitorRecord {
+        id,
+        org,
+        topic: spec.topic,
+        transport: spec.transport,
+        format: spec.format,
+        compression: spec.compression,
+        batch_size: spec.batch_size,
+        batch_duration_s: spec.batch_duration_s,
+        ack_explicit: spec.ack_explicit,
+        persistent: spec.persistent,
+        description: spec.description,
+        created_ms,
+    }
+}

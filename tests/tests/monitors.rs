@@ -1,0 +1,274 @@
+//! Monitors end to end on a real server: the Device Cloud REST contract,
+//! TCP push (frames, both ack forms, compression), replay across a
+//! disconnect, tenant isolation, and a stalled client that must not delay
+//! another.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use paddock_tests::http::request;
+use paddock_tests::push::PushClient;
+use paddock_tests::server::{Server, plugins_with};
+use paddock_tests::tenant::{Tenant, tenant};
+use serde_json::{Value, json};
+
+fn basic(t: &Tenant) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", t.org, t.token)))
+}
+
+/// A `/ws/*` request as python-devicecloud makes it: Basic credentials,
+/// and for a POST a body with no content type.
+fn ws(s: &Server, t: &Tenant, method: &str, path: &str, body: &str) -> paddock_tests::http::Response {
+    let auth = basic(t);
+    request(s.addr, method, path, &[("authorization", &auth), ("accept", "application/json")], body.as_bytes()).unwrap()
+}
+
+/// The create body python-devicecloud sends for a TCP monitor.
+fn tcp_body(topics: &str, compression: &str) -> String {
+    format!(
+        "<Monitor>\n    <monTopic>{topics}</monTopic>\n    <monBatchSize>1</monBatchSize>\n    <monFormatType>json</monFormatType>\n    \
+         <monTransportType>tcp</monTransportType>\n    <monCompression>{compression}</monCompression>\n</Monitor>\n"
+    )
+}
+
+fn create_tcp(s: &Server, t: &Tenant, topics: &str, compression: &str) -> u32 {
+    let r = ws(s, t, "POST", "/ws/Monitor", &tcp_body(topics, compression));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let text = r.text();
+    let id = text.split("<location>Monitor/").nth(1).and_then(|r| r.split('<').next()).unwrap();
+    let location = r.headers.iter().find(|(k, _)| k == "location").map(|(_, v)| v.clone());
+    assert_eq!(location, Some(format!("Monitor/{id}")));
+    id.parse().unwrap()
+}
+
+fn publish(s: &Server, t: &Tenant, agent: &str, channel: &str, data: Value) -> String {
+    let path = format!("/v1/orgs/{{org}}/agents/{agent}/channels/{channel}/messages");
+    t.call(s, "POST", &path, Some(&data), 201)["message_id"].as_str().unwrap().to_owned()
+}
+
+fn connect(s: &Server, t: &Tenant, id: u32) -> PushClient {
+    let (status, client) = PushClient::connect(s.push.unwrap(), &t.org, &t.token, id);
+    assert_eq!(status, 200);
+    client.unwrap()
+}
+
+#[test]
+fn the_device_cloud_rest_contract_holds() {
+    let s = Server::start(plugins_with(&[]), |_| {});
+    let t = tenant(&s, "Acme");
+    // The client's credential check.
+    assert_eq!(ws(&s, &t, "GET", "/ws/DeviceCore?size=1", "").status, 200);
+    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:wrong", t.org)));
+    let r = request(s.addr, "GET", "/ws/DeviceCore?size=1", &[("authorization", &auth)], b"").unwrap();
+    assert_eq!(r.status, 401);
+    // A trailing slash on the client's base URL: `//ws/...`.
+    assert_eq!(ws(&s, &t, "GET", "//ws/DeviceCore?size=1", "").status, 200);
+
+    let a = create_tcp(&s, &t, "DataPoint,*/channels/x[C,U]", "gzip");
+    // An HTTP monitor, with the client's literal `None` token and a URL
+    // whose query string it does not escape.
+    let http = "<Monitor>\n    <monTopic>DeviceCore</monTopic>\n    <monBatchSize>1</monBatchSize>\n    <monFormatType>json</monFormatType>\n    \
+                <monTransportType>http</monTransportType>\n    <monTransportUrl>http://127.0.0.1:9/hook?a=1&b=2</monTransportUrl>\n    \
+                <monTransportToken>None</monTransportToken>\n    <monTransportMethod>PUT</monTransportMethod>\n    \
+                <monConnectTimeout>0</monConnectTimeout>\n    <monResponseTimeout>0</monResponseTimeout>\n    <monCompression>none</monCompression>\n</Monitor>\n";
+    let r = ws(&s, &t, "POST", "/ws/Monitor", http);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let c = create_tcp(&s, &t, "DataStream", "none");
+    assert!(a < c, "ids increase");
+
+    // Paging: remainingSize is exact, values are strings, no token shown.
+    let page = ws(&s, &t, "GET", "/ws/Monitor?start=0&size=2", "").json();
+    assert_eq!((page["resultSize"].as_str(), page["remainingSize"].as_str()), (Some("2"), Some("1")));
+    let rest = ws(&s, &t, "GET", "/ws/Monitor?start=2&size=2", "").json();
+    assert_eq!((rest["resultSize"].as_str(), rest["remainingSize"].as_str()), (Some("1"), Some("0")));
+    let first = &page["items"][0];
+    assert_eq!(first["monId"], a.to_string());
+    assert_eq!(first["monTransportType"], "tcp");
+    assert_eq!(first["monCompression"], "gzip");
+    assert_eq!(first["monBatchSize"], "1");
+    assert_eq!(first["monStatus"], "INACTIVE");
+    assert_eq!(first["cstId"], t.org);
+    let http_item = &page["items"][1];
+    assert_eq!(http_item["monTransportUrl"], "http://127.0.0.1:9/hook?a=1&b=2");
+    assert!(http_item.get("monTransportToken").is_none());
+
+    // condition=: the client's exact-match find, form-encoded.
+    let q = "/ws/Monitor?start=0&size=1000&condition=monTopic%3D%27DataPoint%2C%2A%2Fchannels%2Fx%5BC%2CU%5D%27";
+    let found = ws(&s, &t, "GET", q, "").json();
+    assert_eq!(found["items"].as_array().unwrap().len(), 1);
+    assert_eq!(found["items"][0]["monId"], a.to_string());
+    let reordered = "/ws/Monitor?condition=monTopic%3D%27%2A%2Fchannels%2Fx%5BC%2CU%5D%2CDataPoint%27";
+    assert!(ws(&s, &t, "GET", reordered, "").json()["items"].as_array().unwrap().is_empty());
+    let both = "/ws/Monitor?condition=monTopic%3D%27DeviceCore%27+and+monTransportType%3D%27http%27";
+    assert_eq!(ws(&s, &t, "GET", both, "").json()["items"].as_array().unwrap().len(), 1);
+    assert_eq!(ws(&s, &t, "GET", "/ws/Monitor?condition=monColour%3D%27x%27", "").status, 400);
+
+    // The single GET is the envelope with one item; unknown ids are 404.
+    let one = ws(&s, &t, "GET", &format!("/ws/Monitor/{c}"), "").json();
+    assert_eq!(one["items"][0]["monTopic"], "DataStream");
+    let missing = ws(&s, &t, "GET", "/ws/Monitor/999999", "");
+    assert_eq!(missing.status, 404);
+    assert!(missing.text().contains("Error reading Monitor entity id='999999'"));
+
+    // A bad topic is a 400 naming the fault.
+    let bad = ws(&s, &t, "POST", "/ws/Monitor", &tcp_body("FileData", "none"));
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("Invalid monTopic specified") && bad.text().contains("FileData"), "{}", bad.text());
+
+    // The native API reads the same record.
+    let native = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{a}"), None, 200);
+    assert_eq!((native["topic"].as_str(), native["type"].as_str()), (Some("DataPoint,*/channels/x[C,U]"), Some("tcp")));
+    assert_eq!(native["status"], "inactive");
+
+    // Delete; then it is gone from both views.
+    let r = ws(&s, &t, "DELETE", &format!("/ws/Monitor/{a}"), "");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("1 items deleted"));
+    assert_eq!(ws(&s, &t, "DELETE", &format!("/ws/Monitor/{a}"), "").status, 404);
+    t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{a}"), None, 404);
+}
+
+#[test]
+fn tcp_push_delivers_committed_messages_with_both_ack_forms_and_zlib() {
+    let s = Server::start(plugins_with(&[]), |_| {});
+    let t = tenant(&s, "Acme");
+    let agent = t.agent(&s, "Tank", "T-1");
+    let id = create_tcp(&s, &t, &format!("DataPoint/{agent}/levels"), "gzip");
+
+    // Wrong password, another organisation's name, an unknown monitor: 403.
+    let push = s.push.unwrap();
+    assert_eq!(PushClient::connect(push, &t.org, "pdk_wrong", id).0, 403);
+    assert_eq!(PushClient::connect(push, "12345", &t.token, id).0, 403);
+    assert_eq!(PushClient::connect(push, &t.org, &t.token, 424_242).0, 403);
+
+    let mut client = connect(&s, &t, id);
+    assert!(client.next(Duration::from_millis(300)).is_none(), "nothing before anything happens");
+    let sent = publish(&s, &t, &agent, "levels", json!({"level": 41}));
+    publish(&s, &t, &agent, "other", json!({"ignored": true}));
+    let p = client.next(Duration::from_secs(5)).expect("a push");
+    assert!(p.compressed, "gzip means zlib framing");
+    assert_eq!((p.block, p.count), (1, 1));
+    let doc = p.json();
+    let msg = &doc["Document"]["Msg"];
+    assert!(msg.is_object(), "a batch of one is an object: {doc}");
+    assert_eq!(msg["topic"], format!("{}/Message/{agent}/levels/{sent}", t.org));
+    assert_eq!(msg["operation"], "INSERTION");
+    assert_eq!(msg["Message"]["data"], json!({"level": 41}));
+    assert!(msg.get("replay").is_none());
+    client.ack(p.block, false);
+    publish(&s, &t, &agent, "levels", json!({"level": 42}));
+    let p = client.next(Duration::from_secs(5)).expect("a second push");
+    assert_eq!(p.block, 2);
+    assert_eq!(p.msgs()[0]["Message"]["data"]["level"], 42);
+    client.ack(p.block, true);
+    // The other channel never came.
+    assert!(client.next(Duration::from_millis(300)).is_none());
+
+    let state = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}"), None, 200);
+    assert_eq!(state["status"], "active");
+    assert_eq!(state["delivered_batches"], 2);
+    drop(client);
+    paddock_tests::server::eventually(5, "the monitor to go inactive", || {
+        let m = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}"), None, 200);
+        (m["status"] == "inactive").then_some(())
+    });
+}
+
+#[test]
+fn a_persistent_monitor_replays_what_it_missed_in_order_then_goes_live() {
+    let s = Server::start(plugins_with(&[]), |_| {});
+    let t = tenant(&s, "Acme");
+    let agent = t.agent(&s, "Tank", "T-1");
+    let body = json!({"topics": [format!("{agent}/channels/levels")], "type": "tcp", "persistent": true, "batch_size": 2, "batch_duration": 0, "ack": "explicit"});
+    let id: u32 = t.call(&s, "POST", "/v1/orgs/{org}/monitors", Some(&body), 201)["id"].as_u64().unwrap() as u32;
+    // Missed while never connected: 0..3.
+    for n in 0..3 {
+        publish(&s, &t, &agent, "levels", json!({"n": n}));
+    }
+    let mut client = connect(&s, &t, id);
+    let first = client.next(Duration::from_secs(5)).unwrap();
+    assert_eq!(first.count, 2);
+    client.ack(first.block, false);
+    let second = client.next(Duration::from_secs(5)).unwrap();
+    // Not acknowledged: a reconnect must get it again.
+    assert_eq!(second.msgs().iter().map(|m| m["Message"]["data"]["n"].clone()).collect::<Vec<_>>(), [json!(2)]);
+    assert!(second.msgs().iter().all(|m| m["replay"] == true));
+    drop(client);
+    let m = paddock_tests::server::eventually(5, "suspended", || {
+        let m = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}"), None, 200);
+        (m["status"] == "suspended").then_some(m)
+    });
+    assert_eq!(m["delivered_batches"], 1);
+    // Missed while away: 3..6.
+    for n in 3..6 {
+        publish(&s, &t, &agent, "levels", json!({"n": n}));
+    }
+    let mut client = connect(&s, &t, id);
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let p = client.next(Duration::from_secs(5)).expect("replay");
+        for m in p.msgs() {
+            assert_eq!(m["replay"], true, "{m}");
+            seen.push(m["Message"]["data"]["n"].as_u64().unwrap());
+        }
+        client.ack(p.block, true);
+    }
+    assert_eq!(seen, [2, 3, 4, 5], "the unacknowledged batch first, nothing skipped, in order");
+    publish(&s, &t, &agent, "levels", json!({"n": 6}));
+    let live = client.next(Duration::from_secs(5)).unwrap();
+    assert!(live.msgs()[0].get("replay").is_none(), "live after replay");
+    assert_eq!(live.msgs()[0]["Message"]["data"]["n"], 6);
+}
+
+#[test]
+fn a_wildcard_monitor_of_another_organisation_sees_nothing_of_it() {
+    let s = Server::start(plugins_with(&[]), |_| {});
+    let (a, b) = (tenant(&s, "Alpha"), tenant(&s, "Beta"));
+    let a_agent = a.agent(&s, "A", "A-1");
+    let b_agent = b.agent(&s, "B", "B-1");
+    let b_mon = create_tcp(&s, &b, "*", "none");
+    // A's monitor id with B's credentials: refused.
+    let a_mon = create_tcp(&s, &a, "*", "none");
+    assert_eq!(PushClient::connect(s.push.unwrap(), &b.org, &b.token, a_mon).0, 403);
+    assert_eq!(PushClient::connect(s.push.unwrap(), &a.org, &b.token, a_mon).0, 403);
+    let mut client = connect(&s, &b, b_mon);
+    for n in 0..20 {
+        publish(&s, &a, &a_agent, "secrets", json!({"n": n}));
+    }
+    publish(&s, &b, &b_agent, "mine", json!({"marker": true}));
+    let msgs = client.msgs(1, 5);
+    assert_eq!(msgs[0]["Message"]["data"], json!({"marker": true}));
+    assert!(client.next(Duration::from_millis(500)).is_none());
+    assert!(!msgs[0].to_string().contains(&a.org));
+}
+
+#[test]
+fn a_stalled_client_does_not_delay_another_monitor() {
+    let s = Server::start(plugins_with(&[]), |_| {});
+    let t = tenant(&s, "Acme");
+    let agent = t.agent(&s, "Tank", "T-1");
+    let stalled_id = create_tcp(&s, &t, "DataPoint", "none");
+    let live_id = create_tcp(&s, &t, "DataPoint", "none");
+    // Connected, never reading: its socket buffers fill and its writes stall.
+    let _stalled = connect(&s, &t, stalled_id);
+    let mut live = connect(&s, &t, live_id);
+    let big = "x".repeat(150_000);
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    for n in 0..150 {
+        let sent = Instant::now();
+        publish(&s, &t, &agent, "levels", json!({"n": n, "pad": big}));
+        let got = live.msgs(1, 10);
+        assert_eq!(got[0]["Message"]["data"]["n"], n);
+        worst = worst.max(sent.elapsed());
+    }
+    assert!(worst < Duration::from_secs(2), "the live monitor waited {worst:?} for one event");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let stalled = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{stalled_id}"), None, 200);
+    assert_eq!(stalled["status"], "active", "a stalled session is not closed before its write timeout");
+    // 22 MB were meant for the stalled client: its socket buffers took
+    // some, and its session waits on a write for the rest.
+    let delivered = stalled["delivered_batches"].as_u64().unwrap();
+    assert!(delivered < 150, "the stalled client was not stalled ({delivered} batches written)");
+}
