@@ -24,6 +24,13 @@ pub fn standard_webhook_key(secret: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap_or(secret)).ok()
 }
 
+/// A new Standard Webhooks secret: `whsec_` and 32 random bytes in base64.
+pub fn new_webhook_secret() -> Result<String, getrandom::Error> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)?;
+    Ok(format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key)))
+}
+
 /// Why an administrative request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

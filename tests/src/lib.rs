@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod push;
+pub mod receiver;
 pub mod server;
 pub mod tenant;
 

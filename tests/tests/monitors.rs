@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use paddock_tests::http::request;
 use paddock_tests::push::PushClient;
+use paddock_tests::receiver::Receiver;
 use paddock_tests::server::{Server, plugins_with};
 use paddock_tests::tenant::{Tenant, tenant};
 use serde_json::{Value, json};
@@ -271,4 +272,142 @@ fn a_stalled_client_does_not_delay_another_monitor() {
     // some, and its session waits on a write for the rest.
     let delivered = stalled["delivered_batches"].as_u64().unwrap();
     assert!(delivered < 150, "the stalled client was not stalled ({delivered} batches written)");
+}
+
+fn loopback_allowed(c: &mut paddock::serve::ServeConfig) {
+    c.outbound.allow_private = vec!["127.0.0.0/8".into()];
+}
+
+fn monitor_state(s: &Server, t: &Tenant, id: u64) -> Value {
+    t.call(s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}"), None, 200)
+}
+
+fn data_n(r: &paddock_tests::receiver::Received) -> u64 {
+    let doc: Value = serde_json::from_slice(&r.body).unwrap();
+    doc["Document"]["Msg"]["Message"]["data"]["n"].as_u64().unwrap()
+}
+
+#[test]
+fn an_http_monitor_sends_each_batch_with_device_cloud_headers_and_a_verifiable_signature() {
+    use hmac::Mac as _;
+    let s = Server::start(plugins_with(&[]), loopback_allowed);
+    let t = tenant(&s, "Acme");
+    let agent = t.agent(&s, "Tank", "T-1");
+    let rx = Receiver::start(&[]);
+    let body = json!({
+        "topics": ["DataPoint"], "type": "http", "url": format!("http://{}/hook?a=1&b=2", rx.addr), "method": "POST",
+        "auth_token": "user:pw", "headers": ["X-Custom: yes", "Content-Type: text/evil"], "sign": true,
+        "batch_size": 1, "batch_duration": 0,
+    });
+    let created = t.call(&s, "POST", "/v1/orgs/{org}/monitors", Some(&body), 201);
+    let secret = created["signing_secret"].as_str().unwrap().to_owned();
+    let id = created["id"].as_u64().unwrap();
+    assert!(monitor_state(&s, &t, id).get("signing_secret").is_none(), "the secret is shown once");
+    for n in 0..2 {
+        publish(&s, &t, &agent, "levels", json!({"n": n}));
+    }
+    let got = rx.wait_for(2, 10);
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/hook?a=1&b=2"));
+        assert_eq!(r.header("content-type"), Some("application/json;charset=UTF-8"), "custom headers never override");
+        assert_eq!(r.header("monitor-protocol-version"), Some("1.0"));
+        assert_eq!(r.header("monitor-datablockid"), Some((i + 1).to_string().as_str()));
+        assert_eq!(r.header("monitor-aggregate-count"), Some("1"));
+        assert_eq!(r.header("x-custom"), Some("yes"));
+        let basic = base64::engine::general_purpose::STANDARD.encode("user:pw");
+        assert_eq!(r.header("authorization"), Some(format!("Basic {basic}").as_str()));
+        assert_eq!(data_n(r), i as u64, "in commit order");
+        // Standard Webhooks: v1 = HMAC-SHA256(key, "{id}.{timestamp}.{body}").
+        let (wid, ts) = (r.header("webhook-id").unwrap(), r.header("webhook-timestamp").unwrap());
+        let key = base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).unwrap();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{wid}.{ts}.").as_bytes());
+        mac.update(&r.body);
+        let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(r.header("webhook-signature"), Some(format!("v1,{expected}").as_str()));
+    }
+    assert_ne!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    paddock_tests::server::eventually(5, "active", || (monitor_state(&s, &t, id)["status"] == "active").then_some(()));
+}
+
+#[test]
+fn a_refused_batch_is_sent_again_until_accepted_and_nothing_is_skipped_or_reordered() {
+    let s = Server::start(plugins_with(&[]), loopback_allowed);
+    let t = tenant(&s, "Acme");
+    let agent = t.agent(&s, "Tank", "T-1");
+    let rx = Receiver::start(&[500, 503]);
+    let body = json!({"topics": ["DataPoint"], "type": "http", "url": format!("http://{}/hook", rx.addr), "batch_size": 1, "batch_duration": 0});
+    let id = t.call(&s, "POST", "/v1/orgs/{org}/monitors", Some(&body), 201)["id"].as_u64().unwrap();
+    for n in 0..3 {
+        publish(&s, &t, &agent, "levels", json!({"n": n}));
+    }
+    rx.wait_for(1, 5);
+    let failing = paddock_tests::server::eventually(5, "connecting", || {
+        let m = monitor_state(&s, &t, id);
+        (m["status"] == "connecting").then_some(m)
+    });
+    assert!(failing["failed_batches"].as_u64().unwrap() >= 1);
+    assert!(failing["failing_since"].is_string());
+    // 1 s, then 2 s of backoff, then the rest.
+    let got = rx.wait_for(5, 15);
+    let order: Vec<(u64, u16)> = got.iter().map(|r| (data_n(r), r.answered)).collect();
+    assert_eq!(order, [(0, 500), (0, 503), (0, 200), (1, 200), (2, 200)]);
+    assert_eq!(got[0].header("monitor-datablockid"), got[2].header("monitor-datablockid"), "the same block again");
+    let m = monitor_state(&s, &t, id);
+    assert_eq!((m["status"].as_str(), m["delivered_batches"].as_u64()), (Some("active"), Some(3)));
+    assert!(m["failing_since"].is_null());
+}
+
+#[test]
+fn a_private_receiver_is_refused_unless_the_operator_allows_its_range() {
+    let s = Server::start(plugins_with(&[]), |_| {});
+    let t = tenant(&s, "Acme");
+    let agent = t.agent(&s, "Tank", "T-1");
+    let rx = Receiver::start(&[]);
+    let body = json!({"topics": ["DataPoint"], "type": "http", "url": format!("http://localhost:{}/hook", rx.addr.port()), "batch_size": 1, "batch_duration": 0});
+    let id = t.call(&s, "POST", "/v1/orgs/{org}/monitors", Some(&body), 201)["id"].as_u64().unwrap();
+    publish(&s, &t, &agent, "levels", json!({"n": 0}));
+    let m = paddock_tests::server::eventually(5, "a failure", || {
+        let m = monitor_state(&s, &t, id);
+        (m["failed_batches"].as_u64() >= Some(1)).then_some(m)
+    });
+    assert_eq!(m["status"], "connecting");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(rx.received().is_empty(), "nothing reached the private address");
+}
+
+#[test]
+fn a_monitor_failing_too_long_is_disabled_with_a_notification_and_a_reset_recovers_it() {
+    let s = Server::start(plugins_with(&[]), |c| {
+        loopback_allowed(c);
+        c.monitors.disable_after_s = 1;
+    });
+    let t = tenant(&s, "Acme");
+    let agent = t.agent(&s, "Tank", "T-1");
+    let rx = Receiver::start(&[500, 500]);
+    let body = json!({"topics": ["DataPoint"], "type": "http", "url": format!("http://{}/hook", rx.addr), "batch_size": 1, "batch_duration": 0});
+    let id = t.call(&s, "POST", "/v1/orgs/{org}/monitors", Some(&body), 201)["id"].as_u64().unwrap();
+    publish(&s, &t, &agent, "levels", json!({"n": 0}));
+    paddock_tests::server::eventually(10, "disabled", || {
+        (monitor_state(&s, &t, id)["status"] == "disabled").then_some(())
+    });
+    // A failure, 1 s of backoff, a second failure 1 s after the first:
+    // past `disable_after_s`.
+    let tries = rx.received().len();
+    assert_eq!(tries, 2);
+    let org_agent = &t.org_agent;
+    let notes =
+        t.call(&s, "GET", &format!("/v1/orgs/{{org}}/agents/{org_agent}/channels/notifications/messages"), None, 200);
+    let note = notes["messages"][0]["data"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(note.contains(&format!("Monitor {id}")) && note.contains("disabled"), "{notes}");
+    // Disabled: nothing is tried any more.
+    publish(&s, &t, &agent, "levels", json!({"n": 1}));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rx.received().len(), tries);
+    // Reset: delivery resumes from now (a disabled monitor kept nothing).
+    let reset = t.call(&s, "POST", &format!("/v1/orgs/{{org}}/monitors/{id}/reset"), None, 200);
+    assert_eq!(reset["status"], "inactive");
+    publish(&s, &t, &agent, "levels", json!({"n": 2}));
+    let got = rx.wait_for(tries + 1, 10);
+    assert_eq!((data_n(got.last().unwrap()), got.last().unwrap().answered), (2, 200));
 }

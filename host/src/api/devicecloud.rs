@@ -184,7 +184,7 @@ pub fn device_core(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiErr
     Ok(Reply::raw(StatusCode::OK, "application/json; charset=utf-8", body.to_string()))
 }
 
-fn monitors(api: &Api) -> &Monitors {
+fn monitors(api: &Api) -> &std::sync::Arc<Monitors> {
     api.monitors()
 }
 
@@ -283,6 +283,7 @@ fn spec_from(f: &BTreeMap<String, String>, old: Option<&MonitorRecord>) -> Resul
                 headers,
                 connect_timeout_ms: timeout("monConnectTimeout")?,
                 response_timeout_ms: timeout("monResponseTimeout")?,
+                signing_secret: None,
             })
         }
         other => return Err(format!("Invalid request. monTransportType {other:?} (tcp or http)")),

@@ -99,7 +99,7 @@ impl Api {
     }
 
     /// The monitors.
-    pub fn monitors(&self) -> &Monitors {
+    pub fn monitors(&self) -> &Arc<Monitors> {
         &self.monitors
     }
 

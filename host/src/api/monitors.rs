@@ -52,6 +52,9 @@ struct Body {
     connect_timeout_ms: Option<u32>,
     #[serde(default)]
     response_timeout_ms: Option<u32>,
+    /// Sign each batch with a new Standard Webhooks secret (shown once).
+    #[serde(default)]
+    sign: bool,
 }
 
 impl Body {
@@ -72,6 +75,11 @@ impl Body {
                 headers: self.headers.unwrap_or_default(),
                 connect_timeout_ms: self.connect_timeout_ms.filter(|t| *t > 0).unwrap_or(5000),
                 response_timeout_ms: self.response_timeout_ms.filter(|t| *t > 0).unwrap_or(5000),
+                signing_secret: if self.sign {
+                    Some(crate::tenants::new_webhook_secret().map_err(|e| ApiError::internal(&e))?)
+                } else {
+                    None
+                },
             }),
             other => return Err(bad(format!("type {other:?}: tcp, http or websocket"))),
         };
@@ -123,15 +131,24 @@ pub fn view(rec: &MonitorRecord, state: &MonitorState) -> Value {
         v["connect_timeout_ms"] = json!(h.connect_timeout_ms);
         v["response_timeout_ms"] = json!(h.response_timeout_ms);
         v["failing_since"] = json!(state.failing_since_ms.map(timestamp));
+        v["signed"] = json!(h.signing_secret.is_some());
+    }
+    v
+}
+
+/// A new signing secret is shown once, in the answer that made it.
+fn with_secret(mut v: Value, rec: &MonitorRecord) -> Value {
+    if let Transport::Http(HttpTarget { signing_secret: Some(secret), .. }) = &rec.transport {
+        v["signing_secret"] = json!(secret);
     }
     v
 }
 
 /// `POST /v1/orgs/{org}/monitors`.
-pub async fn create(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+pub async fn create(monitors: &std::sync::Arc<Monitors>, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let spec = req.json::<Body>()?.spec()?;
     let (rec, state) = monitors.create(org, spec).await.map_err(error)?;
-    Ok(Reply::json(StatusCode::CREATED, view(&rec, &state)))
+    Ok(Reply::json(StatusCode::CREATED, with_secret(view(&rec, &state), &rec)))
 }
 
 /// `GET /v1/orgs/{org}/monitors`.
@@ -147,15 +164,15 @@ pub fn get(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Reply, ApiE
 }
 
 /// `PUT /v1/orgs/{org}/monitors/{monitor}`: replace (and reset).
-pub async fn update(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+pub async fn update(monitors: &std::sync::Arc<Monitors>, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let spec = req.json::<Body>()?.spec()?;
     let rec = monitors.update(org, id(req)?, spec).await.map_err(error)?;
     let (rec, state) = monitors.get(org, rec.id).map_err(error)?;
-    Ok(Reply::ok(view(&rec, &state)))
+    Ok(Reply::ok(with_secret(view(&rec, &state), &rec)))
 }
 
 /// `POST /v1/orgs/{org}/monitors/{monitor}/reset`.
-pub async fn reset(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+pub async fn reset(monitors: &std::sync::Arc<Monitors>, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let (rec, state) = monitors.reset(org, id(req)?).await.map_err(error)?;
     Ok(Reply::ok(view(&rec, &state)))
 }

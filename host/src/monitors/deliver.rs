@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::{Monitors, Topics, disconnected, document};
 use crate::model::now_ms;
-use crate::store::{FeedEntry, MonitorRecord, MonitorStatus, StoreError};
+use crate::store::{FeedEntry, MonitorRecord, MonitorState, MonitorStatus, StoreError};
 
 /// Feed entries read per look at the feed.
 const SCAN: usize = 1024;
@@ -37,9 +37,10 @@ pub enum SinkError {
 /// Where a session's batches go.
 pub trait Sink: Send {
     /// Deliver one batch: `body` is the rendered (and, if configured,
-    /// compressed) document of `count` events. Resolves once delivered as
-    /// the monitor's ack mode defines.
-    fn send(&mut self, body: Vec<u8>, count: usize) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// compressed) document of `count` events, the first of which has feed
+    /// sequence number `first` (stable across retries of the batch).
+    /// Resolves once delivered as the monitor's ack mode defines.
+    fn send(&mut self, body: Vec<u8>, count: usize, first: u64) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// Resolves when the peer is gone while nothing is being sent.
     fn gone(&mut self) -> impl Future<Output = String> + Send;
@@ -58,22 +59,43 @@ pub enum End {
     Store(StoreError),
 }
 
-/// Run a session of `rec` until it ends; its state is saved as it goes
-/// and when it ends (unless a newer session or a change took over).
+/// Deliver to `sink` from the monitor's saved cursor until something
+/// ends it; the state is saved after every batch (while `generation` is
+/// the monitor's live session). `status` is what the monitor shows until
+/// its first batch is delivered (ACTIVE for a connected client,
+/// CONNECTING for HTTP). A `fresh` start of a monitor without replay
+/// begins at the head (what happened before is not sent); a retry goes on
+/// from the cursor. Returns how it ended and the state at the end, for
+/// the caller to save as it sees fit.
 pub async fn run(
     monitors: &Monitors,
     rec: &MonitorRecord,
     generation: u64,
     stop: watch::Receiver<bool>,
     sink: &mut impl Sink,
-) -> End {
-    let mut session = match Session::start(monitors, rec, generation) {
+    (status, fresh): (MonitorStatus, bool),
+) -> (End, MonitorState) {
+    let mut session = match Session::start(monitors, rec, generation, status, fresh) {
         Ok(s) => s,
-        Err(e) => return End::Store(e),
+        Err(e) => return (End::Store(e), MonitorState::new(0)),
     };
     let end = session.pump(stop, sink).await;
-    session.state.status = disconnected(rec);
-    if let Err(e) = monitors.end_session(rec.id, generation, &session.state) {
+    (end, session.state)
+}
+
+/// [`run`] for a client that connected: ACTIVE while it lasts, then
+/// SUSPENDED (persistent) or INACTIVE, saved unless a newer session or a
+/// change took over.
+pub async fn connected(
+    monitors: &Monitors,
+    rec: &MonitorRecord,
+    generation: u64,
+    stop: watch::Receiver<bool>,
+    sink: &mut impl Sink,
+) -> End {
+    let (end, mut state) = run(monitors, rec, generation, stop, sink, (MonitorStatus::Active, true)).await;
+    state.status = disconnected(rec);
+    if let Err(e) = monitors.end_session(rec.id, generation, &state) {
         tracing::warn!(monitor = rec.id, error = %e, "saving a monitor's state failed");
     }
     end
@@ -84,7 +106,7 @@ struct Session<'a> {
     rec: &'a MonitorRecord,
     topics: Topics,
     generation: u64,
-    state: crate::store::MonitorState,
+    state: MonitorState,
     /// Matched, not yet delivered.
     pending: Vec<FeedEntry>,
     /// The last sequence number looked at.
@@ -97,16 +119,24 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn start(monitors: &'a Monitors, rec: &'a MonitorRecord, generation: u64) -> Result<Session<'a>, StoreError> {
+    fn start(
+        monitors: &'a Monitors,
+        rec: &'a MonitorRecord,
+        generation: u64,
+        status: MonitorStatus,
+        fresh: bool,
+    ) -> Result<Session<'a>, StoreError> {
         let topics = Topics::parse(&rec.topic).map_err(|e| StoreError::Conflict(e.to_string()))?;
         let head = monitors.feed.head();
-        let mut state = monitors.store.monitor_state(rec.id)?.unwrap_or_else(|| crate::store::MonitorState::new(0));
-        if !rec.persistent {
+        let mut state = monitors.store.monitor_state(rec.id)?.unwrap_or_else(|| MonitorState::new(0));
+        if fresh && !rec.persistent {
             // Live only: what happened before the connection is not sent.
             state.cursor = head.saturating_sub(1);
         }
-        state.status = MonitorStatus::Active;
-        state.last_connect_ms = Some(now_ms());
+        state.status = status;
+        if status == MonitorStatus::Active {
+            state.last_connect_ms = Some(now_ms());
+        }
         monitors.save_if_current(rec.id, generation, &state)?;
         let scanned = state.cursor;
         Ok(Session {
@@ -198,11 +228,17 @@ impl<'a> Session<'a> {
         if self.rec.compressed() {
             body = document::compress(&body);
         }
-        if let Err(e) = sink.send(body, batch.len()).await {
+        let first = batch.first().map_or(0, |e| e.seq);
+        if let Err(e) = sink.send(body, batch.len(), first).await {
             self.state.failed += 1;
             return Err(End::Sink(e));
         }
         let last = batch.last().map_or(self.state.cursor, |e| e.seq);
+        if self.state.status != MonitorStatus::Active {
+            self.state.status = MonitorStatus::Active;
+            self.state.last_connect_ms = Some(now_ms());
+        }
+        self.state.failing_since_ms = None;
         self.state.cursor = if self.pending.is_empty() { self.scanned.max(last) } else { last };
         self.state.last_sent_ms = Some(now_ms());
         self.state.delivered += 1;

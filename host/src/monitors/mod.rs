@@ -7,6 +7,7 @@
 //! - [`deliver`]: the one delivery loop every transport uses: read the
 //!   durable feed from the monitor's cursor, batch, send, move the cursor.
 //! - [`tcp`]: the push listener (Device Cloud's TCP transport).
+//! - [`http`]: HTTP delivery (PUT/POST per batch, retried without skipping).
 //!
 //! Only what the writer has made durable is ever read (the feed's head,
 //! see [`crate::engine::Feed`]), so a client never sees an event a crash
@@ -15,6 +16,7 @@
 
 pub mod deliver;
 pub mod document;
+pub mod http;
 pub mod tcp;
 pub mod topic;
 pub mod wire;
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::engine::Feed;
+use crate::engine::{Engine, Feed};
 use crate::model::{OrgId, now_ms};
 use crate::store::{MonitorRecord, MonitorState, MonitorStatus, Store, StoreError, Transport};
 pub use topic::{TopicError, Topics};
@@ -48,6 +50,12 @@ pub struct MonitorConfig {
     pub write_timeout: Duration,
     /// Longest wait for a client's ConnectionRequest after it connects.
     pub handshake_timeout: Duration,
+    /// An HTTP monitor failing this long without a success is DISABLED
+    /// (Device Cloud: 24 h).
+    pub disable_after: Duration,
+    /// Private ranges HTTP monitors may deliver to: the operator's
+    /// `[outbound] allow_private`, the same guard as apps'.
+    pub allow_private: Vec<ipnet::IpNet>,
 }
 
 impl Default for MonitorConfig {
@@ -59,6 +67,8 @@ impl Default for MonitorConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             write_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
+            disable_after: Duration::from_secs(24 * 3600),
+            allow_private: Vec::new(),
         }
     }
 }
@@ -167,6 +177,7 @@ struct Live {
 
 /// The monitors: their records, live sessions and delivery.
 pub struct Monitors {
+    engine: Arc<Engine>,
     store: Store,
     feed: Arc<Feed>,
     config: MonitorConfig,
@@ -175,10 +186,12 @@ pub struct Monitors {
 }
 
 impl Monitors {
-    /// The monitors over `store`: every organisation with a monitor has its
-    /// commits written to `feed` from now on, and monitors left ACTIVE by
-    /// a crash are disconnected (SUSPENDED if persistent, else INACTIVE).
-    pub fn new(store: Store, feed: Arc<Feed>, config: MonitorConfig) -> Result<Arc<Monitors>, StoreError> {
+    /// The monitors of `engine`: every organisation with a monitor has its
+    /// commits written to the engine's feed from now on, monitors left
+    /// ACTIVE by a crash are disconnected (SUSPENDED if persistent, else
+    /// INACTIVE), and HTTP monitors start delivering.
+    pub fn new(engine: Arc<Engine>, config: MonitorConfig) -> Result<Arc<Monitors>, StoreError> {
+        let (store, feed) = (engine.store().clone(), Arc::clone(engine.feed()));
         for rec in store.monitors(None)? {
             feed.watch_org(rec.org);
             if let Some(mut state) = store.monitor_state(rec.id)?
@@ -189,7 +202,12 @@ impl Monitors {
                 store.put_monitor_state(rec.id, &state)?;
             }
         }
-        Ok(Arc::new(Monitors { store, feed, config, live: Mutex::default(), generation: AtomicU64::new(0) }))
+        let monitors =
+            Arc::new(Monitors { engine, store, feed, config, live: Mutex::default(), generation: AtomicU64::new(0) });
+        for rec in monitors.store.monitors(None)? {
+            http::start(&monitors, rec);
+        }
+        Ok(monitors)
     }
 
     /// The limits in force.
@@ -209,7 +227,11 @@ impl Monitors {
 
     /// Create a monitor in `org`. A persistent monitor's replay starts
     /// now: it will see everything committed from here on.
-    pub async fn create(&self, org: OrgId, spec: MonitorSpec) -> Result<(MonitorRecord, MonitorState), MonitorError> {
+    pub async fn create(
+        self: &Arc<Self>,
+        org: OrgId,
+        spec: MonitorSpec,
+    ) -> Result<(MonitorRecord, MonitorState), MonitorError> {
         spec.check()?;
         let count = self.store.monitors(Some(org))?.len();
         if count >= self.config.max_per_org {
@@ -221,7 +243,9 @@ impl Monitors {
         let rec = record(0, org, now_ms(), spec);
         let id = self.store.create_monitor(rec.clone(), cursor)?;
         self.store.flush().await?;
-        Ok((MonitorRecord { id, ..rec }, MonitorState::new(cursor)))
+        let rec = MonitorRecord { id, ..rec };
+        http::start(self, rec.clone());
+        Ok((rec, MonitorState::new(cursor)))
     }
 
     /// One of `org`'s monitors with its state.
@@ -244,23 +268,30 @@ impl Monitors {
     /// Replace a monitor's configuration. As in Device Cloud, an update
     /// resets the monitor: its session is closed and its cursor moves to
     /// now.
-    pub async fn update(&self, org: OrgId, id: u32, spec: MonitorSpec) -> Result<MonitorRecord, MonitorError> {
+    pub async fn update(
+        self: &Arc<Self>,
+        org: OrgId,
+        id: u32,
+        spec: MonitorSpec,
+    ) -> Result<MonitorRecord, MonitorError> {
         spec.check()?;
         let (old, _) = self.get(org, id)?;
         let rec = record(id, org, old.created_ms, spec);
         let state = MonitorState::new(self.feed.head().saturating_sub(1));
         self.closing_session(id, || self.store.update_monitor(&rec, &state))?;
         self.store.flush().await?;
+        http::start(self, rec.clone());
         Ok(rec)
     }
 
     /// Reset a monitor (e.g. after DISABLED): session closed, status
     /// INACTIVE, failures forgotten, cursor at now.
-    pub async fn reset(&self, org: OrgId, id: u32) -> Result<(MonitorRecord, MonitorState), MonitorError> {
+    pub async fn reset(self: &Arc<Self>, org: OrgId, id: u32) -> Result<(MonitorRecord, MonitorState), MonitorError> {
         let (rec, _) = self.get(org, id)?;
         let state = MonitorState::new(self.feed.head().saturating_sub(1));
         self.closing_session(id, || self.store.update_monitor(&rec, &state))?;
         self.store.flush().await?;
+        http::start(self, rec.clone());
         Ok((rec, state))
     }
 
@@ -319,6 +350,17 @@ impl Monitors {
             return Ok(false);
         }
         self.store.put_monitor_state(id, state)
+    }
+
+    /// Raise a notification on `org`'s own agent (a monitor disabled).
+    async fn notify(&self, org: OrgId, title: &str, message: String) {
+        let Ok(Some(rec)) = self.store.org(org) else { return };
+        let Ok(name) = crate::model::ChannelName::new(crate::model::well_known::NOTIFICATIONS) else { return };
+        let channel = crate::model::ChannelRef { agent_id: rec.agent_id, name };
+        let data = serde_json::json!({ "message": message, "title": title, "severity": 4, "topic": "monitors" });
+        if let Err(e) = self.engine.publish_message(channel, rec.agent_id, data).await {
+            tracing::warn!(organisation = %org, error = %e, "raising a monitor notification failed");
+        }
     }
 
     /// Live sessions now.

@@ -106,7 +106,7 @@ async fn session(monitors: Arc<Monitors>, mut stream: TcpStream, peer: SocketAdd
         compressed: rec.compressed(),
         timeout: config.write_timeout,
     };
-    let end = deliver::run(&monitors, &rec, generation, stop, &mut sink).await;
+    let end = deliver::connected(&monitors, &rec, generation, stop, &mut sink).await;
     tracing::info!(%peer, monitor = rec.id, ?end, "push session closed");
 }
 
@@ -171,7 +171,7 @@ struct TcpSink {
 }
 
 impl Sink for TcpSink {
-    async fn send(&mut self, body: Vec<u8>, count: usize) -> Result<(), SinkError> {
+    async fn send(&mut self, body: Vec<u8>, count: usize, _first: u64) -> Result<(), SinkError> {
         if let Some(reason) = self.gone.borrow().clone() {
             return Err(SinkError::Gone(reason));
         }

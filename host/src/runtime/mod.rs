@@ -26,6 +26,7 @@ pub use config::{Allocator, EPOCH_TICK, FUEL_PER_MS, HOSTCALL_FUEL, MAX_WASM_STA
 pub use invoke::Invocation;
 pub use limiter::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES, MemoryLimiter};
 pub use outbound::{OutboundConfig, is_public};
+pub(crate) use outbound::{connect_guarded, server_name_of, tls_connector};
 pub use outcome::{Outcome, Report};
 
 use wasmtime::Engine;

@@ -72,17 +72,7 @@ pub(crate) struct Outbound {
 
 impl Outbound {
     pub(crate) fn new(config: OutboundConfig) -> Result<Self, rustls::Error> {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Self { config, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
-    }
-
-    /// Whether a connection to `ip` is allowed.
-    fn permits(&self, ip: IpAddr) -> bool {
-        is_public(ip) || self.config.allow_private.iter().any(|net| net.contains(&ip))
+        Ok(Self { config, tls: tls_connector()? })
     }
 
     /// The shorter of the operator's limit and the guest's request.
@@ -252,18 +242,63 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> S
 
 /// Resolve `host` and connect to the first permitted address that answers.
 async fn connect(shared: &Outbound, host: &str, port: u16) -> Result<TcpStream, Error> {
+    connect_guarded(&shared.config.allow_private, host, port).await.map_err(|refused| match refused {
+        Refused::Dns(e) => Error::DnsError { rcode: Some(e), info_code: None },
+        Refused::NotFound => Error::DestinationNotFound,
+        Refused::Prohibited(addrs) => {
+            tracing::debug!(host, ?addrs, "outbound request to a private address refused");
+            Error::DestinationIpProhibited
+        }
+        Refused::Unavailable => Error::DestinationUnavailable,
+        Refused::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
+        Refused::Io(e) => Error::Connect(e),
+    })
+}
+
+/// Why [`connect_guarded`] made no connection.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The name did not resolve.
+    Dns(String),
+    /// It resolved to nothing.
+    NotFound,
+    /// Every address it resolved to is private and not allowed.
+    Prohibited(Vec<SocketAddr>),
+    /// No address to try.
+    Unavailable,
+    /// Every permitted address failed; the last error.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Dns(e) => write!(f, "DNS lookup failed: {e}"),
+            Refused::NotFound => write!(f, "the name resolves to no address"),
+            Refused::Prohibited(addrs) => write!(
+                f,
+                "resolves to no public address ({}) and none is in [outbound] allow_private",
+                addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
+            Refused::Unavailable => write!(f, "no address to connect to"),
+            Refused::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The outbound address guard, for apps and monitors alike: resolve
+/// `host`, keep only public addresses and those inside `allow_private`,
+/// and connect to the first that answers (the address checked is the
+/// address connected to, so DNS rebinding cannot redirect it).
+pub(crate) async fn connect_guarded(allow_private: &[IpNet], host: &str, port: u16) -> Result<TcpStream, Refused> {
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| Error::DnsError { rcode: Some(e.to_string()), info_code: None })?
-            .collect(),
+        Err(_) => tokio::net::lookup_host((host, port)).await.map_err(|e| Refused::Dns(e.to_string()))?.collect(),
     };
-    let permitted: Vec<SocketAddr> = addrs.iter().copied().filter(|a| shared.permits(a.ip())).collect();
+    let permitted: Vec<SocketAddr> = addrs.iter().copied().filter(|a| permits(allow_private, a.ip())).collect();
     if permitted.is_empty() {
-        tracing::debug!(host, ?addrs, "outbound request to a private address refused");
-        return Err(if addrs.is_empty() { Error::DestinationNotFound } else { Error::DestinationIpProhibited });
+        return Err(if addrs.is_empty() { Refused::NotFound } else { Refused::Prohibited(addrs) });
     }
     let mut last = None;
     for addr in permitted {
@@ -276,10 +311,27 @@ async fn connect(shared: &Outbound, host: &str, port: u16) -> Result<TcpStream, 
             Err(e) => last = Some(e),
         }
     }
-    Err(last.map_or(Error::DestinationUnavailable, |e| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
-        _ => Error::Connect(e),
-    }))
+    Err(last.map_or(Refused::Unavailable, Refused::Io))
+}
+
+/// Whether a connection to `ip` is allowed: public, or inside one of the
+/// operator's `allow_private` ranges.
+fn permits(allow_private: &[IpNet], ip: IpAddr) -> bool {
+    is_public(ip) || allow_private.iter().any(|net| net.contains(&ip))
+}
+
+/// A TLS connector trusting Mozilla's roots (ring, no system store).
+pub(crate) fn tls_connector() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(tls)))
+}
+
+pub(crate) fn server_name_of(host: &str) -> Option<rustls::pki_types::ServerName<'static>> {
+    server_name(host).ok()
 }
 
 fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, Error> {
@@ -475,11 +527,11 @@ mod tests {
 
     #[test]
     fn the_operator_can_allow_private_ranges() {
-        let cfg = OutboundConfig { allow_private: vec!["127.0.0.0/8".parse().unwrap()], ..Default::default() };
-        let out = Outbound::new(cfg).unwrap();
-        assert!(out.permits("127.0.0.1".parse().unwrap()));
-        assert!(!out.permits("10.0.0.1".parse().unwrap()));
-        assert!(out.permits("1.1.1.1".parse().unwrap()));
+        let allowed: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        assert!(permits(&allowed, "127.0.0.1".parse().unwrap()));
+        assert!(!permits(&allowed, "10.0.0.1".parse().unwrap()));
+        assert!(permits(&allowed, "1.1.1.1".parse().unwrap()));
+        assert!(!permits(&[], "127.0.0.1".parse().unwrap()));
     }
 
     #[test]

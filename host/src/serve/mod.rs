@@ -70,6 +70,56 @@ pub struct ServeConfig {
     pub http: HttpSettings,
     /// The store (`[store]`).
     pub store: StoreSettings,
+    /// Monitors (`[monitors]`).
+    pub monitors: MonitorSettings,
+}
+
+/// The `[monitors]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorSettings {
+    /// Most monitors per organisation.
+    pub max_per_org: usize,
+    /// Most live sessions (TCP push and HTTP runners) at once.
+    pub max_sessions: usize,
+    /// Feed entries kept per organisation for replay and history.
+    pub retention_events: usize,
+    /// Feed entries kept at most this many hours.
+    pub retention_hours: u64,
+    /// A write to a push client longer than this closes its session, ms.
+    pub write_timeout_ms: u64,
+    /// An HTTP monitor failing this long is disabled, seconds (24 h).
+    pub disable_after_s: u64,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        let d = MonitorConfig::default();
+        Self {
+            max_per_org: d.max_per_org,
+            max_sessions: d.max_sessions,
+            retention_events: d.retention_events,
+            retention_hours: d.retention.as_secs() / 3600,
+            write_timeout_ms: millis(d.write_timeout),
+            disable_after_s: d.disable_after.as_secs(),
+        }
+    }
+}
+
+impl MonitorSettings {
+    /// The monitors' configuration, with the outbound guard's ranges.
+    fn to_config(&self, allow_private: Vec<ipnet::IpNet>) -> MonitorConfig {
+        MonitorConfig {
+            max_per_org: self.max_per_org,
+            max_sessions: self.max_sessions,
+            retention_events: self.retention_events,
+            retention: Duration::from_secs(self.retention_hours.saturating_mul(3600)),
+            write_timeout: Duration::from_millis(self.write_timeout_ms.max(1)),
+            disable_after: Duration::from_secs(self.disable_after_s),
+            allow_private,
+            ..MonitorConfig::default()
+        }
+    }
 }
 
 /// The `[store]` table.
@@ -216,6 +266,7 @@ impl Default for ServeConfig {
             outbound: OutboundSettings::default(),
             http: HttpSettings::default(),
             store: StoreSettings::default(),
+            monitors: MonitorSettings::default(),
         }
     }
 }
@@ -258,6 +309,7 @@ pub async fn run(
     ready: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> anyhow::Result<()> {
     runtime_config.outbound = config.outbound.to_runtime()?;
+    let runtime_allow_private = runtime_config.outbound.allow_private.clone();
     std::fs::create_dir_all(&config.data).with_context(|| format!("{}: cannot create", config.data.display()))?;
     let reserve = config.store.reserve_mb.saturating_mul(1 << 20);
     let store = Store::open_with_reserve(&config.data.join("store"), reserve).context("opening the store")?;
@@ -310,7 +362,7 @@ pub async fn run(
         body_timeout: Duration::from_millis(config.http.body_timeout_ms.max(1)),
         ..ApiConfig::default()
     };
-    let monitors = Monitors::new(store.clone(), Arc::clone(engine.feed()), MonitorConfig::default())?;
+    let monitors = Monitors::new(Arc::clone(&engine), config.monitors.to_config(runtime_allow_private))?;
     let push = match config.push_listen {
         Some(at) => {
             let listener = tokio::net::TcpListener::bind(at)

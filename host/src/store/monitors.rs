@@ -50,6 +50,9 @@ pub struct HttpTarget {
     pub connect_timeout_ms: u32,
     /// Response timeout, ms.
     pub response_timeout_ms: u32,
+    /// A Standard Webhooks secret (`whsec_…`): batches are signed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
 }
 
 /// A monitor as configured.
