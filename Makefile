@@ -3,7 +3,7 @@ CARGO ?= cargo
 PLUGIN_TARGET := plugins/target/wasm32-wasip2/release
 APPS := tank-level webhook daily-summary hostile counter fetch
 
-.PHONY: all toolchain plugins schemas build run invoke-example test fmt fmt-check clippy doc bench bench-smoke bench-engine bench-ingest fuzz ci
+.PHONY: all toolchain plugins pyenv schemas build run invoke-example test fmt fmt-check clippy doc bench bench-smoke bench-engine bench-ingest fuzz ci
 
 all: plugins build
 
@@ -38,9 +38,22 @@ invoke-example: plugins
 	$(PADDOCK) invoke plugins/tank-level --event plugins/tank-level/events/reading.json \
 		--state plugins/tank-level/events/state.json --config plugins/tank-level/events/config.json
 
-## The test suite (builds the example components first: tests run them for real).
-test: plugins
-	$(CARGO) test --workspace
+## The real Python clients the monitor tests drive (python-devicecloud,
+## standardwebhooks), in a virtualenv kept between runs; rebuilt when
+## tests/python/requirements.txt changes.
+PYENV ?= $(HOME)/.cache/paddock/pyenv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+pyenv: $(PYENV)/.installed
+$(PYENV)/.installed: tests/python/requirements.txt
+	rm -rf $(PYENV)
+	$(PYTHON) -m venv $(PYENV)
+	$(PYENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
+
+## The test suite (builds the example components and the Python clients
+## first: tests run them for real).
+test: plugins pyenv
+	PADDOCK_TEST_PYTHON=$(PYENV)/bin/python $(CARGO) test --workspace
 
 fmt:
 	$(CARGO) fmt --all

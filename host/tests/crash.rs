@@ -317,3 +317,108 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice() {
     let _ = node.child.kill();
     let _ = node.child.wait();
 }
+
+#[path = "../../tests/src/push.rs"]
+#[allow(dead_code, reason = "shared with the tests crate, which uses every item")]
+mod push;
+
+/// A persistent monitor misses events while its client is away and the
+/// server is killed with SIGKILL right after the last one is accepted;
+/// after the restart the client gets every one of them, marked replay, in
+/// commit order, nothing skipped.
+#[test]
+fn a_persistent_monitor_replays_across_a_sigkill_in_order_with_nothing_skipped() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, plugins) = (root.path().join("data"), root.path().join("plugins"));
+    std::fs::create_dir_all(&plugins).unwrap();
+    let bootstrap = root.path().join("bootstrap.toml");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "[[organisations]]\nname = \"Watched\"\ntokens = [{{ name = \"t\", secret = \"{TOKEN}\" }}]\n\
+             [[organisations.agents]]\nname = \"D\"\nserial_number = \"D-1\"\n"
+        ),
+    )
+    .unwrap();
+    let start_with_push = || {
+        let mut command = serve::paddock();
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--push-listen", "127.0.0.1:0"])
+            .arg("--data")
+            .arg(&data)
+            .arg("--plugins")
+            .arg(&plugins)
+            .arg("--bootstrap")
+            .arg(&bootstrap)
+            .env("PADDOCK_OPERATOR_TOKEN", "pdo_crash_operator")
+            .env("PADDOCK_LOG", "warn");
+        let (child, addr, push) = serve::spawn_with_push(command);
+        (child, addr, push.expect("a push listener"))
+    };
+    let call = |addr: SocketAddr, method: &str, path: &str, body: Value| {
+        let auth = format!("Bearer {TOKEN}");
+        let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+        http::request(addr, method, path, &headers, body.to_string().as_bytes()).unwrap()
+    };
+    let (mut child, addr, push_at) = start_with_push();
+    let org = get(addr, "/v1/orgs")["organisations"][0]["id"].as_str().unwrap().to_owned();
+    let agents = get(addr, &format!("/v1/orgs/{org}/agents"));
+    let dev = agents["agents"].as_array().unwrap().iter().find(|a| a["serial_number"] == "D-1").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let spec = json!({"topics": [format!("{dev}/channels/levels")], "type": "tcp", "persistent": true,
+                      "batch_size": 10, "batch_duration": 0, "ack": "explicit"});
+    let r = call(addr, "POST", &format!("/v1/orgs/{org}/monitors"), spec);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_u64().unwrap() as u32;
+    let publish = |addr: SocketAddr, n: u64| {
+        let r = call(addr, "POST", &format!("/v1/orgs/{org}/agents/{dev}/channels/levels/messages"), json!({"n": n}));
+        assert_eq!(r.status, 201, "{}", r.text());
+    };
+    // Connected: 0..5 delivered and acknowledged.
+    let (status, client) = push::PushClient::connect(push_at, &org, TOKEN, id);
+    assert_eq!(status, 200);
+    let mut client = client.unwrap();
+    for n in 0..5 {
+        publish(addr, n);
+    }
+    let mut live = Vec::new();
+    while live.len() < 5 {
+        let p = client.next(Duration::from_secs(10)).expect("a live batch");
+        live.extend(p.msgs().iter().map(|m| m["Message"]["data"]["n"].as_u64().unwrap()));
+        client.ack(p.block, false);
+    }
+    assert_eq!(live, [0, 1, 2, 3, 4]);
+    drop(client);
+    // Away: 5..30 accepted, then SIGKILL the instant the last 201 is in hand.
+    for n in 5..30 {
+        publish(addr, n);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, _addr, push_at) = start_with_push();
+    let (status, client) = push::PushClient::connect(push_at, &org, TOKEN, id);
+    assert_eq!(status, 200);
+    let mut client = client.unwrap();
+    let mut replayed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replayed.last() != Some(&29) {
+        assert!(Instant::now() < deadline, "replay stopped at {replayed:?}");
+        let p = client.next(Duration::from_secs(10)).expect("a replayed batch");
+        for m in p.msgs() {
+            assert_eq!(m["replay"], true, "{m}");
+            replayed.push(m["Message"]["data"]["n"].as_u64().unwrap());
+        }
+        client.ack(p.block, true);
+    }
+    // At least once: an acknowledgement the kill took back may resend the
+    // end of what was live; after it, every missed event, in order.
+    let first = replayed[0];
+    assert!(first <= 5, "events were skipped: {replayed:?}");
+    assert_eq!(replayed, (first..30).collect::<Vec<_>>(), "in commit order, nothing skipped or repeated");
+    assert!(client.next(Duration::from_millis(300)).is_none());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
