@@ -411,3 +411,77 @@ fn a_monitor_failing_too_long_is_disabled_with_a_notification_and_a_reset_recove
     let got = rx.wait_for(tries + 1, 10);
     assert_eq!((data_n(got.last().unwrap()), got.last().unwrap().answered), (2, 200));
 }
+
+type WsClient = tokio_tungstenite::tungstenite::WebSocket<std::net::TcpStream>;
+
+fn open_stream(s: &Server, t: &Tenant, id: u64) -> Result<WsClient, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let url = format!("ws://{}/v1/orgs/{}/monitors/{id}/stream", s.addr, t.org);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {}", t.token).parse().unwrap());
+    let stream = std::net::TcpStream::connect(s.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    match tokio_tungstenite::tungstenite::client(req, stream) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::HandshakeError::Failure(tokio_tungstenite::tungstenite::Error::Http(
+            r,
+        ))) => Err(r.status().as_u16()),
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+/// The next batch frame (pings are answered by the client library).
+fn next_batch(ws: &mut WsClient) -> Value {
+    loop {
+        match ws.read().unwrap() {
+            tokio_tungstenite::tungstenite::Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            _ => continue,
+        }
+    }
+}
+
+#[test]
+fn a_websocket_stream_replays_then_goes_live_with_explicit_acks() {
+    let s = Server::start(plugins_with(&[]), |_| {});
+    let (t, other) = (tenant(&s, "Acme"), tenant(&s, "Other"));
+    let agent = t.agent(&s, "Tank", "T-1");
+    let body = json!({"topics": ["DataPoint"], "type": "websocket", "persistent": true, "ack": "explicit", "batch_size": 5, "batch_duration": 0});
+    let id = t.call(&s, "POST", "/v1/orgs/{org}/monitors", Some(&body), 201)["id"].as_u64().unwrap();
+    // Not a WebSocket request: 426; another organisation's token: 403.
+    assert_eq!(s.call("GET", &format!("/v1/orgs/{}/monitors/{id}/stream", t.org), Some(&t.token), None).status, 426);
+    let foreign = Tenant { org: t.org.clone(), token: other.token.clone(), org_agent: String::new() };
+    assert_eq!(open_stream(&s, &foreign, id).err(), Some(403));
+    // A TCP monitor cannot be streamed.
+    let tcp = create_tcp(&s, &t, "DataPoint", "none");
+    assert_eq!(open_stream(&s, &t, u64::from(tcp)).err(), Some(400));
+
+    for n in 0..3 {
+        publish(&s, &t, &agent, "levels", json!({"n": n}));
+    }
+    let mut ws = open_stream(&s, &t, id).unwrap();
+    let batch = next_batch(&mut ws);
+    assert_eq!(
+        (batch["block"].as_u64(), batch["count"].as_u64(), batch["replay"].as_bool()),
+        (Some(1), Some(3), Some(true))
+    );
+    let ns: Vec<u64> = batch["document"]["Document"]["Msg"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Message"]["data"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, [0, 1, 2]);
+    ws.send(tokio_tungstenite::tungstenite::Message::text(json!({"ack": 1}).to_string())).unwrap();
+    publish(&s, &t, &agent, "levels", json!({"n": 3}));
+    let live = next_batch(&mut ws);
+    assert_eq!((live["block"].as_u64(), live["replay"].as_bool()), (Some(2), Some(false)));
+    assert_eq!(live["document"]["Document"]["Msg"]["Message"]["data"]["n"], 3);
+    // Not acknowledged, and the connection replaced by a new one: the
+    // unacknowledged batch comes again, marked replay.
+    let mut again = open_stream(&s, &t, id).unwrap();
+    let resent = next_batch(&mut again);
+    assert_eq!(resent["document"]["Document"]["Msg"]["Message"]["data"]["n"], 3);
+    assert_eq!(resent["replay"], true);
+    let m = monitor_state(&s, &t, id);
+    assert_eq!((m["status"].as_str(), m["delivered_batches"].as_u64()), (Some("active"), Some(1)));
+}

@@ -221,6 +221,7 @@ pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Re
         Op::DeleteMonitor => monitors::delete(api.monitors(), req, org()?).await,
         Op::ResetMonitor => monitors::reset(api.monitors(), req, org()?).await,
         Op::MonitorHistory => monitors::history(api.monitors(), req, org()?),
+        Op::StreamMonitor => monitors::stream(api.monitors(), req, org()?),
         Op::DcCreateMonitor
         | Op::DcListMonitors
         | Op::DcResetMonitor

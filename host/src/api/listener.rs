@@ -122,7 +122,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Graceful shutdown by hand: hyper-util's watcher cannot hold the
+    // upgradeable connections a monitor stream needs.
+    let (stopping, stop_rx) = tokio::sync::watch::channel(false);
     let conns = Arc::new(Conns { max: limits.max_connections.max(1), next: AtomicU64::new(0), open: Mutex::default() });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -174,21 +176,41 @@ pub async fn serve(
                 }
             })
         };
-        let http = graceful.watch(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
-        let conns = Arc::clone(&conns);
+        let http = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).with_upgrades();
+        let (conns, mut stop) = (Arc::clone(&conns), stop_rx.clone());
         tokio::spawn(async move {
-            tokio::select! {
-                ended = http => if let Err(e) = ended {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                },
-                () = conn.close.notified() => tracing::debug!(%peer, "idle connection closed to make room"),
+            tokio::pin!(http);
+            let mut draining = false;
+            loop {
+                tokio::select! {
+                    ended = http.as_mut() => {
+                        if let Err(e) = ended {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = conn.close.notified() => {
+                        tracing::debug!(%peer, "idle connection closed to make room");
+                        break;
+                    }
+                    _ = stop.changed(), if !draining => {
+                        // Finish the request in progress, take no other.
+                        draining = true;
+                        http.as_mut().graceful_shutdown();
+                    }
+                }
             }
             conns.closed(id);
         });
     }
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => tracing::warn!("connections still open after the grace period"),
+    let _ = stopping.send(true);
+    let deadline = Instant::now() + grace;
+    while !conns.open.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        if Instant::now() >= deadline {
+            tracing::warn!("connections still open after the grace period");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -114,7 +114,9 @@ impl Api {
     }
 
     /// Answer one request (never fails: errors become error responses).
-    pub async fn handle(&self, req: hyper::Request<Incoming>, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
+    pub async fn handle(&self, mut req: hyper::Request<Incoming>, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
+        // Kept for the one route that switches protocols (a monitor stream).
+        let upgrade = req.headers().contains_key(hyper::header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
         let query = parse_query(parts.uri.query().unwrap_or(""));
@@ -130,6 +132,7 @@ impl Api {
                     body: Bytes::new(),
                     peer,
                     path: path.clone(),
+                    upgrade: std::sync::Mutex::new(upgrade),
                 };
                 match self.answer(req, body).await {
                     Ok(reply) => reply.into_response(),
@@ -176,6 +179,9 @@ pub struct Request {
     pub peer: SocketAddr,
     /// The request path.
     pub path: String,
+    /// The connection's upgrade, if the client asked to switch protocols
+    /// (taken by the handler that does).
+    pub upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
 }
 
 impl Request {
@@ -231,7 +237,7 @@ pub struct Reply {
     status: StatusCode,
     body: Bytes,
     content_type: &'static str,
-    location: Option<String>,
+    headers: Vec<(hyper::header::HeaderName, String)>,
 }
 
 impl Reply {
@@ -253,12 +259,18 @@ impl Reply {
 
     /// `status` with `body` of `content_type`.
     pub fn raw(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Self {
-        Self { status, body: body.into(), content_type, location: None }
+        Self { status, body: body.into(), content_type, headers: Vec::new() }
     }
 
     /// With a `Location` header.
     pub fn with_location(self, location: String) -> Self {
-        Self { location: Some(location), ..self }
+        self.with_header(hyper::header::LOCATION, location)
+    }
+
+    /// With one more header.
+    pub fn with_header(mut self, name: hyper::header::HeaderName, value: String) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// 204.
@@ -270,8 +282,10 @@ impl Reply {
         let mut r = hyper::Response::new(Full::new(self.body));
         *r.status_mut() = self.status;
         r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
-        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-            r.headers_mut().insert(hyper::header::LOCATION, location);
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                r.headers_mut().insert(name, value);
+            }
         }
         r
     }

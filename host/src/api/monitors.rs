@@ -247,3 +247,55 @@ fn error(e: MonitorError) -> ApiError {
         MonitorError::Store(s) => s.into(),
     }
 }
+
+/// `GET /v1/orgs/{org}/monitors/{monitor}/stream`: switch to WebSocket
+/// (RFC 6455) and stream a websocket monitor (see [`crate::monitors::ws`]).
+/// A second stream of the same monitor replaces the first.
+pub fn stream(monitors: &std::sync::Arc<Monitors>, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+    let (rec, _) = monitors.get(org, id(req)?).map_err(error)?;
+    if rec.transport != Transport::Websocket {
+        return Err(ApiError::bad_request(
+            "not_a_websocket_monitor",
+            format!("monitor {} is a {} monitor", rec.id, rec.transport.name()),
+        ));
+    }
+    let upgrade_asked = req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    let key =
+        req.header("sec-websocket-key").filter(|_| upgrade_asked && req.header("sec-websocket-version") == Some("13"));
+    let Some(key) = key else {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "a WebSocket (version 13) upgrade is needed",
+        ));
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let upgrade = req.upgrade.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let upgrade = upgrade.ok_or_else(|| ApiError::internal(&"an upgrade request without its upgrade"))?;
+    let Some((generation, stop)) = monitors.open_session(rec.id) else {
+        return Err(ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_sessions",
+                "the server has its maximum of monitor sessions",
+            )
+        });
+    };
+    let monitors = std::sync::Arc::clone(monitors);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => crate::monitors::ws::serve(monitors, rec, generation, stop, upgraded).await,
+            Err(e) => {
+                tracing::info!(monitor = rec.id, error = %e, "a monitor stream upgrade failed");
+                if let Ok(Some(state)) = monitors.store().monitor_state(rec.id) {
+                    let _ = monitors.end_session(rec.id, generation, &state);
+                }
+            }
+        }
+    });
+    Ok(Reply::raw(StatusCode::SWITCHING_PROTOCOLS, "application/octet-stream", bytes::Bytes::new())
+        .with_header(hyper::header::UPGRADE, "websocket".into())
+        .with_header(hyper::header::CONNECTION, "Upgrade".into())
+        .with_header(hyper::header::SEC_WEBSOCKET_ACCEPT, accept))
+}

@@ -76,6 +76,7 @@ pub enum Op {
     DeleteMonitor,
     ResetMonitor,
     MonitorHistory,
+    StreamMonitor,
     DcCreateMonitor,
     DcListMonitors,
     DcResetMonitor,
@@ -174,6 +175,7 @@ routes! {
     PUT "/v1/orgs/{org}/monitors/{monitor}" => UpdateMonitor, Tenant, 200, "Replace a monitor's configuration (resets it).";
     DELETE "/v1/orgs/{org}/monitors/{monitor}" => DeleteMonitor, Tenant, 204, "Delete a monitor (its session is closed).";
     POST "/v1/orgs/{org}/monitors/{monitor}/reset" => ResetMonitor, Tenant, 200, "Reset a monitor (e.g. after DISABLED): status inactive, cursor at now.";
+    GET "/v1/orgs/{org}/monitors/{monitor}/stream" => StreamMonitor, Tenant, 101, "Stream a websocket monitor: batches as JSON frames, `{\"ack\": n}` back.";
     GET "/v1/orgs/{org}/monitors/{monitor}/history" => MonitorHistory, Tenant, 200, "What the monitor's topics matched (`start_time`, `end_time`, `size`, `cursor`).";
     POST "/ws/Monitor" => DcCreateMonitor, DeviceCloud, 201, "Device Cloud: create a monitor from an XML body.";
     GET "/ws/Monitor" => DcListMonitors, DeviceCloud, 200, "Device Cloud: list monitors (`start`, `size`, `condition`).";

@@ -8,6 +8,7 @@
 //!   durable feed from the monitor's cursor, batch, send, move the cursor.
 //! - [`tcp`]: the push listener (Device Cloud's TCP transport).
 //! - [`http`]: HTTP delivery (PUT/POST per batch, retried without skipping).
+//! - [`ws`]: WebSocket streaming for browsers and scripts.
 //!
 //! Only what the writer has made durable is ever read (the feed's head,
 //! see [`crate::engine::Feed`]), so a client never sees an event a crash
@@ -20,6 +21,7 @@ pub mod http;
 pub mod tcp;
 pub mod topic;
 pub mod wire;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -148,6 +150,9 @@ impl MonitorSpec {
         }
         if self.batch_duration_s > 600 {
             return invalid(format!("batch duration {} s: at most 600", self.batch_duration_s));
+        }
+        if self.transport == Transport::Websocket && self.compression != "none" {
+            return invalid("compression: a websocket monitor's frames are not compressed (none)".into());
         }
         if self.description.as_ref().is_some_and(|d| d.len() > 1024) {
             return invalid("description: at most 1024 bytes".into());
@@ -308,7 +313,7 @@ impl Monitors {
 
     /// Start a session for monitor `id`, closing any older one (newest
     /// wins). Returns its generation and the receiver that says stop.
-    fn open_session(&self, id: u32) -> Option<(u64, watch::Receiver<bool>)> {
+    pub(crate) fn open_session(&self, id: u32) -> Option<(u64, watch::Receiver<bool>)> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if !live.contains_key(&id) && live.len() >= self.config.max_sessions {
             return None;
@@ -323,7 +328,7 @@ impl Monitors {
 
     /// A session ended: save its final state and forget it, unless a
     /// newer one took over or the monitor was changed meanwhile.
-    fn end_session(&self, id: u32, generation: u64, state: &MonitorState) -> Result<(), StoreError> {
+    pub(crate) fn end_session(&self, id: u32, generation: u64, state: &MonitorState) -> Result<(), StoreError> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if live.get(&id).is_some_and(|l| l.generation == generation) {
             live.remove(&id);
