@@ -91,7 +91,7 @@ pub struct NewAgent {
 }
 
 impl NewAgent {
-    fn into_agent(self) -> Agent {
+    pub(crate) fn into_agent(self) -> Agent {
         Agent {
             id: AgentId::generate(),
             name: self.name,

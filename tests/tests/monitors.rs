@@ -169,6 +169,12 @@ fn tcp_push_delivers_committed_messages_with_both_ack_forms_and_zlib() {
     let state = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}"), None, 200);
     assert_eq!(state["status"], "active");
     assert_eq!(state["delivered_batches"], 2);
+    let metrics = s.call("GET", "/metrics", Some(paddock_tests::server::OPERATOR), None).text();
+    let labels = format!("organisation=\"{}\",monitor=\"{id}\"", t.org);
+    assert!(metrics.contains(&format!("paddock_monitor_status{{{labels},status=\"active\"}} 1")), "{metrics}");
+    assert!(metrics.contains(&format!("paddock_monitor_delivered_batches_total{{{labels}}} 2")), "{metrics}");
+    assert!(metrics.contains(&format!("paddock_monitor_lag_seconds{{{labels}}} 0")), "{metrics}");
+    assert!(metrics.contains("paddock_monitor_sessions 1"), "{metrics}");
     drop(client);
     paddock_tests::server::eventually(5, "the monitor to go inactive", || {
         let m = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}"), None, 200);
@@ -484,4 +490,18 @@ fn a_websocket_stream_replays_then_goes_live_with_explicit_acks() {
     assert_eq!(resent["replay"], true);
     let m = monitor_state(&s, &t, id);
     assert_eq!((m["status"].as_str(), m["delivered_batches"].as_u64()), (Some("active"), Some(1)));
+}
+
+#[test]
+fn a_device_core_monitor_sees_agents_created() {
+    let s = Server::start(plugins_with(&[]), |_| {});
+    let t = tenant(&s, "Acme");
+    let id = create_tcp(&s, &t, "DeviceCore", "none");
+    let mut client = connect(&s, &t, id);
+    let agent = t.agent(&s, "Pump", "P-1");
+    let msgs = client.msgs(1, 5);
+    assert_eq!(msgs[0]["topic"], format!("{}/Agent/{agent}/{agent}", t.org));
+    assert_eq!(msgs[0]["operation"], "INSERTION");
+    assert_eq!(msgs[0]["Agent"]["name"], "Pump");
+    assert_eq!(msgs[0]["Agent"]["serial_number"], "P-1");
 }

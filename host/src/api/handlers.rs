@@ -91,7 +91,7 @@ pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Re
             let limit = limit(req)?;
             Ok(Reply::ok(json!({ "agents": store.list_agents(org()?, limit)? })))
         }
-        Op::CreateAgent => create_agent(api, req, org()?),
+        Op::CreateAgent => create_agent(api, req, org()?).await,
         Op::GetAgent => Ok(Reply::ok(agent(api, req)?)),
         Op::ListChannels => {
             let a = agent(api, req)?;
@@ -276,7 +276,8 @@ fn metrics(api: &Api) -> Result<Reply, ApiError> {
         dead_letters: api.engine.store().dead_letter_count() as u64,
         queue_by_org: by_org.into_iter().map(|(k, v)| (k, v as u64)).collect(),
     };
-    Ok(Reply::text("text/plain; version=0.0.4", api.engine.metrics().render(&gauges)))
+    let text = api.engine.metrics().render(&gauges) + &api.monitors().metrics();
+    Ok(Reply::text("text/plain; version=0.0.4", text))
 }
 
 #[derive(Deserialize)]
@@ -304,9 +305,9 @@ fn create_token(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError>
     Ok(Reply::json(StatusCode::CREATED, json!({ "id": rec.id, "name": rec.name, "token": secret.0 })))
 }
 
-fn create_agent(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+async fn create_agent(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let new: tenants::NewAgent = req.json()?;
-    Ok(Reply::json(StatusCode::CREATED, tenants::add_agent(api.engine.store(), org, new)?))
+    Ok(Reply::json(StatusCode::CREATED, api.engine.add_agent(org, new).await?))
 }
 
 /// The agent named in the path, if it belongs to the path's organisation.

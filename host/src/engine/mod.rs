@@ -256,6 +256,29 @@ impl Engine {
         &self.store
     }
 
+    /// Create an agent in `org` (its serial number must be free there),
+    /// through the writer: durable when this returns, and on the monitor
+    /// feed (`Agent`, `DeviceCore`) if the organisation has monitors.
+    pub async fn add_agent(
+        &self,
+        org: crate::model::OrgId,
+        new: crate::tenants::NewAgent,
+    ) -> Result<crate::model::Agent, crate::tenants::AdminError> {
+        if let Some(serial) = &new.serial_number
+            && self.store.agent_by_serial(org, serial)?.is_some()
+        {
+            return Err(crate::tenants::AdminError::SerialTaken(serial.clone()));
+        }
+        let agent = new.into_agent();
+        let (stored, watched) = (agent.clone(), self.feed.is_watched(org));
+        let put = move |store: &Store| {
+            let seq = if watched { Some(store.feed_mark()?) } else { None };
+            store.put_agent_fed(org, stored, seq)
+        };
+        self.writer.apply(org, true, put).await?;
+        Ok(agent)
+    }
+
     /// The monitor feed's watch list and durable head.
     pub fn feed(&self) -> &Arc<Feed> {
         &self.feed

@@ -256,7 +256,8 @@ fn cycle(store: &Store, feed: &Feed, jobs: Vec<Job>) {
         }
     }
     let watched: Vec<bool> = commits.iter().map(|(w, ..)| feed.is_watched(w.org)).collect();
-    let fed = watched.contains(&true);
+    // Operations may write the feed too (an agent created).
+    let fed = watched.contains(&true) || !ops.is_empty();
     let applied = {
         let batch: Vec<Commit<'_>> = commits.iter().zip(&watched).map(|((w, ..), fed)| w.commit(*fed)).collect();
         store.commit_batch(&batch)

@@ -368,6 +368,50 @@ impl Monitors {
         }
     }
 
+    /// Prometheus text for every monitor: status, delivered and failed
+    /// batches, and lag (seconds since the oldest event committed but not
+    /// yet delivered; 0 when caught up).
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP paddock_monitor_sessions Live monitor sessions (TCP, WebSocket, HTTP runners).");
+        let _ = writeln!(out, "# TYPE paddock_monitor_sessions gauge\npaddock_monitor_sessions {}", self.sessions());
+        let Ok(all) = self.store.monitors(None) else { return out };
+        let head = self.feed.head();
+        let now = now_ms();
+        let mut status = String::from(
+            "# HELP paddock_monitor_status 1 for the status each monitor is in.\n# TYPE paddock_monitor_status gauge\n",
+        );
+        let mut delivered = String::from(
+            "# HELP paddock_monitor_delivered_batches_total Batches delivered.\n# TYPE paddock_monitor_delivered_batches_total counter\n",
+        );
+        let mut failed = String::from(
+            "# HELP paddock_monitor_failed_batches_total Batches that failed.\n# TYPE paddock_monitor_failed_batches_total counter\n",
+        );
+        let mut lag = String::from(
+            "# HELP paddock_monitor_lag_seconds Age of the oldest committed event not yet delivered.\n# TYPE paddock_monitor_lag_seconds gauge\n",
+        );
+        for rec in all {
+            let Ok(Some(state)) = self.store.monitor_state(rec.id) else { continue };
+            let labels = format!("organisation=\"{}\",monitor=\"{}\"", rec.org, rec.id);
+            let _ = writeln!(
+                status,
+                "paddock_monitor_status{{{labels},status=\"{}\"}} 1",
+                state.status.name().to_ascii_lowercase()
+            );
+            let _ = writeln!(delivered, "paddock_monitor_delivered_batches_total{{{labels}}} {}", state.delivered);
+            let _ = writeln!(failed, "paddock_monitor_failed_batches_total{{{labels}}} {}", state.failed);
+            let oldest = self
+                .store
+                .feed(rec.org, state.cursor, head.saturating_sub(1), 1)
+                .ok()
+                .and_then(|e| e.first().map(|e| e.at_ms));
+            let seconds = oldest.map_or(0.0, |at| now.saturating_sub(at) as f64 / 1000.0);
+            let _ = writeln!(lag, "paddock_monitor_lag_seconds{{{labels}}} {seconds}");
+        }
+        out + &status + &delivered + &failed + &lag
+    }
+
     /// Live sessions now.
     pub fn sessions(&self) -> usize {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).len()

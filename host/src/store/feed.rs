@@ -142,6 +142,24 @@ impl FeedEntry {
     }
 }
 
+impl FeedEntry {
+    /// The entry for an agent created (or, if it `existed`, updated).
+    pub(super) fn agent(org: OrgId, agent: &crate::model::Agent, existed: bool, seq: u64) -> FeedEntry {
+        FeedEntry {
+            seq,
+            org,
+            kind: FeedKind::Agent,
+            op: if existed { FeedOp::Update } else { FeedOp::Create },
+            agent: agent.id,
+            channel: None,
+            group: agent.group.clone(),
+            at_ms: crate::model::now_ms(),
+            id: agent.id.to_string(),
+            body: serde_json::to_value(agent).unwrap_or(Value::Null),
+        }
+    }
+}
+
 impl Store {
     /// Up to `limit` feed entries of `org` with `after < seq <= upto`, in
     /// commit order.

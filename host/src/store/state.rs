@@ -21,13 +21,24 @@ impl Store {
     /// Create or replace an agent and its serial-number index entry, in one
     /// transaction (a crash must not leave the index pointing elsewhere).
     pub fn put_agent(&self, org: OrgId, agent: Agent) -> Result<(), StoreError> {
+        self.put_agent_fed(org, agent, None)
+    }
+
+    /// [`Store::put_agent`], also writing the monitor feed entry numbered
+    /// `feed_seq` (created or updated) in the same transaction.
+    pub fn put_agent_fed(&self, org: OrgId, agent: Agent, feed_seq: Option<u64>) -> Result<(), StoreError> {
         let t = self.t()?;
         let record = AgentRecord { organisation_id: org, agent };
         let key = keys::agent(record.agent.id);
         self.gated(|| {
-            (&t.agents, &t.serials)
-                .transaction(|(agents, serials)| {
-                    if let Some(bytes) = agents.get(key)? {
+            (&t.agents, &t.serials, &t.feed)
+                .transaction(|(agents, serials, feed)| {
+                    let existed = agents.get(key)?;
+                    if let Some(seq) = feed_seq {
+                        let entry = super::feed::FeedEntry::agent(org, &record.agent, existed.is_some(), seq);
+                        feed.insert(&keys::feed(org, seq), encode(&entry))?;
+                    }
+                    if let Some(bytes) = existed {
                         let old: AgentRecord = decode("agent", &bytes).map_err(ConflictableTransactionError::Abort)?;
                         if let Some(serial) = &old.agent.serial_number {
                             serials.remove(keys::serial(old.organisation_id, serial))?;
