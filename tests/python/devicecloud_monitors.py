@@ -29,6 +29,8 @@ ORG = os.environ["PADDOCK_ORG"]
 TOKEN = os.environ["PADDOCK_TOKEN"]
 AGENT = os.environ["PADDOCK_AGENT"]
 PUSH_PORT = int(os.environ["PADDOCK_PUSH_PORT"])
+PUSH_TLS_PORT = int(os.environ["PADDOCK_PUSH_TLS_PORT"])
+CA = os.environ["PADDOCK_PUSH_CA"]
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -58,20 +60,27 @@ def check_rest(dc):
     return tcp, http_mon
 
 
-def check_tcp_push(dc, monitor):
+def check_tcp_push(dc, monitor, secure):
+    """Pushes through the client's own manager: plain TCP on the open port,
+    or TLS on the secure port trusting Paddock's certificate."""
     mt.PUSH_OPEN_PORT = PUSH_PORT
+    mt.PUSH_SECURE_PORT = PUSH_TLS_PORT
     got = queue.Queue()
 
     def callback(data):
         got.put(data)
         return True  # the client acknowledges a truthy answer
 
-    manager = TCPClientManager(dc.get_connection(), secure=False)
+    if secure:
+        manager = TCPClientManager(dc.get_connection(), ca_certs=CA)
+    else:
+        manager = TCPClientManager(dc.get_connection(), secure=False)
+    base = 41 if not secure else 51
     try:
         TCPDeviceCloudMonitor(dc.get_connection(), monitor.get_id(), manager).add_callback(callback)
-        publish("levels", {"level": 41})
+        publish("levels", {"level": base})
         publish("other", {"ignored": True})
-        publish("levels", {"level": 42})
+        publish("levels", {"level": base + 1})
         levels = []
         for _ in range(2):
             msg = got.get(timeout=10)["Document"]["Msg"]
@@ -79,7 +88,7 @@ def check_tcp_push(dc, monitor):
             assert msg["operation"] == "INSERTION", msg
             assert msg["topic"].startswith(f"{ORG}/Message/{AGENT}/levels/"), msg
             levels.append(msg["Message"]["data"]["level"])
-        assert levels == [41, 42], levels
+        assert levels == [base, base + 1], levels
         time.sleep(0.5)
         assert got.empty(), "a message of another channel was pushed"
     finally:
@@ -124,7 +133,8 @@ def check_signed_http(dc):
 def main():
     dc = DeviceCloud(ORG, TOKEN, base_url=URL)
     tcp, http_mon = check_rest(dc)
-    check_tcp_push(dc, tcp)
+    check_tcp_push(dc, tcp, secure=False)
+    check_tcp_push(dc, tcp, secure=True)
     tcp.delete()
     http_mon.delete()
     ids = {m.get_id() for m in dc.monitor.get_monitors()}

@@ -20,6 +20,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Where its monitor push listener listens.
     pub push: Option<SocketAddr>,
+    /// Where its TLS monitor push listener listens, if configured.
+    pub push_tls: Option<SocketAddr>,
     /// Its plugins directory.
     pub plugins: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -80,9 +82,17 @@ impl Server {
             });
         });
         let bound = ready_rx.blocking_recv().expect("the server did not start");
-        let (addr, push) = (bound.api, bound.push);
+        let (addr, push, push_tls) = (bound.api, bound.push, bound.push_tls);
         let plugins_path = plugins.path().to_path_buf();
-        Server { addr, push, plugins: plugins_path, stop: Some(stop_tx), thread: Some(thread), _dirs: (data, plugins) }
+        Server {
+            addr,
+            push,
+            push_tls,
+            plugins: plugins_path,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            _dirs: (data, plugins),
+        }
     }
 
     /// Call the API. `token` is sent as a bearer token; `body` as JSON.

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
@@ -28,8 +28,14 @@ use crate::tenants::hash_secret;
 /// (a client acking faster than we publish is misbehaving).
 const ACKS_BUFFERED: usize = 64;
 
-/// Serve the push listener until `stop` resolves.
-pub async fn serve(monitors: Arc<Monitors>, listener: TcpListener, stop: impl std::future::Future<Output = ()>) {
+/// Serve the push listener until `stop` resolves; with `tls`, every
+/// connection is a TLS session first (Device Cloud's secure port, 3201).
+pub async fn serve(
+    monitors: Arc<Monitors>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -39,7 +45,17 @@ pub async fn serve(monitors: Arc<Monitors>, listener: TcpListener, stop: impl st
         match accepted {
             Ok((stream, peer)) => {
                 let monitors = Arc::clone(&monitors);
-                tokio::spawn(async move { session(monitors, stream, peer).await });
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    tune(&stream, peer);
+                    let Some(tls) = tls else { return session(monitors, stream, peer).await };
+                    let timeout = monitors.config().handshake_timeout;
+                    match tokio::time::timeout(timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => session(monitors, stream, peer).await,
+                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "push session refused: TLS handshake failed"),
+                        Err(_) => tracing::info!(%peer, "push session closed: no TLS handshake in time"),
+                    }
+                });
             }
             Err(e) => {
                 // Out of descriptors and the like: back off, never spin.
@@ -50,15 +66,24 @@ pub async fn serve(monitors: Arc<Monitors>, listener: TcpListener, stop: impl st
     }
 }
 
-async fn session(monitors: Arc<Monitors>, mut stream: TcpStream, peer: SocketAddr) {
+/// No Nagle delay (one frame per write), and TCP keepalive to find dead
+/// peers without ever closing a healthy idle session.
+fn tune(stream: &TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(60))
         .with_interval(Duration::from_secs(10))
         .with_retries(6);
-    if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
         tracing::debug!(%peer, error = %e, "push session: cannot enable TCP keepalive");
     }
+}
+
+/// A connection's stream: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+async fn session<S: Stream>(monitors: Arc<Monitors>, mut stream: S, peer: SocketAddr) {
     let config = monitors.config().clone();
     let request = match tokio::time::timeout(config.handshake_timeout, wire::read_connection_request(&mut stream)).await
     {
@@ -94,7 +119,7 @@ async fn session(monitors: Arc<Monitors>, mut stream: TcpStream, peer: SocketAdd
         return;
     }
     tracing::info!(%peer, monitor = rec.id, organisation = %rec.org, "push session open");
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = tokio::io::split(stream);
     let (acks, gone) = read_acks(reader);
     let mut sink = TcpSink {
         writer,
@@ -128,7 +153,7 @@ fn authorize(monitors: &Monitors, req: &wire::ConnectionRequest) -> Result<crate
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, timeout: Duration) -> std::io::Result<()> {
+async fn respond(stream: &mut (impl AsyncWrite + Unpin), status: u16, timeout: Duration) -> std::io::Result<()> {
     let write = async {
         stream.write_all(&wire::connection_response(status)).await?;
         stream.flush().await
@@ -138,7 +163,7 @@ async fn respond(stream: &mut TcpStream, status: u16, timeout: Duration) -> std:
 
 /// Read the client's acks on their own task: they arrive on the returned
 /// channel; the watch turns true (with the reason) when the peer is gone.
-fn read_acks(mut reader: tokio::net::tcp::OwnedReadHalf) -> (mpsc::Receiver<Ack>, watch::Receiver<Option<String>>) {
+fn read_acks<S: Stream>(mut reader: ReadHalf<S>) -> (mpsc::Receiver<Ack>, watch::Receiver<Option<String>>) {
     let (tx, rx) = mpsc::channel(ACKS_BUFFERED);
     let (gone_tx, gone) = watch::channel(None);
     tokio::spawn(async move {
@@ -159,8 +184,8 @@ fn read_acks(mut reader: tokio::net::tcp::OwnedReadHalf) -> (mpsc::Receiver<Ack>
     (rx, gone)
 }
 
-struct TcpSink {
-    writer: tokio::net::tcp::OwnedWriteHalf,
+struct TcpSink<S> {
+    writer: WriteHalf<S>,
     acks: mpsc::Receiver<Ack>,
     gone: watch::Receiver<Option<String>>,
     block: u16,
@@ -170,7 +195,7 @@ struct TcpSink {
     timeout: Duration,
 }
 
-impl Sink for TcpSink {
+impl<S: Stream> Sink for TcpSink<S> {
     async fn send(&mut self, body: Vec<u8>, count: usize, _first: u64) -> Result<(), SinkError> {
         if let Some(reason) = self.gone.borrow().clone() {
             return Err(SinkError::Gone(reason));

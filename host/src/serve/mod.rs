@@ -90,6 +90,13 @@ pub struct MonitorSettings {
     pub write_timeout_ms: u64,
     /// An HTTP monitor failing this long is disabled, seconds (24 h).
     pub disable_after_s: u64,
+    /// PEM certificate chain for the TLS push listener.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the TLS push listener.
+    pub tls_key: Option<PathBuf>,
+    /// Where the TLS push listener listens (default `127.0.0.1:3201`, the
+    /// port python-devicecloud dials, once a certificate is configured).
+    pub push_tls_listen: Option<SocketAddr>,
 }
 
 impl Default for MonitorSettings {
@@ -102,11 +109,36 @@ impl Default for MonitorSettings {
             retention_hours: d.retention.as_secs() / 3600,
             write_timeout_ms: millis(d.write_timeout),
             disable_after_s: d.disable_after.as_secs(),
+            tls_cert: None,
+            tls_key: None,
+            push_tls_listen: None,
         }
     }
 }
 
 impl MonitorSettings {
+    /// The TLS push listener's acceptor, if a certificate is configured.
+    fn tls_acceptor(&self) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            _ => anyhow::bail!("[monitors] tls_cert and tls_key go together"),
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
+        let key =
+            PrivateKeyDer::from_pem_file(key).with_context(|| format!("{}: not a PEM private key", key.display()))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .context("the push listener's certificate and key do not match")?;
+        Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
     /// The monitors' configuration, with the outbound guard's ranges.
     fn to_config(&self, allow_private: Vec<ipnet::IpNet>) -> MonitorConfig {
         MonitorConfig {
@@ -298,6 +330,17 @@ pub struct Bound {
     pub api: SocketAddr,
     /// The monitor push listener, if enabled.
     pub push: Option<SocketAddr>,
+    /// The TLS monitor push listener, if a certificate is configured.
+    pub push_tls: Option<SocketAddr>,
+}
+
+/// Bind a push listener, naming it on stderr with its bound address.
+async fn bind_push(at: SocketAddr, what: &str) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener =
+        tokio::net::TcpListener::bind(at).await.with_context(|| format!("cannot bind the {what} on {at}"))?;
+    let bound = listener.local_addr()?;
+    eprintln!("paddock: {what} on {bound}");
+    Ok((listener, bound))
 }
 
 /// Run until SIGINT/SIGTERM (or `stop`), then shut down gracefully.
@@ -364,15 +407,18 @@ pub async fn run(
     };
     let monitors = Monitors::new(Arc::clone(&engine), config.monitors.to_config(runtime_allow_private))?;
     let push = match config.push_listen {
-        Some(at) => {
-            let listener = tokio::net::TcpListener::bind(at)
-                .await
-                .with_context(|| format!("cannot listen for monitor pushes on {at}"))?;
-            let bound = listener.local_addr()?;
-            eprintln!("paddock: monitor push listener on {bound}");
-            Some((listener, bound))
-        }
+        Some(at) => Some(bind_push(at, "monitor push listener").await?),
         None => None,
+    };
+    let tls = config.monitors.tls_acceptor()?;
+    let push_tls = match (&tls, config.monitors.push_tls_listen) {
+        (Some(acceptor), at) => {
+            let at = at.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 3201)));
+            let (listener, bound) = bind_push(at, "monitor push listener (TLS)").await?;
+            Some((listener, bound, acceptor.clone()))
+        }
+        (None, Some(at)) => anyhow::bail!("[monitors] push_tls_listen = {at} needs tls_cert and tls_key"),
+        (None, None) => None,
     };
     let api = Arc::new(Api::new(Arc::clone(&engine), api_config, signer, Arc::clone(&monitors)));
 
@@ -385,12 +431,17 @@ pub async fn run(
         tokio::spawn(maintain(Arc::clone(&engine), Arc::clone(&monitors), config.clone(), stopped(stop_rx.clone())));
     let push_addr = push.as_ref().map(|(_, at)| *at);
     let pusher = push.map(|(listener, _)| {
-        tokio::spawn(crate::monitors::tcp::serve(Arc::clone(&monitors), listener, stopped(stop_rx.clone())))
+        tokio::spawn(crate::monitors::tcp::serve(Arc::clone(&monitors), listener, None, stopped(stop_rx.clone())))
+    });
+    let push_tls_addr = push_tls.as_ref().map(|(_, at, _)| *at);
+    let tls_pusher = push_tls.map(|(listener, _, acceptor)| {
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(crate::monitors::tcp::serve(Arc::clone(&monitors), listener, Some(acceptor), stop))
     });
     tracing::info!(%addr, data = %config.data.display(), "paddock serving");
     eprintln!("paddock: listening on http://{addr}");
     if let Some(ready) = ready {
-        let _ = ready.send(Bound { api: addr, push: push_addr });
+        let _ = ready.send(Bound { api: addr, push: push_addr, push_tls: push_tls_addr });
     }
     let grace = Duration::from_secs(config.shutdown_grace_s);
     let limits = config.http.limits();
@@ -400,7 +451,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
     let _ = maintenance.await;
-    if let Some(pusher) = pusher {
+    for pusher in [pusher, tls_pusher].into_iter().flatten() {
         let _ = pusher.await;
     }
     store.flush().await?;
