@@ -108,6 +108,8 @@ fn the_device_cloud_rest_contract_holds() {
     // The single GET is the envelope with one item; unknown ids are 404.
     let one = ws(&s, &t, "GET", &format!("/ws/Monitor/{c}"), "").json();
     assert_eq!(one["items"][0]["monTopic"], "DataStream");
+    assert_eq!(ws(&s, &t, "GET", &format!("/ws/Monitor/{c}.json"), "").json()["items"][0]["monId"], c.to_string());
+    assert_eq!(ws(&s, &t, "GET", "/ws/Monitor/.json", "").json()["resultTotalRows"], "3");
     let missing = ws(&s, &t, "GET", "/ws/Monitor/999999", "");
     assert_eq!(missing.status, 404);
     assert!(missing.text().contains("Error reading Monitor entity id='999999'"));
@@ -504,4 +506,28 @@ fn a_device_core_monitor_sees_agents_created() {
     assert_eq!(msgs[0]["operation"], "INSERTION");
     assert_eq!(msgs[0]["Agent"]["name"], "Pump");
     assert_eq!(msgs[0]["Agent"]["serial_number"], "P-1");
+}
+
+#[test]
+fn history_lists_what_a_monitor_matched_by_time_and_cursor() {
+    let s = Server::start(plugins_with(&[]), |_| {});
+    let t = tenant(&s, "Acme");
+    let agent = t.agent(&s, "Tank", "T-1");
+    let body = json!({"topics": [format!("{agent}/channels/levels")], "type": "websocket", "persistent": true});
+    let id = t.call(&s, "POST", "/v1/orgs/{org}/monitors", Some(&body), 201)["id"].as_u64().unwrap();
+    for n in 0..5 {
+        publish(&s, &t, &agent, "levels", json!({"n": n}));
+        publish(&s, &t, &agent, "other", json!({"n": n}));
+    }
+    let path = format!("/v1/orgs/{{org}}/monitors/{id}/history?size=3&start_time=-5m");
+    let page = t.call(&s, "GET", &path, None, 200);
+    let ns = |p: &Value| p["list"].as_array().unwrap().iter().map(|m| m["Message"]["data"]["n"].as_u64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(ns(&page), [0, 1, 2]);
+    let cursor = page["cursor"].as_str().unwrap();
+    let next = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}/history?size=3&cursor={cursor}"), None, 200);
+    assert_eq!(ns(&next), [3, 4]);
+    assert!(next["cursor"].is_null());
+    let future = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}/history?start_time=99999999999999"), None, 200);
+    assert_eq!(future["count"], 0);
+    t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}/history?start_time=-5x"), None, 400);
 }

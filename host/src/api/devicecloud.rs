@@ -112,8 +112,8 @@ pub async fn update(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiEr
 pub fn list(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let all = monitors(api).list(org).map_err(monitor_error)?;
     let mut items: Vec<Map<String, Value>> = all.iter().map(|(rec, state)| item(rec, state)).collect();
-    if let Some(raw) = req.params.get("monitor") {
-        let id = raw.trim_end_matches(".json");
+    // `/ws/Monitor/.json` is the list; `/ws/Monitor/{id}.json` one monitor.
+    if let Some(id) = req.params.get("monitor").map(|raw| raw.trim_end_matches(".json")).filter(|id| !id.is_empty()) {
         items.retain(|i| i.get("monId").and_then(Value::as_str) == Some(id));
         if items.is_empty() {
             let error = format!("GET Monitor error. Error reading Monitor entity id='{id}'");

@@ -86,7 +86,7 @@ impl Store {
             .iter()
             .map(|c| {
                 let n = if c.feed { c.effects.messages.len() + c.effects.aggregates.len() } else { 0 };
-                (0..n).map(|_| Ok(t.db.generate_id()?)).collect()
+                (0..n).map(|_| super::feed::next_seq(&t.db)).collect()
             })
             .collect::<Result<_, StoreError>>()?;
         self.gated(|| {

@@ -199,6 +199,12 @@ impl Store {
     /// A number greater than every feed sequence number drawn so far: what
     /// is durable after a flush is the feed up to below it.
     pub fn feed_mark(&self) -> Result<u64, StoreError> {
-        Ok(self.t()?.db.generate_id()?)
+        next_seq(&self.t()?.db)
     }
+}
+
+/// The next feed sequence number: sled's increasing id plus one, so that
+/// none is 0 (a cursor of 0 means nothing was delivered yet).
+pub(super) fn next_seq(db: &sled::Db) -> Result<u64, StoreError> {
+    Ok(db.generate_id()?.saturating_add(1))
 }

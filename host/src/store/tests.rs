@@ -470,3 +470,37 @@ fn a_batch_is_one_atomic_write_in_which_each_commit_has_its_own_verdict() {
     assert!(store.queued().unwrap().is_empty());
     assert!(store.is_claimed("wh1", "msg_1", 5).unwrap());
 }
+
+#[test]
+fn the_feed_is_written_with_its_commit_in_order_and_pruned_by_count_and_age() {
+    const ORG: u64 = 40;
+    const TANK: u64 = 41;
+    let store = Store::temporary().unwrap();
+    let org = OrgId::from(ORG);
+    let tank = Agent { id: TANK.into(), name: "t".into(), serial_number: None, group: None, metadata: json!({}) };
+    store.put_agent(org, tank).unwrap();
+    let msg = |n: u64| Message {
+        id: MessageId::from(1000 + n),
+        author_id: AgentId::from(TANK),
+        channel: ch(TANK, "levels"),
+        data: json!({"n": n}),
+        timestamp: None,
+        attachments: None,
+    };
+    for n in 0..5 {
+        let effects = Effects { messages: vec![msg(n)], aggregates: Vec::new(), bytes: 0 };
+        let fed = n % 2 == 0;
+        let c = Commit { ack: None, effects: &effects, downstream: &[], now_ms: 1000 + n, summary: None, claim: None, feed: fed };
+        store.commit(c).unwrap();
+    }
+    let all = store.feed(org, 0, u64::MAX, 100).unwrap();
+    let ns: Vec<u64> = all.iter().map(|e| e.body["data"]["n"].as_u64().unwrap()).collect();
+    assert_eq!(ns, [0, 2, 4], "only commits that asked for the feed, in commit order");
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(store.feed(org, all[0].seq, u64::MAX, 100).unwrap().len(), 2, "after a cursor");
+    assert_eq!(store.feed(OrgId::from(ORG + 1), 0, u64::MAX, 100).unwrap().len(), 0, "per organisation");
+    assert_eq!(store.prune_feed(org, 2, 0).unwrap(), 1, "by count: the oldest goes");
+    assert_eq!(store.prune_feed(org, 10, 1003).unwrap(), 1, "by age: committed before 1003");
+    let left: Vec<u64> = store.feed(org, 0, u64::MAX, 100).unwrap().iter().map(|e| e.body["data"]["n"].as_u64().unwrap()).collect();
+    assert_eq!(left, [4]);
+}
