@@ -521,13 +521,35 @@ fn history_lists_what_a_monitor_matched_by_time_and_cursor() {
     }
     let path = format!("/v1/orgs/{{org}}/monitors/{id}/history?size=3&start_time=-5m");
     let page = t.call(&s, "GET", &path, None, 200);
-    let ns = |p: &Value| p["list"].as_array().unwrap().iter().map(|m| m["Message"]["data"]["n"].as_u64().unwrap()).collect::<Vec<_>>();
+    let ns = |p: &Value| {
+        p["list"].as_array().unwrap().iter().map(|m| m["Message"]["data"]["n"].as_u64().unwrap()).collect::<Vec<_>>()
+    };
     assert_eq!(ns(&page), [0, 1, 2]);
     let cursor = page["cursor"].as_str().unwrap();
     let next = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}/history?size=3&cursor={cursor}"), None, 200);
     assert_eq!(ns(&next), [3, 4]);
     assert!(next["cursor"].is_null());
-    let future = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}/history?start_time=99999999999999"), None, 200);
+    let future =
+        t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}/history?start_time=99999999999999"), None, 200);
     assert_eq!(future["count"], 0);
     t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{id}/history?start_time=-5x"), None, 400);
+}
+
+#[test]
+fn every_attempt_of_an_invocation_is_on_the_feed() {
+    let s = Server::start(plugins_with(&["counter"]), |_| {});
+    let t = tenant(&s, "Acme");
+    let agent = t.agent(&s, "Tank", "T-1");
+    t.install(&s, json!({ "app": "counter", "agent_id": agent }));
+    let id = create_tcp(&s, &t, &format!("{agent}/invocations"), "none");
+    let mut client = connect(&s, &t, id);
+    publish(&s, &t, &agent, "ticks", json!({"fail_attempts": 1}));
+    let msgs = client.msgs(2, 15);
+    let attempts: Vec<(u64, String)> = msgs
+        .iter()
+        .map(|m| (m["Invocation"]["attempt"].as_u64().unwrap(), m["Invocation"]["status"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(attempts, [(1, "error".to_owned()), (2, "success".to_owned())], "{msgs:?}");
+    assert!(msgs[0]["topic"].as_str().unwrap().starts_with(&format!("{}/Invocation/{agent}/", t.org)));
+    assert!(msgs.iter().all(|m| m["Invocation"].get("logs").is_none()), "logs stay in the API");
 }

@@ -263,10 +263,11 @@ impl Engine {
         if report.outcome.is_retryable() && queued.attempt < self.policy.max_attempts {
             let delay = self.policy.delay(queued.attempt);
             let due = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+            let fed = self.feed_target(&queued);
             let retried = self
                 .writer
                 .apply(queued.organisation_id, false, move |store| {
-                    store.put_invocation(&summary)?;
+                    record_summary(store, &summary, fed)?;
                     match store.reschedule(&queued, due) {
                         Ok(_) | Err(StoreError::NotQueued(_)) => Ok(()),
                         Err(e) => Err(e),
@@ -276,6 +277,14 @@ impl Engine {
             return Ok(retried?);
         }
         self.bury_with(&queued, &describe(&report.outcome), Some(summary)).await
+    }
+
+    /// Where a failed attempt's summary goes on the monitor feed, if its
+    /// organisation is watched: the organisation and the installation's
+    /// agent (as for successful invocations' summary messages).
+    fn feed_target(&self, queued: &QueuedEvent) -> Option<(OrgId, crate::model::AgentId)> {
+        let agent = self.installation(queued.install_id).map_or(queued.agent_id, |inst| inst.agent_id);
+        self.feed.is_watched(queued.organisation_id).then_some((queued.organisation_id, agent))
     }
 
     /// Dead-letter an event with `reason`.
@@ -293,9 +302,10 @@ impl Engine {
     ) -> Result<(), EngineError> {
         tracing::warn!(event = %queued.id, install = %queued.install_id, reason, "dead-lettering");
         let (letter, reason) = (queued.clone(), reason.to_owned());
+        let fed = self.feed_target(queued);
         let bury = move |store: &crate::store::Store| {
             if let Some(summary) = &summary {
-                store.put_invocation(summary)?;
+                record_summary(store, summary, fed)?;
             }
             store.dead_letter(&letter, &reason, now_ms())
         };
@@ -380,6 +390,19 @@ fn summary(queued: &QueuedEvent, report: &Report) -> InvocationSummary {
             0 => now_ms().saturating_sub(queued.enqueued_ms).saturating_mul(1000),
             us => crate::model::now_us().saturating_sub(us),
         },
+    }
+}
+
+/// Record a failed attempt's summary, on the monitor feed too when its
+/// organisation is watched (`fed`: organisation and agent).
+fn record_summary(
+    store: &crate::store::Store,
+    summary: &InvocationSummary,
+    fed: Option<(OrgId, crate::model::AgentId)>,
+) -> Result<(), StoreError> {
+    match fed {
+        Some((org, agent)) => store.put_invocation_fed(summary, org, agent, store.feed_mark()?),
+        None => store.put_invocation(summary),
     }
 }
 

@@ -160,6 +160,34 @@ impl FeedEntry {
     }
 }
 
+impl FeedEntry {
+    /// The entry for an invocation summary committed without a summary
+    /// message: a failed attempt (retried or dead-lettered).
+    pub(super) fn invocation(
+        org: OrgId,
+        agent: AgentId,
+        s: &super::invocations::InvocationSummary,
+        seq: u64,
+    ) -> FeedEntry {
+        let mut body = serde_json::to_value(s).unwrap_or(Value::Null);
+        if let Some(map) = body.as_object_mut() {
+            map.remove("logs");
+        }
+        FeedEntry {
+            seq,
+            org,
+            kind: FeedKind::Invocation,
+            op: FeedOp::Create,
+            agent,
+            channel: None,
+            group: None,
+            at_ms: s.at_ms,
+            id: s.event_id.to_string(),
+            body,
+        }
+    }
+}
+
 impl Store {
     /// Up to `limit` feed entries of `org` with `after < seq <= upto`, in
     /// commit order.

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Store, StoreError, decode, encode, keys};
-use crate::model::{EventId, InstallId};
+use sled::Transactional as _;
+
+use crate::model::{AgentId, EventId, InstallId, OrgId};
 
 /// What one attempt of one event did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +52,31 @@ impl Store {
         t.invocations
             .insert(keys::invocation(summary.install_id, summary.event_id, summary.attempt), encode(summary))?;
         Ok(())
+    }
+
+    /// [`Store::put_invocation`] with the summary's monitor feed entry
+    /// (numbered `seq`, on `agent` of `org`) in the same transaction.
+    pub fn put_invocation_fed(
+        &self,
+        summary: &InvocationSummary,
+        org: OrgId,
+        agent: AgentId,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let t = self.t()?;
+        let entry = super::feed::FeedEntry::invocation(org, agent, summary, seq);
+        self.gated(|| {
+            (&t.invocations, &t.feed)
+                .transaction(|(invocations, feed)| {
+                    invocations.insert(
+                        &keys::invocation(summary.install_id, summary.event_id, summary.attempt),
+                        encode(summary),
+                    )?;
+                    feed.insert(&keys::feed(org, seq), encode(&entry))?;
+                    Ok(())
+                })
+                .map_err(super::queue::tx_error)
+        })
     }
 
     /// Keep only an installation's newest `keep` summaries (retention);

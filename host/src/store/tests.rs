@@ -490,7 +490,15 @@ fn the_feed_is_written_with_its_commit_in_order_and_pruned_by_count_and_age() {
     for n in 0..5 {
         let effects = Effects { messages: vec![msg(n)], aggregates: Vec::new(), bytes: 0 };
         let fed = n % 2 == 0;
-        let c = Commit { ack: None, effects: &effects, downstream: &[], now_ms: 1000 + n, summary: None, claim: None, feed: fed };
+        let c = Commit {
+            ack: None,
+            effects: &effects,
+            downstream: &[],
+            now_ms: 1000 + n,
+            summary: None,
+            claim: None,
+            feed: fed,
+        };
         store.commit(c).unwrap();
     }
     let all = store.feed(org, 0, u64::MAX, 100).unwrap();
@@ -501,6 +509,7 @@ fn the_feed_is_written_with_its_commit_in_order_and_pruned_by_count_and_age() {
     assert_eq!(store.feed(OrgId::from(ORG + 1), 0, u64::MAX, 100).unwrap().len(), 0, "per organisation");
     assert_eq!(store.prune_feed(org, 2, 0).unwrap(), 1, "by count: the oldest goes");
     assert_eq!(store.prune_feed(org, 10, 1003).unwrap(), 1, "by age: committed before 1003");
-    let left: Vec<u64> = store.feed(org, 0, u64::MAX, 100).unwrap().iter().map(|e| e.body["data"]["n"].as_u64().unwrap()).collect();
+    let left: Vec<u64> =
+        store.feed(org, 0, u64::MAX, 100).unwrap().iter().map(|e| e.body["data"]["n"].as_u64().unwrap()).collect();
     assert_eq!(left, [4]);
 }
