@@ -40,6 +40,9 @@ use paddock::store::Store;
 use serde_json::json;
 use sled::Transactional;
 
+#[path = "../../tests/src/push.rs"]
+#[allow(dead_code, reason = "shared with the tests crate, which uses every item")]
+mod push;
 #[path = "support/stub.rs"]
 mod stub;
 
@@ -365,6 +368,9 @@ fn main() {
             );
         }
 
+        if only.is_empty() || only == "monitors" {
+            monitors_row(&rt, &app).await;
+        }
         if !only.is_empty() && only != "fairness" {
             return;
         }
@@ -416,4 +422,63 @@ fn main() {
             );
         }
     });
+}
+
+/// Monitors: the 100-installation load with and without a TCP monitor
+/// (batches of up to 100) whose client reads every message on its own
+/// thread: what the feed costs the engine, and how soon after the last
+/// event ran the client has it.
+async fn monitors_row(rt: &Arc<Runtime>, app: &Arc<LoadedApp>) {
+    use paddock::monitors::{MonitorConfig, MonitorSpec, Monitors, tcp};
+    let (lines, per_line) = (100, 20);
+    let n = (lines * per_line) as usize;
+    let mut rates = Vec::new();
+    for watched in [false, true] {
+        let s = setup(rt, app, &[(1, lines, lines)], 1_000_000).await;
+        let mut reader: Option<std::thread::JoinHandle<Vec<u64>>> = None;
+        if watched {
+            paddock::tenants::add_token(s.engine.store(), Some(OrgId::from(1)), "b".into(), "b", "pdk_bench").unwrap();
+            let monitors = Monitors::new(Arc::clone(&s.engine), MonitorConfig::default()).unwrap();
+            let spec = MonitorSpec {
+                batch_size: 100,
+                batch_duration_s: 0,
+                ..MonitorSpec::new("DataPoint".into(), paddock::store::Transport::Tcp)
+            };
+            let (rec, _) = monitors.create(OrgId::from(1), spec).await.unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let at = listener.local_addr().unwrap();
+            tokio::spawn(tcp::serve(monitors, listener, None, std::future::pending()));
+            reader = Some(std::thread::spawn(move || {
+                let (status, client) = push::PushClient::connect(at, "1", "pdk_bench", rec.id);
+                assert_eq!(status, 200);
+                let mut client = client.unwrap();
+                // Publish to receipt, ms: a message id carries its time.
+                let mut lags = Vec::new();
+                while lags.len() < n {
+                    let batch = client.next(Duration::from_secs(60)).expect("a batch");
+                    let now = paddock::model::now_ms();
+                    for m in batch.msgs() {
+                        let id: paddock::model::MessageId = m["Message"]["id"].as_str().unwrap().parse().unwrap();
+                        lags.push(now.saturating_sub(id.0.unix_ms()) * 1000);
+                    }
+                }
+                lags.sort_unstable();
+                lags
+            }));
+        }
+        let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
+        let (_, total) = load(&s.engine, 1, lines, per_line, 8).await;
+        dispatcher.abort();
+        rates.push(n as f64 / total);
+        if let Some(reader) = reader {
+            let lags = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
+            let (p50, p99) = (ms(percentile(&lags, 0.5)), ms(percentile(&lags, 0.99)));
+            println!(
+                "monitors: {n} events over {lines} installations: {:.0} events/s without a monitor, {:.0} with a TCP monitor reading every message ({:.2} of it); publish to receipt p50 {p50:.0} ms p99 {p99:.0} ms (ms resolution; includes the publish's own durable write)",
+                rates[0],
+                rates[1],
+                rates[1] / rates[0]
+            );
+        }
+    }
 }
