@@ -197,19 +197,19 @@ fn item(rec: &MonitorRecord, state: &MonitorState) -> Map<String, Value> {
     };
     put("monId", rec.id.to_string());
     put("cstId", rec.org.to_string());
-    put("monTopic", rec.topic.clone());
-    put("monTransportType", rec.transport.name().to_owned());
-    put("monFormatType", rec.format.clone());
-    put("monBatchSize", rec.batch_size.to_string());
-    put("monBatchDuration", rec.batch_duration_s.to_string());
-    put("monCompression", rec.compression.clone());
-    put("monAckOption", if rec.ack_explicit { "explicit" } else { "off" }.to_owned());
-    put("monAutoReplayOnConnect", rec.persistent.to_string());
+    put("monTopic", rec.spec.topic.clone());
+    put("monTransportType", rec.spec.transport.name().to_owned());
+    put("monFormatType", rec.spec.format.clone());
+    put("monBatchSize", rec.spec.batch_size.to_string());
+    put("monBatchDuration", rec.spec.batch_duration_s.to_string());
+    put("monCompression", rec.spec.compression.clone());
+    put("monAckOption", if rec.spec.ack_explicit { "explicit" } else { "off" }.to_owned());
+    put("monAutoReplayOnConnect", rec.spec.persistent.to_string());
     put("monStatus", state.status.name().to_owned());
-    if let Some(d) = &rec.description {
+    if let Some(d) = &rec.spec.description {
         put("monDescription", d.clone());
     }
-    if let Transport::Http(h) = &rec.transport {
+    if let Transport::Http(h) = &rec.spec.transport {
         put("monTransportUrl", h.url.clone());
         put("monTransportMethod", h.method.clone());
         put("monConnectTimeout", h.connect_timeout_ms.to_string());
@@ -254,13 +254,13 @@ fn spec_from(f: &BTreeMap<String, String>, old: Option<&MonitorRecord>) -> Resul
         return Err(format!("Invalid request. Unknown field {unknown}"));
     }
     let get = |k: &str| f.get(k).map(|v| v.trim().to_owned());
-    let topic = f.get("monTopic").cloned().or_else(|| old.map(|o| o.topic.clone()));
+    let topic = f.get("monTopic").cloned().or_else(|| old.map(|o| o.spec.topic.clone()));
     let topic = topic.filter(|t| !t.is_empty()).ok_or("Invalid request. monTopic is required")?;
     let number = |k: &str, default: u32| -> Result<u32, String> {
         get(k).map_or(Ok(default), |v| v.parse().map_err(|_| format!("Invalid request. {k} {v:?} is not a number")))
     };
-    let kind = get("monTransportType").unwrap_or_else(|| old.map_or("tcp", |o| o.transport.name()).to_owned());
-    let old_http = old.and_then(|o| match &o.transport {
+    let kind = get("monTransportType").unwrap_or_else(|| old.map_or("tcp", |o| o.spec.transport.name()).to_owned());
+    let old_http = old.and_then(|o| match &o.spec.transport {
         Transport::Http(h) => Some(h.clone()),
         _ => None,
     });
@@ -290,13 +290,13 @@ fn spec_from(f: &BTreeMap<String, String>, old: Option<&MonitorRecord>) -> Resul
     };
     let base = match old {
         Some(o) => MonitorSpec {
-            format: o.format.clone(),
-            compression: o.compression.clone(),
-            batch_size: o.batch_size,
-            batch_duration_s: o.batch_duration_s,
-            ack_explicit: o.ack_explicit,
-            persistent: o.persistent,
-            description: o.description.clone(),
+            format: o.spec.format.clone(),
+            compression: o.spec.compression.clone(),
+            batch_size: o.spec.batch_size,
+            batch_duration_s: o.spec.batch_duration_s,
+            ack_explicit: o.spec.ack_explicit,
+            persistent: o.spec.persistent,
+            description: o.spec.description.clone(),
             ..MonitorSpec::new(topic.clone(), transport.clone())
         },
         None => MonitorSpec::new(topic.clone(), transport.clone()),

@@ -106,15 +106,15 @@ pub fn view(rec: &MonitorRecord, state: &MonitorState) -> Value {
     let mut v = json!({
         "id": rec.id,
         "org_id": rec.org,
-        "topic": rec.topic,
-        "type": rec.transport.name(),
-        "format": rec.format,
-        "compression": rec.compression,
-        "batch_size": rec.batch_size,
-        "batch_duration": rec.batch_duration_s,
-        "ack": if rec.ack_explicit { "explicit" } else { "off" },
-        "persistent": rec.persistent,
-        "description": rec.description,
+        "topic": rec.spec.topic,
+        "type": rec.spec.transport.name(),
+        "format": rec.spec.format,
+        "compression": rec.spec.compression,
+        "batch_size": rec.spec.batch_size,
+        "batch_duration": rec.spec.batch_duration_s,
+        "ack": if rec.spec.ack_explicit { "explicit" } else { "off" },
+        "persistent": rec.spec.persistent,
+        "description": rec.spec.description,
         "status": state.status.name().to_ascii_lowercase(),
         "last_connect": state.last_connect_ms.map(timestamp),
         "last_sent": state.last_sent_ms.map(timestamp),
@@ -123,7 +123,7 @@ pub fn view(rec: &MonitorRecord, state: &MonitorState) -> Value {
         "failed_batches": state.failed,
         "created": timestamp(rec.created_ms),
     });
-    if let Transport::Http(h) = &rec.transport {
+    if let Transport::Http(h) = &rec.spec.transport {
         v["url"] = json!(h.url);
         v["method"] = json!(h.method);
         v["headers"] =
@@ -138,7 +138,7 @@ pub fn view(rec: &MonitorRecord, state: &MonitorState) -> Value {
 
 /// A new signing secret is shown once, in the answer that made it.
 fn with_secret(mut v: Value, rec: &MonitorRecord) -> Value {
-    if let Transport::Http(HttpTarget { signing_secret: Some(secret), .. }) = &rec.transport {
+    if let Transport::Http(HttpTarget { signing_secret: Some(secret), .. }) = &rec.spec.transport {
         v["signing_secret"] = json!(secret);
     }
     v
@@ -189,7 +189,7 @@ pub async fn delete(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Re
 /// `end_time` (Unix ms, or relative like `-5m`, `-2h`, `-1d`).
 pub fn history(monitors: &Monitors, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let (rec, _) = monitors.get(org, id(req)?).map_err(error)?;
-    let topics = Topics::parse(&rec.topic).map_err(|e| ApiError::bad_request("invalid_monitor", e.to_string()))?;
+    let topics = Topics::parse(&rec.spec.topic).map_err(|e| ApiError::bad_request("invalid_monitor", e.to_string()))?;
     let now = crate::model::now_ms();
     let start = time(req, "start_time", now)?.unwrap_or(0);
     let end = time(req, "end_time", now)?.unwrap_or(u64::MAX);
@@ -253,10 +253,10 @@ fn error(e: MonitorError) -> ApiError {
 /// A second stream of the same monitor replaces the first.
 pub fn stream(monitors: &std::sync::Arc<Monitors>, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let (rec, _) = monitors.get(org, id(req)?).map_err(error)?;
-    if rec.transport != Transport::Websocket {
+    if rec.spec.transport != Transport::Websocket {
         return Err(ApiError::bad_request(
             "not_a_websocket_monitor",
-            format!("monitor {} is a {} monitor", rec.id, rec.transport.name()),
+            format!("monitor {} is a {} monitor", rec.id, rec.spec.transport.name()),
         ));
     }
     let upgrade_asked = req.header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));

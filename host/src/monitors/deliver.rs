@@ -46,6 +46,30 @@ pub trait Sink: Send {
     fn gone(&mut self) -> impl Future<Output = String> + Send;
 }
 
+/// Wait up to `timeout` for the acknowledgement that `verdict` decides
+/// (`None`: an acknowledgement of another batch, skipped). Explicit acks
+/// of every transport go through here.
+pub(super) async fn acknowledged<A>(
+    acks: &mut tokio::sync::mpsc::Receiver<A>,
+    timeout: std::time::Duration,
+    verdict: impl Fn(&A) -> Option<Result<(), SinkError>>,
+) -> Result<(), SinkError> {
+    let wait = async {
+        loop {
+            match acks.recv().await {
+                Some(ack) => match verdict(&ack) {
+                    Some(decided) => return decided,
+                    None => continue,
+                },
+                None => return Err(SinkError::Gone("closed by the client".into())),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .unwrap_or_else(|_| Err(SinkError::Gone(format!("no acknowledgement within {timeout:?}"))))
+}
+
 /// How a session ended.
 #[derive(Debug)]
 pub enum End {
@@ -126,10 +150,10 @@ impl<'a> Session<'a> {
         status: MonitorStatus,
         fresh: bool,
     ) -> Result<Session<'a>, StoreError> {
-        let topics = Topics::parse(&rec.topic).map_err(|e| StoreError::Conflict(e.to_string()))?;
+        let topics = Topics::parse(&rec.spec.topic).map_err(|e| StoreError::Conflict(e.to_string()))?;
         let head = monitors.feed.head();
         let mut state = monitors.store.monitor_state(rec.id)?.unwrap_or_else(|| MonitorState::new(0));
-        if fresh && !rec.persistent {
+        if fresh && !rec.spec.persistent {
             // Live only: what happened before the connection is not sent.
             state.cursor = head.saturating_sub(1);
         }
@@ -147,7 +171,7 @@ impl<'a> Session<'a> {
             state,
             pending: Vec::new(),
             scanned,
-            replay_until: if rec.persistent { head } else { 0 },
+            replay_until: if rec.spec.persistent { head } else { 0 },
             since: None,
         })
     }
@@ -184,7 +208,7 @@ impl<'a> Session<'a> {
     /// Read matched entries up to the durable `head` (exclusive) while the
     /// pending batch has room; true if more may be there.
     fn scan(&mut self, head: u64) -> Result<bool, StoreError> {
-        let size = self.rec.batch_size as usize;
+        let size = self.rec.spec.batch_size as usize;
         if self.pending.len() >= size || head == 0 {
             return Ok(false);
         }
@@ -209,9 +233,9 @@ impl<'a> Session<'a> {
     fn ready(&mut self, more: bool) -> Option<Vec<FeedEntry>> {
         let first = self.pending.first()?;
         let replaying = first.seq < self.replay_until;
-        let size = self.rec.batch_size as usize;
-        let waited = self.since.is_some_and(|s| s.elapsed().as_secs() >= u64::from(self.rec.batch_duration_s));
-        let due = self.pending.len() >= size || (!more && (replaying || waited || self.rec.batch_duration_s == 0));
+        let size = self.rec.spec.batch_size as usize;
+        let waited = self.since.is_some_and(|s| s.elapsed().as_secs() >= u64::from(self.rec.spec.batch_duration_s));
+        let due = self.pending.len() >= size || (!more && (replaying || waited || self.rec.spec.batch_duration_s == 0));
         if !due {
             return None;
         }
@@ -224,8 +248,8 @@ impl<'a> Session<'a> {
 
     async fn deliver(&mut self, batch: Vec<FeedEntry>, sink: &mut impl Sink) -> Result<(), End> {
         let replay = batch.first().is_some_and(|e| e.seq < self.replay_until);
-        let mut body = document::render(&batch, &self.rec.format, replay);
-        if self.rec.compressed() {
+        let mut body = document::render(&batch, &self.rec.spec.format, replay);
+        if self.rec.spec.compressed() {
             body = document::compress(&body);
         }
         let first = batch.first().map_or(0, |e| e.seq);
@@ -252,7 +276,7 @@ impl<'a> Session<'a> {
     /// When the pending batch is due by time, if it waits for time.
     fn deadline(&self) -> Option<Instant> {
         let since = self.since?;
-        Some(since + std::time::Duration::from_secs(u64::from(self.rec.batch_duration_s)))
+        Some(since + std::time::Duration::from_secs(u64::from(self.rec.spec.batch_duration_s)))
     }
 }
 

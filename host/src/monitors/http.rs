@@ -37,7 +37,7 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// Start delivering `rec` if it is an HTTP monitor that is not disabled
 /// (replacing any runner it had).
 pub fn start(monitors: &Arc<Monitors>, rec: MonitorRecord) {
-    if !matches!(rec.transport, Transport::Http(_)) {
+    if !matches!(rec.spec.transport, Transport::Http(_)) {
         return;
     }
     let disabled =
@@ -58,7 +58,7 @@ async fn run(
     generation: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let Transport::Http(target) = &rec.transport else { return };
+    let Transport::Http(target) = &rec.spec.transport else { return };
     let mut sink = HttpSink::new(&monitors, &rec, target);
     let (mut status, mut fresh, mut backoff) = (MonitorStatus::Active, true, FIRST_BACKOFF);
     loop {
@@ -120,8 +120,8 @@ impl HttpSink {
         HttpSink {
             target: target.clone(),
             uri: target.url.parse().unwrap_or_default(),
-            json: rec.format == "json",
-            compressed: rec.compressed(),
+            json: rec.spec.format == "json",
+            compressed: rec.spec.compressed(),
             monitor: rec.id,
             block: 0,
             allow_private: monitors.config.allow_private.clone(),

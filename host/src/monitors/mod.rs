@@ -32,6 +32,7 @@ use tokio::sync::watch;
 
 use crate::engine::{Engine, Feed};
 use crate::model::{OrgId, now_ms};
+pub use crate::store::MonitorSpec;
 use crate::store::{MonitorRecord, MonitorState, MonitorStatus, Store, StoreError, Transport};
 pub use topic::{TopicError, Topics};
 
@@ -95,82 +96,42 @@ pub enum MonitorError {
     Store(#[from] StoreError),
 }
 
-/// What a client asks for when it creates or updates a monitor (both APIs
-/// build this; the id, organisation and creation time are ours).
-#[derive(Debug, Clone, PartialEq)]
-pub struct MonitorSpec {
-    /// `monTopic`, kept byte for byte.
-    pub topic: String,
-    /// The transport.
-    pub transport: Transport,
-    /// `json` or `xml`.
-    pub format: String,
-    /// `none`, `zlib` or `gzip`.
-    pub compression: String,
-    /// Events per batch, 1..=1000.
-    pub batch_size: u32,
-    /// Seconds a batch waits for company, 0..=600.
-    pub batch_duration_s: u32,
-    /// `explicit` acknowledgements.
-    pub ack_explicit: bool,
-    /// Auto-replay on connect.
-    pub persistent: bool,
-    /// Free text.
-    pub description: Option<String>,
-}
-
-impl MonitorSpec {
-    /// Device Cloud's defaults: TCP, JSON, uncompressed, batches of 100
-    /// or 10 s, no acks, no replay.
-    pub fn new(topic: String, transport: Transport) -> MonitorSpec {
-        MonitorSpec {
-            topic,
-            transport,
-            format: "json".into(),
-            compression: "none".into(),
-            batch_size: 100,
-            batch_duration_s: 10,
-            ack_explicit: false,
-            persistent: false,
-            description: None,
+/// The rules of a spec (both APIs build one): the topic parses, every
+/// field is in range.
+fn check(spec: &MonitorSpec) -> Result<(), MonitorError> {
+    Topics::parse(&spec.topic)?;
+    let invalid = |m: String| Err(MonitorError::Invalid(m));
+    if !matches!(spec.format.as_str(), "json" | "xml") {
+        return invalid(format!("format {:?}: json or xml", spec.format));
+    }
+    if !matches!(spec.compression.as_str(), "none" | "zlib" | "gzip") {
+        return invalid(format!("compression {:?}: none, zlib or gzip", spec.compression));
+    }
+    if !(1..=1000).contains(&spec.batch_size) {
+        return invalid(format!("batch size {}: 1 to 1000", spec.batch_size));
+    }
+    if spec.batch_duration_s > 600 {
+        return invalid(format!("batch duration {} s: at most 600", spec.batch_duration_s));
+    }
+    if spec.transport == Transport::Websocket && spec.compression != "none" {
+        return invalid("compression: a websocket monitor's frames are not compressed (none)".into());
+    }
+    if spec.description.as_ref().is_some_and(|d| d.len() > 1024) {
+        return invalid("description: at most 1024 bytes".into());
+    }
+    if let Transport::Http(h) = &spec.transport {
+        let url = h.url.as_str();
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
+            return invalid(format!("transport URL {url:?}: an http:// or https:// URL"));
+        }
+        if !matches!(h.method.as_str(), "PUT" | "POST") {
+            return invalid(format!("transport method {:?}: PUT or POST", h.method));
+        }
+        if h.headers.len() > 32 || h.headers.iter().any(|l| !l.contains(':') || l.contains(['\r', '\n'])) {
+            return invalid("transport headers: at most 32 lines of `name: value`".into());
         }
     }
-
-    fn check(&self) -> Result<(), MonitorError> {
-        Topics::parse(&self.topic)?;
-        let invalid = |m: String| Err(MonitorError::Invalid(m));
-        if !matches!(self.format.as_str(), "json" | "xml") {
-            return invalid(format!("format {:?}: json or xml", self.format));
-        }
-        if !matches!(self.compression.as_str(), "none" | "zlib" | "gzip") {
-            return invalid(format!("compression {:?}: none, zlib or gzip", self.compression));
-        }
-        if !(1..=1000).contains(&self.batch_size) {
-            return invalid(format!("batch size {}: 1 to 1000", self.batch_size));
-        }
-        if self.batch_duration_s > 600 {
-            return invalid(format!("batch duration {} s: at most 600", self.batch_duration_s));
-        }
-        if self.transport == Transport::Websocket && self.compression != "none" {
-            return invalid("compression: a websocket monitor's frames are not compressed (none)".into());
-        }
-        if self.description.as_ref().is_some_and(|d| d.len() > 1024) {
-            return invalid("description: at most 1024 bytes".into());
-        }
-        if let Transport::Http(h) = &self.transport {
-            let url = h.url.as_str();
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
-                return invalid(format!("transport URL {url:?}: an http:// or https:// URL"));
-            }
-            if !matches!(h.method.as_str(), "PUT" | "POST") {
-                return invalid(format!("transport method {:?}: PUT or POST", h.method));
-            }
-            if h.headers.len() > 32 || h.headers.iter().any(|l| !l.contains(':') || l.contains(['\r', '\n'])) {
-                return invalid("transport headers: at most 32 lines of `name: value`".into());
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 /// A live session's handle: newest wins, and a stale one's end must not
@@ -201,7 +162,7 @@ impl Monitors {
             feed.watch_org(rec.org);
             if let Some(mut state) = store.monitor_state(rec.id)?
                 && matches!(state.status, MonitorStatus::Active | MonitorStatus::Connecting)
-                && matches!(rec.transport, Transport::Tcp | Transport::Websocket)
+                && matches!(rec.spec.transport, Transport::Tcp | Transport::Websocket)
             {
                 state.status = disconnected(&rec);
                 store.put_monitor_state(rec.id, &state)?;
@@ -237,7 +198,7 @@ impl Monitors {
         org: OrgId,
         spec: MonitorSpec,
     ) -> Result<(MonitorRecord, MonitorState), MonitorError> {
-        spec.check()?;
+        check(&spec)?;
         let count = self.store.monitors(Some(org))?.len();
         if count >= self.config.max_per_org {
             return Err(MonitorError::TooMany(count));
@@ -245,7 +206,7 @@ impl Monitors {
         // Watched first: nothing committed after the cursor is missed.
         self.feed.watch_org(org);
         let cursor = self.feed.head().saturating_sub(1);
-        let rec = record(0, org, now_ms(), spec);
+        let rec = MonitorRecord { id: 0, org, created_ms: now_ms(), spec };
         let id = self.store.create_monitor(rec.clone(), cursor)?;
         self.store.flush().await?;
         let rec = MonitorRecord { id, ..rec };
@@ -279,9 +240,9 @@ impl Monitors {
         id: u32,
         spec: MonitorSpec,
     ) -> Result<MonitorRecord, MonitorError> {
-        spec.check()?;
+        check(&spec)?;
         let (old, _) = self.get(org, id)?;
-        let rec = record(id, org, old.created_ms, spec);
+        let rec = MonitorRecord { id, org, created_ms: old.created_ms, spec };
         let state = MonitorState::new(self.feed.head().saturating_sub(1));
         self.closing_session(id, || self.store.update_monitor(&rec, &state))?;
         self.store.flush().await?;
@@ -433,22 +394,5 @@ impl Monitors {
 
 /// The status of a monitor without a session.
 fn disconnected(rec: &MonitorRecord) -> MonitorStatus {
-    if rec.persistent { MonitorStatus::Suspended } else { MonitorStatus::Inactive }
-}
-
-fn record(id: u32, org: OrgId, created_ms: u64, spec: MonitorSpec) -> MonitorRecord {
-    MonitorRecord {
-        id,
-        org,
-        topic: spec.topic,
-        transport: spec.transport,
-        format: spec.format,
-        compression: spec.compression,
-        batch_size: spec.batch_size,
-        batch_duration_s: spec.batch_duration_s,
-        ack_explicit: spec.ack_explicit,
-        persistent: spec.persistent,
-        description: spec.description,
-        created_ms,
-    }
+    if rec.spec.persistent { MonitorStatus::Suspended } else { MonitorStatus::Inactive }
 }

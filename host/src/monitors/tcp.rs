@@ -126,9 +126,9 @@ async fn session<S: Stream>(monitors: Arc<Monitors>, mut stream: S, peer: Socket
         acks,
         gone,
         block: 0,
-        explicit: rec.ack_explicit,
-        json: rec.format == "json",
-        compressed: rec.compressed(),
+        explicit: rec.spec.ack_explicit,
+        json: rec.spec.format == "json",
+        compressed: rec.spec.compressed(),
         timeout: config.write_timeout,
     };
     let end = deliver::connected(&monitors, &rec, generation, stop, &mut sink).await;
@@ -143,7 +143,7 @@ fn authorize(monitors: &Monitors, req: &wire::ConnectionRequest) -> Result<crate
     if rec.org.to_string() != req.username {
         return Err("the username is not the monitor's organisation");
     }
-    if rec.transport != Transport::Tcp {
+    if rec.spec.transport != Transport::Tcp {
         return Err("not a TCP monitor");
     }
     let token = monitors.store.token(&hash_secret(&req.password)).ok().flatten().ok_or("invalid or revoked token")?;
@@ -217,24 +217,13 @@ impl<S: Stream> Sink for TcpSink<S> {
             return Ok(());
         }
         // Explicit acks: delivered once this block is acknowledged with 200.
-        let wait = async {
-            loop {
-                match self.acks.recv().await {
-                    Some(ack) if ack.block == self.block && ack.status == STATUS_OK => return Ok(()),
-                    Some(ack) if ack.block == self.block => {
-                        return Err(SinkError::Refused(format!(
-                            "block {} acknowledged with status {}",
-                            ack.block, ack.status
-                        )));
-                    }
-                    Some(_) => {}
-                    None => return Err(SinkError::Gone("closed by the client".into())),
-                }
-            }
-        };
-        tokio::time::timeout(self.timeout, wait)
-            .await
-            .unwrap_or_else(|_| Err(SinkError::Gone(format!("no acknowledgement within {:?}", self.timeout))))
+        let block = self.block;
+        deliver::acknowledged(&mut self.acks, self.timeout, |ack: &Ack| match ack.block == block {
+            false => None,
+            true if ack.status == STATUS_OK => Some(Ok(())),
+            true => Some(Err(SinkError::Refused(format!("block {block} acknowledged with status {}", ack.status)))),
+        })
+        .await
     }
 
     async fn gone(&mut self) -> String {

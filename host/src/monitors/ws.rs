@@ -73,8 +73,8 @@ pub async fn serve(
         acks: ack_rx,
         gone,
         block: 0,
-        explicit: rec.ack_explicit,
-        json: rec.format == "json",
+        explicit: rec.spec.ack_explicit,
+        json: rec.spec.format == "json",
         timeout,
     };
     let end = deliver::connected(&monitors, &rec, generation, stop, &mut sink).await;
@@ -121,18 +121,7 @@ impl Sink for WsSink {
             return Ok(());
         }
         let block = self.block;
-        let wait = async {
-            loop {
-                match self.acks.recv().await {
-                    Some(acked) if acked == block => return Ok(()),
-                    Some(_) => {}
-                    None => return Err(SinkError::Gone("closed by the client".into())),
-                }
-            }
-        };
-        tokio::time::timeout(self.timeout, wait)
-            .await
-            .unwrap_or_else(|_| Err(SinkError::Gone(format!("no acknowledgement within {:?}", self.timeout))))
+        deliver::acknowledged(&mut self.acks, self.timeout, |acked: &u64| (*acked == block).then_some(Ok(()))).await
     }
 
     async fn gone(&mut self) -> String {

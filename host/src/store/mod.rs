@@ -23,7 +23,7 @@ pub use catalog::{IngestionRecord, InstallRecord, OrgRecord, TokenRecord};
 pub use commit::{Claim, Commit};
 pub use feed::{FeedEntry, FeedKind, FeedOp};
 pub use invocations::InvocationSummary;
-pub use monitors::{HttpTarget, MonitorRecord, MonitorState, MonitorStatus, Transport};
+pub use monitors::{HttpTarget, MonitorRecord, MonitorSpec, MonitorState, MonitorStatus, Transport};
 pub use queue::{DeadLetter, QueuedEvent};
 pub use schedules::ScheduleState;
 

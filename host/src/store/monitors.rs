@@ -55,14 +55,10 @@ pub struct HttpTarget {
     pub signing_secret: Option<String>,
 }
 
-/// A monitor as configured.
+/// What a monitor subscribes to and how it is pushed: what a client sets
+/// (both APIs build this).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MonitorRecord {
-    /// Global u32 id (the TCP ConnectionRequest packs it in four bytes),
-    /// never reused.
-    pub id: u32,
-    /// Whose events it sees (and nobody else's).
-    pub org: OrgId,
+pub struct MonitorSpec {
     /// The topics, byte for byte as given (Device Cloud clients find a
     /// monitor by an exact match on this string).
     pub topic: String,
@@ -72,9 +68,10 @@ pub struct MonitorRecord {
     pub format: String,
     /// `none`, `zlib` or `gzip` (an alias of `zlib`, as Device Cloud's).
     pub compression: String,
-    /// Most events per batch.
+    /// Most events per batch, 1..=1000.
     pub batch_size: u32,
-    /// Longest a batch waits for more events once it has one, seconds.
+    /// Longest a batch waits for more events once it has one, seconds
+    /// (0..=600).
     pub batch_duration_s: u32,
     /// Whether only an acknowledgement moves the cursor (`explicit`)
     /// rather than the write (`off`).
@@ -84,15 +81,44 @@ pub struct MonitorRecord {
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Created, Unix ms.
-    pub created_ms: u64,
 }
 
-impl MonitorRecord {
+impl MonitorSpec {
+    /// Device Cloud's defaults: JSON, uncompressed, batches of 100 or
+    /// 10 s, no acks, no replay.
+    pub fn new(topic: String, transport: Transport) -> MonitorSpec {
+        MonitorSpec {
+            topic,
+            transport,
+            format: "json".into(),
+            compression: "none".into(),
+            batch_size: 100,
+            batch_duration_s: 10,
+            ack_explicit: false,
+            persistent: false,
+            description: None,
+        }
+    }
+
     /// Whether batches are zlib-compressed.
     pub fn compressed(&self) -> bool {
         self.compression != "none"
     }
+}
+
+/// A monitor as stored: its spec, and what is ours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorRecord {
+    /// Global u32 id (the TCP ConnectionRequest packs it in four bytes),
+    /// never reused.
+    pub id: u32,
+    /// Whose events it sees (and nobody else's).
+    pub org: OrgId,
+    /// Created, Unix ms.
+    pub created_ms: u64,
+    /// What the client asked for.
+    #[serde(flatten)]
+    pub spec: MonitorSpec,
 }
 
 /// Device Cloud's monitor statuses.
