@@ -15,12 +15,14 @@
 //! - [`plugins`]: the plugins directory, loaded at start and watched;
 //! - [`tenants`]: organisations, agents, tokens and ingestion endpoints, created one way;
 //! - [`api`]: the HTTP API (`/v1`), ingestion endpoints, OAuth callback, metrics;
+//! - [`console`]: the web console (server-rendered pages at `/`);
 //! - [`serve`]: `paddock serve`, the server process;
 //! - [`cli`]: the `paddock` command line (`invoke`, `schema`, `serve`).
 
 pub mod api;
 pub mod caps;
 pub mod cli;
+pub mod console;
 pub mod engine;
 pub mod manifest;
 pub mod model;

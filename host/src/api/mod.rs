@@ -115,6 +115,9 @@ impl Api {
 
     /// Answer one request (never fails: errors become error responses).
     pub async fn handle(&self, mut req: hyper::Request<Incoming>, peer: SocketAddr) -> hyper::Response<Full<Bytes>> {
+        if crate::console::owns(req.uri().path()) {
+            return self.console(req).await;
+        }
         // Kept for the one route that switches protocols (a monitor stream).
         let upgrade = req.headers().contains_key(hyper::header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
@@ -147,6 +150,36 @@ impl Api {
 }
 
 impl Api {
+    /// A console request: the session from its cookie first; a POST's form
+    /// is read only once signed in (or to sign in), with its own limit and
+    /// the body timeout.
+    async fn console(&self, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        let query = parse_query(parts.uri.query().unwrap_or(""));
+        let key = self.signer.key();
+        let cookies = parts.headers.get(hyper::header::COOKIE).and_then(|v| v.to_str().ok());
+        let session = crate::console::session::from_cookies(key, self.engine.store(), cookies);
+        let mut form = BTreeMap::new();
+        if parts.method == hyper::Method::POST {
+            if session.is_none() && path != "/console/login" {
+                return crate::console::Page::redirect("/console/login").into_response();
+            }
+            let read = read_body(&parts.headers, body, crate::console::MAX_FORM);
+            match tokio::time::timeout(self.config.body_timeout, read).await {
+                Ok(Ok(bytes)) => form = parse_query(&String::from_utf8_lossy(&bytes)),
+                _ => return crate::console::Page::with_status(StatusCode::BAD_REQUEST, String::new()).into_response(),
+            }
+        }
+        let console = crate::console::pages::Console {
+            engine: &self.engine,
+            key,
+            secure: self.config.public_url.starts_with("https://"),
+        };
+        let req = crate::console::Request { method: &parts.method, path: &path, query: &query, session, form };
+        crate::console::handle(&console, req).await.into_response()
+    }
+
     /// Who is calling and whether they may, from the head alone; only then
     /// the body, with the limit the route (or the ingestion endpoint)
     /// allows. So nobody without credentials makes the server buffer a body.

@@ -49,7 +49,7 @@ impl ChannelName {
 
     /// A host-defined name from [`well_known`]. Not for guest or user input:
     /// a unit test checks that every `well_known` name is valid.
-    pub(crate) fn from_static(name: &'static str) -> Self {
+    pub fn from_static(name: &'static str) -> Self {
         Self(name.to_owned())
     }
 

@@ -21,6 +21,12 @@ impl StateSigner {
         Self { key }
     }
 
+    /// The secret key (the console signs its session cookies with it too,
+    /// in its own domain).
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
     fn mac(&self, payload: &[u8]) -> Vec<u8> {
         // HMAC accepts keys of any length; an empty signature never verifies.
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else { return Vec::new() };
