@@ -3,7 +3,7 @@ CARGO ?= cargo
 PLUGIN_TARGET := plugins/target/wasm32-wasip2/release
 APPS := tank-level webhook daily-summary hostile counter fetch
 
-.PHONY: all toolchain plugins pyenv schemas build run invoke-example test fmt fmt-check clippy doc bench bench-smoke bench-engine bench-ingest fuzz ci
+.PHONY: all toolchain plugins pyenv browser schemas build run invoke-example test fmt fmt-check clippy doc bench bench-smoke bench-engine bench-ingest fuzz ci
 
 all: plugins build
 
@@ -50,9 +50,15 @@ $(PYENV)/.installed: tests/python/requirements.txt
 	$(PYENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $@
 
-## The test suite (builds the example components and the Python clients
-## first: tests run them for real).
-test: plugins pyenv
+## Debian's Chromium and ChromeDriver for the console's browser tests
+## (installed with apt-get when missing; needs root, as in CI).
+browser:
+	@command -v chromedriver >/dev/null && test -x /usr/bin/chromium || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+## The test suite (builds the example components, the Python clients and
+## the browser first: tests run them for real).
+test: plugins pyenv browser
 	PADDOCK_TEST_PYTHON=$(PYENV)/bin/python $(CARGO) test --workspace
 
 fmt:

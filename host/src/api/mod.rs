@@ -153,7 +153,8 @@ impl Api {
     /// A console request: the session from its cookie first; a POST's form
     /// is read only once signed in (or to sign in), with its own limit and
     /// the body timeout.
-    async fn console(&self, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    async fn console(&self, mut req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+        let upgrade = req.headers().contains_key(hyper::header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
         let query = parse_query(parts.uri.query().unwrap_or(""));
@@ -176,8 +177,56 @@ impl Api {
             key,
             secure: self.config.public_url.starts_with("https://"),
         };
+        if let (Some(upgrade), Some(session)) = (upgrade, &session) {
+            return self.console_live(&console, session, &parts, upgrade).into_response();
+        }
         let req = crate::console::Request { method: &parts.method, path: &path, query: &query, session, form };
         crate::console::handle(&console, req).await.into_response()
+    }
+
+    /// A device page's live updates: a WebSocket carrying everything that
+    /// happens on the device, through the monitors' delivery loop as an
+    /// ephemeral view (never stored, from now on).
+    fn console_live(
+        &self,
+        console: &crate::console::pages::Console<'_>,
+        session: &crate::console::Session,
+        parts: &hyper::http::request::Parts,
+        upgrade: hyper::upgrade::OnUpgrade,
+    ) -> crate::console::Page {
+        use crate::console::Page;
+        let segments: Vec<&str> = parts.uri.path().split('/').collect();
+        let ["", "console", "orgs", org, "devices", agent, "live"] = segments.as_slice() else {
+            return Page::with_status(StatusCode::NOT_FOUND, String::new());
+        };
+        let (org, agent) = match crate::console::pages::live_target(console, session, org, agent) {
+            Ok(target) => target,
+            Err(page) => return page,
+        };
+        let key = parts.headers.get("sec-websocket-key").and_then(|k| k.to_str().ok());
+        let version_ok = parts.headers.get("sec-websocket-version").is_some_and(|v| v == "13");
+        let Some(key) = key.filter(|_| version_ok) else {
+            return Page::with_status(StatusCode::UPGRADE_REQUIRED, String::new());
+        };
+        let Some(view) = self.monitors.open_view(org) else {
+            return Page::with_status(StatusCode::SERVICE_UNAVAILABLE, String::new());
+        };
+        let spec = crate::store::MonitorSpec {
+            batch_size: 100,
+            batch_duration_s: 0,
+            ..crate::store::MonitorSpec::new(agent.to_string(), crate::store::Transport::Websocket)
+        };
+        let rec = crate::store::MonitorRecord { id: crate::monitors::EPHEMERAL, org, created_ms: 0, spec };
+        let monitors = Arc::clone(&self.monitors);
+        tokio::spawn(async move {
+            let (_stop, stopped) = tokio::sync::watch::channel(false);
+            if let Ok(upgraded) = upgrade.await {
+                crate::monitors::ws::serve(monitors, rec, 0, stopped, upgraded).await;
+            }
+            drop(view);
+        });
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        Page::switching(accept)
     }
 
     /// Who is calling and whether they may, from the head alone; only then

@@ -5,6 +5,7 @@
 //!   signed `HttpOnly; SameSite=Strict` cookie, a CSRF token per session.
 //! - [`html`]: escaping and the page frame.
 //! - [`ui`]: the device UI rendered from `ui_state` (pydoover's elements).
+//! - `chart`: a channel's numeric field over time, as server-drawn SVG.
 //! - [`pages`]: the pages and the actions they post.
 //!
 //! Every answer carries a strict Content-Security-Policy (scripts and
@@ -12,6 +13,7 @@
 //! user or an app wrote is escaped. The assets are in the binary: no CDN,
 //! no network at run time.
 
+mod chart;
 pub mod html;
 pub mod pages;
 pub mod session;
@@ -63,6 +65,15 @@ impl Page {
     pub fn redirect(location: &str) -> Page {
         let mut page = Page::with_status(StatusCode::SEE_OTHER, String::new());
         page.headers.push((hyper::header::LOCATION, location.to_owned()));
+        page
+    }
+
+    /// 101 to a WebSocket with the handshake's accept key.
+    pub fn switching(accept: String) -> Page {
+        let mut page = Page::with_status(StatusCode::SWITCHING_PROTOCOLS, String::new());
+        page.headers.push((hyper::header::UPGRADE, "websocket".into()));
+        page.headers.push((hyper::header::CONNECTION, "Upgrade".into()));
+        page.headers.push((hyper::header::SEC_WEBSOCKET_ACCEPT, accept));
         page
     }
 

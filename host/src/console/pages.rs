@@ -224,7 +224,8 @@ fn device(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str, 
     let (tags, cmds) =
         (aggregate(console, agent_id, well_known::TAG_VALUES), aggregate(console, agent_id, well_known::UI_CMDS));
     let ui_state = aggregate(console, agent_id, well_known::UI_STATE);
-    let mut body = format!(r#"<section class="device-ui" data-agent="{agent_id}"><h2>Device</h2>"#);
+    let live = format!("{base}/live");
+    let mut body = format!(r#"<section class="device-ui" data-live="{}"><h2>Device</h2>"#, esc(&live));
     body.push_str(&render(&ui_state, &Bindings { tags: &tags, cmds: &cmds }, &format!("{base}/command"), &csrf));
     body.push_str("</section>");
 
@@ -264,12 +265,10 @@ fn device(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str, 
     if let Some(name) = req.query.get("channel").and_then(|c| ChannelName::new(c.clone()).ok()) {
         let before = req.query.get("before").and_then(|b| b.parse::<MessageId>().ok());
         let list = messages(console, agent_id, name.as_str(), before, PAGE);
-        let _ = write!(
-            body,
-            r#"<h3>{}</h3><h4>Aggregate</h4><pre class="json">{}</pre><h4>Messages</h4>"#,
-            esc(name.as_str()),
-            esc(&pretty(&aggregate_named(console, agent_id, &name)))
-        );
+        let _ = write!(body, r#"<h3>{}</h3>"#, esc(name.as_str()));
+        body.push_str(&super::chart::section(store, agent_id, &name, req.query, &base));
+        let aggregate = pretty(&aggregate_named(console, agent_id, &name));
+        let _ = write!(body, r#"<h4>Aggregate</h4><pre class="json">{}</pre><h4>Messages</h4>"#, esc(&aggregate));
         body.push_str(r#"<table class="messages"><thead><tr><th>Time</th><th>Data</th></tr></thead><tbody>"#);
         for m in &list {
             let _ = write!(
@@ -318,6 +317,21 @@ fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
+/// The organisation and agent of a live view the session may open.
+pub fn live_target(
+    console: &Console<'_>,
+    s: &Session,
+    raw_org: &str,
+    raw_agent: &str,
+) -> Result<(OrgId, AgentId), Page> {
+    let (org, _) = org_of(console, s, raw_org)?;
+    let agent: AgentId = raw_agent.parse().map_err(|_| not_found(console, Some(s)))?;
+    if console.engine.store().agent_org(agent).ok().flatten() != Some(org) {
+        return Err(not_found(console, Some(s)));
+    }
+    Ok((org, agent))
+}
+
 /// `POST …/command`: a person's UI action, written as Doover's site does:
 /// the value merged into `ui_cmds` (`{"cmds": {name: value}}`) and a
 /// message on `ui_cmds` naming the app, the element and the value, so a
@@ -342,7 +356,12 @@ async fn command(
         "float" => match raw.trim().parse::<f64>() {
             Ok(n) => json!(n),
             Err(_) => {
-                return Err(error_page(console, Some(s), StatusCode::BAD_REQUEST, &format!("{raw:?} is not a number.")));
+                return Err(error_page(
+                    console,
+                    Some(s),
+                    StatusCode::BAD_REQUEST,
+                    &format!("{raw:?} is not a number."),
+                ));
             }
         },
         _ => json!(raw),

@@ -152,7 +152,10 @@ impl<'a> Session<'a> {
     ) -> Result<Session<'a>, StoreError> {
         let topics = Topics::parse(&rec.spec.topic).map_err(|e| StoreError::Conflict(e.to_string()))?;
         let head = monitors.feed.head();
-        let mut state = monitors.store.monitor_state(rec.id)?.unwrap_or_else(|| MonitorState::new(0));
+        let mut state = match rec.id {
+            super::EPHEMERAL => MonitorState::new(head.saturating_sub(1)),
+            id => monitors.store.monitor_state(id)?.unwrap_or_else(|| MonitorState::new(0)),
+        };
         if fresh && !rec.spec.persistent {
             // Live only: what happened before the connection is not sent.
             state.cursor = head.saturating_sub(1);
@@ -161,7 +164,9 @@ impl<'a> Session<'a> {
         if status == MonitorStatus::Active {
             state.last_connect_ms = Some(now_ms());
         }
-        monitors.save_if_current(rec.id, generation, &state)?;
+        if rec.id != super::EPHEMERAL {
+            monitors.save_if_current(rec.id, generation, &state)?;
+        }
         let scanned = state.cursor;
         Ok(Session {
             monitors,
@@ -266,6 +271,9 @@ impl<'a> Session<'a> {
         self.state.cursor = if self.pending.is_empty() { self.scanned.max(last) } else { last };
         self.state.last_sent_ms = Some(now_ms());
         self.state.delivered += 1;
+        if self.rec.id == super::EPHEMERAL {
+            return Ok(());
+        }
         match self.monitors.save_if_current(self.rec.id, self.generation, &self.state) {
             Ok(true) => Ok(()),
             Ok(false) => Err(End::Stopped),

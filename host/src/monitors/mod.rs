@@ -134,6 +134,10 @@ fn check(spec: &MonitorSpec) -> Result<(), MonitorError> {
     Ok(())
 }
 
+/// The id of an ephemeral monitor: a live view (the console's) that is
+/// never stored, starts at the head, and keeps no cursor.
+pub const EPHEMERAL: u32 = 0;
+
 /// A live session's handle: newest wins, and a stale one's end must not
 /// touch the monitor's status.
 struct Live {
@@ -149,6 +153,9 @@ pub struct Monitors {
     config: MonitorConfig,
     live: Mutex<HashMap<u32, Live>>,
     generation: AtomicU64,
+    /// Ephemeral views open now, per organisation (they count against
+    /// `max_sessions`, and keep their organisation on the feed).
+    views: Mutex<HashMap<OrgId, usize>>,
 }
 
 impl Monitors {
@@ -168,8 +175,15 @@ impl Monitors {
                 store.put_monitor_state(rec.id, &state)?;
             }
         }
-        let monitors =
-            Arc::new(Monitors { engine, store, feed, config, live: Mutex::default(), generation: AtomicU64::new(0) });
+        let monitors = Arc::new(Monitors {
+            engine,
+            store,
+            feed,
+            config,
+            live: Mutex::default(),
+            generation: AtomicU64::new(0),
+            views: Mutex::default(),
+        });
         for rec in monitors.store.monitors(None)? {
             http::start(&monitors, rec);
         }
@@ -265,7 +279,8 @@ impl Monitors {
     pub async fn delete(&self, org: OrgId, id: u32) -> Result<(), MonitorError> {
         self.get(org, id)?;
         self.closing_session(id, || self.store.delete_monitor(id))?;
-        if self.store.monitors(Some(org))?.is_empty() {
+        let viewed = self.views.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&org);
+        if !viewed && self.store.monitors(Some(org))?.is_empty() {
             self.feed.unwatch_org(org);
         }
         self.store.flush().await?;
@@ -373,9 +388,22 @@ impl Monitors {
         out + &status + &delivered + &failed + &lag
     }
 
-    /// Live sessions now.
+    /// Live sessions now (ephemeral views included).
     pub fn sessions(&self) -> usize {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+        let views: usize = self.views.lock().unwrap_or_else(|p| p.into_inner()).values().sum();
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len() + views
+    }
+
+    /// Room for an ephemeral view of `org` (the console's live updates):
+    /// counted against `max_sessions`, and the organisation's commits go to
+    /// the feed, until the guard is dropped. `None` when full.
+    pub fn open_view(self: &Arc<Self>, org: OrgId) -> Option<ViewGuard> {
+        if self.sessions() >= self.config.max_sessions {
+            return None;
+        }
+        *self.views.lock().unwrap_or_else(|p| p.into_inner()).entry(org).or_default() += 1;
+        self.feed.watch_org(org);
+        Some(ViewGuard(Arc::clone(self), org))
     }
 
     /// Retention sweep: every organisation's feed to its bounds. Returns
@@ -389,6 +417,27 @@ impl Monitors {
             removed += self.store.prune_feed(org, self.config.retention_events, older)?;
         }
         Ok(removed)
+    }
+}
+
+/// An open ephemeral view; dropping it frees its place (and takes its
+/// organisation off the feed when nothing else watches it).
+pub struct ViewGuard(Arc<Monitors>, OrgId);
+
+impl Drop for ViewGuard {
+    fn drop(&mut self) {
+        let Self(monitors, org) = self;
+        let mut views = monitors.views.lock().unwrap_or_else(|p| p.into_inner());
+        let left = views.get_mut(org).map_or(0, |n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left == 0 {
+            views.remove(org);
+            if monitors.store.monitors(Some(*org)).is_ok_and(|m| m.is_empty()) {
+                monitors.feed.unwatch_org(*org);
+            }
+        }
     }
 }
 
