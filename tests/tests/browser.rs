@@ -162,6 +162,14 @@ fn the_console_in_chromium_signs_in_lists_devices_and_updates_live() {
         .await;
         assert_eq!(c.execute("return window.__marker", vec![]).await.unwrap(), 42, "the page was not reloaded");
 
+        // A UI action: the app's "Reset min/max" button posts a command to
+        // ui_cmds, tank-level (subscribed to it) runs and restarts its range
+        // at the last level, and the page shows it.
+        let max = r#"return document.querySelector('[data-bind="tank_level/max_level"]').textContent"#;
+        assert_eq!(c.execute(max, vec![]).await.unwrap(), "55.6");
+        c.find(Locator::XPath("//button[text()='Reset min/max']")).await.unwrap().click().await.unwrap();
+        eventually(&c, max, |v| v == "5.6").await;
+
         let shot = c.screenshot().await.unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
         std::fs::create_dir_all(&dir).unwrap();

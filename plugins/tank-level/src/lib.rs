@@ -10,7 +10,10 @@
 //!   threshold, once per crossing: the alarm re-arms only after the level
 //!   rises above threshold + margin.
 //!
-//! On deployment it publishes its UI schema.
+//! On deployment it publishes its UI schema, with a "Reset min/max"
+//! button: a person's click arrives as a message on `ui_cmds` (from the
+//! console, as from Doover's site), and the range restarts at the last
+//! level.
 
 use paddock_sdk::notifications::Severity;
 use paddock_sdk::prelude::*;
@@ -56,6 +59,9 @@ mod defaults {
 struct TankLevel;
 
 const SENSOR_CHANNEL: &str = "sensor_data";
+const COMMANDS_CHANNEL: &str = "ui_cmds";
+/// The UI button that restarts the min/max range.
+const RESET: &str = "reset_range";
 
 impl App for TankLevel {
     type Config = Config;
@@ -63,7 +69,7 @@ impl App for TankLevel {
 
     fn pre_hook_filter(&self, event: &Event) -> bool {
         match event {
-            Event::MessageCreate(m) => m.message.channel.name == SENSOR_CHANNEL,
+            Event::MessageCreate(m) => [SENSOR_CHANNEL, COMMANDS_CHANNEL].contains(&m.message.channel.name.as_str()),
             _ => true,
         }
     }
@@ -74,6 +80,9 @@ impl App for TankLevel {
     }
 
     fn on_message_create(&mut self, ctx: &Context<Config>, event: &MessageCreate) -> Result<(), AppError> {
+        if event.message.channel.name == COMMANDS_CHANNEL {
+            return command(ctx, &event.message.data);
+        }
         let cfg = &ctx.config;
         let distance = reading(&event.message.data)
             .ok_or_else(|| AppError::fail("reading has no numeric distance_mm (or raw_mm)"))?;
@@ -104,6 +113,20 @@ impl App for TankLevel {
     }
 }
 
+/// A UI command for this app: "Reset min/max" restarts the range at the
+/// last level. Other apps' commands and other keys are ignored.
+fn command(ctx: &Context<Config>, data: &Value) -> Result<(), AppError> {
+    let mine = data.get("app_key").and_then(Value::as_str) == Some(ctx.app_key.as_str());
+    if !mine || data.get("key").and_then(Value::as_str) != Some(RESET) {
+        return Ok(());
+    }
+    let Some(level) = ctx.tag::<f64>("last_level") else { return Ok(()) };
+    tags::set("min_level", &level)?;
+    tags::set("max_level", &level)?;
+    paddock_sdk::info!("min/max reset to {level:.1}% from the UI");
+    Ok(())
+}
+
 /// The distance from a reading: `distance_mm`, or the older `raw_mm`.
 fn reading(data: &Value) -> Option<f64> {
     data.get("distance_mm").or_else(|| data.get("raw_mm")).and_then(Value::as_f64)
@@ -127,7 +150,8 @@ fn ui_schema(ctx: &Context<Config>) -> Value {
                     {"label": "OK", "min": ctx.config.low_level_percent, "max": 100, "colour": "green"}
                 ]},
             "min_level": {"type": "uiVariable", "name": "min_level", "displayString": "Minimum (%)", "varType": "float"},
-            "max_level": {"type": "uiVariable", "name": "max_level", "displayString": "Maximum (%)", "varType": "float"}
+            "max_level": {"type": "uiVariable", "name": "max_level", "displayString": "Maximum (%)", "varType": "float"},
+            RESET: {"type": "uiButton", "name": RESET, "displayString": "Range", "labelString": "Reset min/max"}
         }
     })
 }
