@@ -215,3 +215,37 @@ fn xss_payloads_stay_inert_and_other_organisations_are_not_found() {
         c.close().await.unwrap();
     });
 }
+
+#[test]
+fn an_invalid_installation_config_shows_its_violation_by_the_field() {
+    let s = Server::start(plugins_with(&["tank-level"]), |_| {});
+    let t = tenant(&s, "Acme");
+    t.agent(&s, "East tank", "TANK-003");
+    let d = driver();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let c = browser(&d).await;
+        sign_in(&c, &s, &t.token).await;
+        c.find(Locator::LinkText("Apps and installations")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("table.apps")).await.unwrap();
+        c.find(Locator::LinkText("Install")).await.unwrap().click().await.unwrap();
+        // The form comes from tank-level's JSON Schema.
+        let low = c.wait().for_element(Locator::Css(r#"input[name="cfg.low_level_percent"]"#)).await.unwrap();
+        assert_eq!(low.attr("max").await.unwrap().as_deref(), Some("100"));
+        low.send_keys("150").await.unwrap();
+        c.find(Locator::Css("form.install button[type=submit]")).await.unwrap().click().await.unwrap();
+        let violation =
+            c.wait().for_element(Locator::Css(r#".field[data-field="low_level_percent"] .violation"#)).await.unwrap();
+        let text = violation.text().await.unwrap();
+        assert!(text.contains("maximum"), "{text}");
+        // What was typed stays; fix it and install.
+        let low = c.find(Locator::Css(r#"input[name="cfg.low_level_percent"]"#)).await.unwrap();
+        assert_eq!(low.prop("value").await.unwrap().as_deref(), Some("150"));
+        low.clear().await.unwrap();
+        low.send_keys("30").await.unwrap();
+        c.find(Locator::Css("form.install button[type=submit]")).await.unwrap().click().await.unwrap();
+        c.wait().for_element(Locator::Css("table.invocations")).await.unwrap();
+        let installs = t.call(&s, "GET", "/v1/orgs/{org}/installations", None, 200);
+        assert_eq!(installs["installations"][0]["config"]["low_level_percent"], 30.0);
+        c.close().await.unwrap();
+    });
+}

@@ -5,6 +5,8 @@
 //!   signed `HttpOnly; SameSite=Strict` cookie, a CSRF token per session.
 //! - [`html`]: escaping and the page frame.
 //! - [`ui`]: the device UI rendered from `ui_state` (pydoover's elements).
+//! - `apps`: apps, installing with a form generated from the app's JSON
+//!   Schema, installations' invocations and logs.
 //! - `chart`: a channel's numeric field over time, as server-drawn SVG.
 //! - [`pages`]: the pages and the actions they post.
 //!
@@ -13,6 +15,7 @@
 //! user or an app wrote is escaped. The assets are in the binary: no CDN,
 //! no network at run time.
 
+mod apps;
 mod chart;
 pub mod html;
 pub mod pages;

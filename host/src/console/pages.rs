@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::html::{Frame, esc, page, url};
 use super::ui::{Bindings, plain, render};
-use super::{Page, Request, Session, asset, session};
+use super::{Page, Request, Session, apps, asset, session};
 use crate::engine::Engine;
 use crate::model::{AgentId, ChannelName, ChannelRef, MessageId, OrgId, WriteMode, well_known};
 use crate::tenants::hash_secret;
@@ -51,6 +51,27 @@ pub async fn handle(console: &Console<'_>, req: Request<'_>) -> Page {
             Ok(s) => command(console, &req, &s, org, agent).await,
             Err(e) => Err(e),
         },
+        (&Method::GET, ["console", "orgs", org, "apps"]) => {
+            signed_in(console, &req).and_then(|s| apps::apps(console, &s, org))
+        }
+        (&Method::GET, ["console", "orgs", org, "install"]) => {
+            signed_in(console, &req).and_then(|s| apps::install_form(console, &req, &s, org))
+        }
+        (&Method::POST, ["console", "orgs", org, "install"]) => match signed_in(console, &req) {
+            Ok(s) => apps::install(console, &req, &s, org).await,
+            Err(e) => Err(e),
+        },
+        (&Method::GET, ["console", "orgs", org, "installations", id]) => {
+            signed_in(console, &req).and_then(|s| apps::installation(console, &s, org, id))
+        }
+        (&Method::POST, ["console", "orgs", org, "installations", id, "invoke"]) => match signed_in(console, &req) {
+            Ok(s) => apps::invoke(console, &req, &s, org, id).await,
+            Err(e) => Err(e),
+        },
+        (&Method::POST, ["console", "orgs", org, "installations", id, "delete"]) => match signed_in(console, &req) {
+            Ok(s) => apps::uninstall(console, &s, org, id).await,
+            Err(e) => Err(e),
+        },
         _ => Err(not_found(console, req.session.as_ref())),
     };
     result.unwrap_or_else(|page| page)
@@ -79,7 +100,7 @@ fn frame<'a>(
     Frame { title, crumbs, who: s.map(|s| s.token_name.as_str()), csrf }
 }
 
-fn error_page(console: &Console<'_>, s: Option<&Session>, status: StatusCode, message: &str) -> Page {
+pub(super) fn error_page(console: &Console<'_>, s: Option<&Session>, status: StatusCode, message: &str) -> Page {
     let csrf = s.map(|s| s.csrf(console.key));
     let body = format!(r#"<p class="error">{}</p><p><a href="/">Back to the start</a></p>"#, esc(message));
     Page::with_status(
@@ -88,7 +109,7 @@ fn error_page(console: &Console<'_>, s: Option<&Session>, status: StatusCode, me
     )
 }
 
-fn not_found(console: &Console<'_>, s: Option<&Session>) -> Page {
+pub(super) fn not_found(console: &Console<'_>, s: Option<&Session>) -> Page {
     error_page(console, s, StatusCode::NOT_FOUND, "There is nothing here, or it is not yours to see.")
 }
 
@@ -139,7 +160,7 @@ fn organisations(console: &Console<'_>, s: &Session) -> Page {
     Page::html(page(&frame("Organisations", &[], Some(s), Some(&csrf)), &body))
 }
 
-fn org_of(console: &Console<'_>, s: &Session, raw: &str) -> Result<(OrgId, String), Page> {
+pub(super) fn org_of(console: &Console<'_>, s: &Session, raw: &str) -> Result<(OrgId, String), Page> {
     let org: OrgId = raw.parse().map_err(|_| not_found(console, Some(s)))?;
     if !s.may(org) {
         return Err(not_found(console, Some(s)));
@@ -181,7 +202,7 @@ fn devices(console: &Console<'_>, req: &Request<'_>, s: &Session, raw: &str) -> 
     }
     let body = format!(
         r#"<form method="get" class="search"><input type="search" name="q" value="{}" placeholder="Name or serial number"> <button type="submit">Search</button></form>
-<p class="count">{shown} of {} devices</p>
+<p class="count">{shown} of {} devices · <a href="/console/orgs/{org}/apps">Apps and installations</a></p>
 <table class="devices"><thead><tr><th>Device</th><th>Serial number</th><th>Connection</th><th>Last seen</th></tr></thead><tbody>{rows}</tbody></table>"#,
         esc(&q),
         all.len(),
@@ -191,7 +212,7 @@ fn devices(console: &Console<'_>, req: &Request<'_>, s: &Session, raw: &str) -> 
     Ok(Page::html(page(&frame(&name, &crumbs, Some(s), Some(&csrf)), &body)))
 }
 
-fn org_crumbs(s: &Session, org: OrgId, name: &str) -> Vec<(String, String)> {
+pub(super) fn org_crumbs(s: &Session, org: OrgId, name: &str) -> Vec<(String, String)> {
     let mut crumbs = Vec::new();
     if s.org.is_none() {
         crumbs.push(("/console/orgs".to_owned(), "Organisations".to_owned()));
