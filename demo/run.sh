@@ -25,7 +25,15 @@ demo/simulate.sh "$base" "${DEMO_READINGS:-8}"
 sleep 0.5
 echo; echo "== what happened"
 demo/show.sh "$base"
+# Keep the tanks moving for the console: a reading every 5 s.
+demo/simulate.sh "$base" 100000 100 5 >/dev/null 2>&1 &
+simulator=$!
+trap 'kill $simulator 2>/dev/null; kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT INT TERM
 cat <<MSG
+
+The console: $base/console/login?token=pdk_demo_token_do_not_use_in_production
+  (one click signs in as the demo organisation; the simulator posts a reading every 5 s,
+   so the tanks' levels move on their device pages and the low-level notification shows)
 
 Paddock is running on $base with the demo data in $PADDOCK_DATA (Ctrl-C stops it).
   demo/simulate.sh $base 20      # more readings

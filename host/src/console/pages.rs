@@ -118,15 +118,18 @@ fn home(console: &Console<'_>, req: &Request<'_>) -> Page {
     match &req.session {
         Some(Session { org: Some(org), .. }) => Page::redirect(&format!("/console/orgs/{org}")),
         Some(_) => Page::redirect("/console/orgs"),
-        None => sign_in_form(console, StatusCode::OK, None),
+        // A printed link (the demo's) may carry the token to fill in: the
+        // person still clicks to sign in, with a POST.
+        None => sign_in_form(console, StatusCode::OK, None, req.query.get("token").map(String::as_str)),
     }
 }
 
-fn sign_in_form(_console: &Console<'_>, status: StatusCode, error: Option<&str>) -> Page {
+fn sign_in_form(_console: &Console<'_>, status: StatusCode, error: Option<&str>, token: Option<&str>) -> Page {
     let error = error.map(|e| format!(r#"<p class="error">{}</p>"#, esc(e))).unwrap_or_default();
+    let token = esc(token.unwrap_or(""));
     let body = format!(
         r#"{error}<form method="post" action="/console/login" class="sign-in">
-<label>API token <input type="password" name="token" autocomplete="off" required autofocus></label>
+<label>API token <input type="password" name="token" value="{token}" autocomplete="off" required autofocus></label>
 <button type="submit">Sign in</button></form>
 <p class="hint">An organisation's API token opens that organisation; the operator token opens every one.</p>"#
     );
@@ -142,7 +145,7 @@ fn login(console: &Console<'_>, req: &Request<'_>) -> Page {
             let to = rec.organisation_id.map_or_else(|| "/console/orgs".to_owned(), |o| format!("/console/orgs/{o}"));
             Page::redirect(&to).with_cookie(session::start(console.key, rec.organisation_id, &rec.id, console.secure))
         }
-        _ => sign_in_form(console, StatusCode::UNAUTHORIZED, Some("That token is not valid.")),
+        _ => sign_in_form(console, StatusCode::UNAUTHORIZED, Some("That token is not valid."), None),
     }
 }
 
