@@ -185,3 +185,72 @@ fn a_ui_action_needs_its_csrf_token_and_writes_ui_cmds() {
     // The page shows the command's value back in its input.
     assert!(get(&s, &cookie, &device).text().contains(r#"name="value" value="4.5""#));
 }
+
+#[test]
+fn dead_letters_ingestion_endpoints_and_monitors_are_managed_from_the_console() {
+    let s = Server::start(plugins_with(&["counter", "webhook"]), |_| {});
+    let t = tenant(&s, "Acme");
+    let agent = t.agent(&s, "Pump", "P-1");
+    t.install(&s, json!({ "app": "counter", "agent_id": agent }));
+    let hook = t.install(&s, json!({ "app": "webhook", "app_key": "hook", "config": { "target_channel": "ticks" } }));
+    let cookie = sign_in(&s, &t.token);
+    let org = format!("/console/orgs/{}", t.org);
+
+    // An echo loop ends as a dead letter ("loop"): listed, redriven, deleted.
+    let path = format!("/v1/orgs/{{org}}/agents/{agent}/channels/ticks/messages");
+    t.call(&s, "POST", &path, Some(&json!({ "echo": true })), 201);
+    let letters =
+        || t.call(&s, "GET", "/v1/orgs/{org}/dead-letters", None, 200)["dead_letters"].as_array().unwrap().clone();
+    let first = eventually(15, "a dead letter", || letters().first().cloned());
+    let id = first["event"]["id"].as_str().unwrap().to_owned();
+    let page = get(&s, &cookie, &format!("{org}/dead-letters"));
+    assert!(page.text().contains(&id) && page.text().contains("loop"), "{}", page.text());
+    let csrf = csrf_of(&page.text());
+    assert_eq!(post(&s, &cookie, &format!("{org}/dead-letters/{id}/delete"), "").status, 403, "no CSRF token");
+    assert_eq!(post(&s, &cookie, &format!("{org}/dead-letters/{id}/redrive"), &format!("csrf={csrf}")).status, 303);
+    let again = eventually(15, "the redriven loop to die again", || {
+        letters().into_iter().find(|d| d["event"]["id"] == id.as_str())
+    });
+    assert_eq!(again["event"]["attempt"], 1);
+    assert_eq!(post(&s, &cookie, &format!("{org}/dead-letters/{id}/delete"), &format!("csrf={csrf}")).status, 303);
+    assert!(letters().iter().all(|d| d["event"]["id"] != id.as_str()));
+
+    // An ingestion endpoint: its token shown once, and it works.
+    let created = post(&s, &cookie, &format!("{org}/ingestions"), &format!("csrf={csrf}&install={hook}&rate=5"));
+    assert_eq!(created.status, 200);
+    let text = created.text();
+    let token = text.split(r#"<code class="secret">"#).nth(1).and_then(|r| r.split('<').next()).unwrap().to_owned();
+    assert!(token.starts_with("pdi_"));
+    assert!(!get(&s, &cookie, &format!("{org}/ingestions")).text().contains(&token), "shown once");
+    let list = t.call(&s, "GET", "/v1/orgs/{org}/ingestions", None, 200);
+    let endpoint = list["ingestions"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list["ingestions"][0]["rate_per_s"], 5);
+    let auth = format!("Bearer {token}");
+    let body = json!({ "readings": [{ "serial": "P-1", "n": 1 }] }).to_string();
+    let r = request(
+        s.addr,
+        "POST",
+        &format!("/v1/ingest/{endpoint}"),
+        &[("authorization", &auth), ("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(post(&s, &cookie, &format!("{org}/ingestions/{endpoint}/delete"), &format!("csrf={csrf}")).status, 303);
+    assert!(t.call(&s, "GET", "/v1/orgs/{org}/ingestions", None, 200)["ingestions"].as_array().unwrap().is_empty());
+
+    // Monitors and their status; reset and delete.
+    let m = t.call(
+        &s,
+        "POST",
+        "/v1/orgs/{org}/monitors",
+        Some(&json!({"topic": "DataPoint", "type": "tcp", "description": "<b>ops</b>"})),
+        201,
+    );
+    let mid = m["id"].as_u64().unwrap();
+    let page = get(&s, &cookie, &format!("{org}/monitors")).text();
+    assert!(page.contains("INACTIVE") && page.contains("DataPoint") && page.contains("&lt;b&gt;ops"), "{page}");
+    assert_eq!(post(&s, &cookie, &format!("{org}/monitors/{mid}/reset"), &format!("csrf={csrf}")).status, 303);
+    assert_eq!(post(&s, &cookie, &format!("{org}/monitors/{mid}/delete"), &format!("csrf={csrf}")).status, 303);
+    t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{mid}"), None, 404);
+}

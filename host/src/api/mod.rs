@@ -174,6 +174,9 @@ impl Api {
         }
         let console = crate::console::pages::Console {
             engine: &self.engine,
+            monitors: &self.monitors,
+            public_url: &self.config.public_url,
+            max_ingest_rate: self.config.max_ingest_rate,
             key,
             secure: self.config.public_url.starts_with("https://"),
         };
@@ -217,11 +220,15 @@ impl Api {
             ..crate::store::MonitorSpec::new(agent.to_string(), crate::store::Transport::Websocket)
         };
         let rec = crate::store::MonitorRecord { id: crate::monitors::EPHEMERAL, org, created_ms: 0, spec };
+        // From where the page was rendered (`since`), so nothing between
+        // the page and its socket is missed.
+        let since = parse_query(parts.uri.query().unwrap_or("")).get("since").and_then(|s| s.parse::<u64>().ok());
+        let start = since.unwrap_or_else(|| self.monitors.head().saturating_sub(1));
         let monitors = Arc::clone(&self.monitors);
         tokio::spawn(async move {
             let (_stop, stopped) = tokio::sync::watch::channel(false);
             if let Ok(upgraded) = upgrade.await {
-                crate::monitors::ws::serve(monitors, rec, 0, stopped, upgraded).await;
+                crate::monitors::ws::serve(monitors, rec, start, stopped, upgraded).await;
             }
             drop(view);
         });

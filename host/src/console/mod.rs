@@ -7,6 +7,7 @@
 //! - [`ui`]: the device UI rendered from `ui_state` (pydoover's elements).
 //! - `apps`: apps, installing with a form generated from the app's JSON
 //!   Schema, installations' invocations and logs.
+//! - `admin`: dead letters, ingestion endpoints, monitors.
 //! - `chart`: a channel's numeric field over time, as server-drawn SVG.
 //! - [`pages`]: the pages and the actions they post.
 //!
@@ -15,6 +16,7 @@
 //! user or an app wrote is escaped. The assets are in the binary: no CDN,
 //! no network at run time.
 
+mod admin;
 mod apps;
 mod chart;
 pub mod html;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::html::{Frame, esc, page, url};
 use super::ui::{Bindings, plain, render};
-use super::{Page, Request, Session, apps, asset, session};
+use super::{Page, Request, Session, admin, apps, asset, session};
 use crate::engine::Engine;
 use crate::model::{AgentId, ChannelName, ChannelRef, MessageId, OrgId, WriteMode, well_known};
 use crate::tenants::hash_secret;
@@ -22,6 +22,12 @@ const PAGE: usize = 50;
 pub struct Console<'a> {
     /// The engine (store reads, writes through ingress).
     pub engine: &'a Engine,
+    /// The monitors (their pages).
+    pub monitors: &'a std::sync::Arc<crate::monitors::Monitors>,
+    /// The base URL clients use (ingestion URLs).
+    pub public_url: &'a str,
+    /// The highest rate an ingestion endpoint may have.
+    pub max_ingest_rate: u32,
     /// Signs session cookies.
     pub key: &'a [u8],
     /// Cookies are `Secure`.
@@ -51,6 +57,33 @@ pub async fn handle(console: &Console<'_>, req: Request<'_>) -> Page {
             Ok(s) => command(console, &req, &s, org, agent).await,
             Err(e) => Err(e),
         },
+        (&Method::GET, ["console", "orgs", org, "dead-letters"]) => {
+            signed_in(console, &req).and_then(|s| admin::dead_letters(console, &s, org))
+        }
+        (&Method::POST, ["console", "orgs", org, "dead-letters", id, action @ ("redrive" | "delete")]) => {
+            match signed_in(console, &req) {
+                Ok(s) => admin::dead_letter_action(console, &s, org, id, *action == "redrive").await,
+                Err(e) => Err(e),
+            }
+        }
+        (&Method::GET, ["console", "orgs", org, "ingestions"]) => {
+            signed_in(console, &req).and_then(|s| admin::ingestions(console, &s, org))
+        }
+        (&Method::POST, ["console", "orgs", org, "ingestions"]) => {
+            signed_in(console, &req).and_then(|s| admin::create_ingestion(console, &req, &s, org))
+        }
+        (&Method::POST, ["console", "orgs", org, "ingestions", id, "delete"]) => {
+            signed_in(console, &req).and_then(|s| admin::delete_ingestion(console, &s, org, id))
+        }
+        (&Method::GET, ["console", "orgs", org, "monitors"]) => {
+            signed_in(console, &req).and_then(|s| admin::monitors(console, &s, org))
+        }
+        (&Method::POST, ["console", "orgs", org, "monitors", id, action @ ("reset" | "delete")]) => {
+            match signed_in(console, &req) {
+                Ok(s) => admin::monitor_action(console, &s, org, id, *action == "reset").await,
+                Err(e) => Err(e),
+            }
+        }
         (&Method::GET, ["console", "orgs", org, "apps"]) => {
             signed_in(console, &req).and_then(|s| apps::apps(console, &s, org))
         }
@@ -205,7 +238,7 @@ fn devices(console: &Console<'_>, req: &Request<'_>, s: &Session, raw: &str) -> 
     }
     let body = format!(
         r#"<form method="get" class="search"><input type="search" name="q" value="{}" placeholder="Name or serial number"> <button type="submit">Search</button></form>
-<p class="count">{shown} of {} devices · <a href="/console/orgs/{org}/apps">Apps and installations</a></p>
+<p class="count">{shown} of {} devices · <a href="/console/orgs/{org}/apps">Apps and installations</a> · <a href="/console/orgs/{org}/dead-letters">Dead letters</a> · <a href="/console/orgs/{org}/ingestions">Ingestion endpoints</a> · <a href="/console/orgs/{org}/monitors">Monitors</a></p>
 <table class="devices"><thead><tr><th>Device</th><th>Serial number</th><th>Connection</th><th>Last seen</th></tr></thead><tbody>{rows}</tbody></table>"#,
         esc(&q),
         all.len(),
@@ -248,7 +281,9 @@ fn device(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str, 
     let (tags, cmds) =
         (aggregate(console, agent_id, well_known::TAG_VALUES), aggregate(console, agent_id, well_known::UI_CMDS));
     let ui_state = aggregate(console, agent_id, well_known::UI_STATE);
-    let live = format!("{base}/live");
+    // The live view starts where this page was rendered.
+    console.monitors.expect_view(org);
+    let live = format!("{base}/live?since={}", console.monitors.head().saturating_sub(1));
     let mut body = format!(r#"<section class="device-ui" data-live="{}"><h2>Device</h2>"#, esc(&live));
     body.push_str(&render(&ui_state, &Bindings { tags: &tags, cmds: &cmds }, &format!("{base}/command"), &csrf));
     body.push_str("</section>");

@@ -153,7 +153,10 @@ impl<'a> Session<'a> {
         let topics = Topics::parse(&rec.spec.topic).map_err(|e| StoreError::Conflict(e.to_string()))?;
         let head = monitors.feed.head();
         let mut state = match rec.id {
-            super::EPHEMERAL => MonitorState::new(head.saturating_sub(1)),
+            // An ephemeral view has no stored state: its `generation` is the
+            // feed position it starts after (clamped to the head), e.g. the
+            // head when the page it serves was rendered.
+            super::EPHEMERAL => MonitorState::new(generation.min(head.saturating_sub(1))),
             id => monitors.store.monitor_state(id)?.unwrap_or_else(|| MonitorState::new(0)),
         };
         if fresh && !rec.spec.persistent {

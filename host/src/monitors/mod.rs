@@ -138,6 +138,12 @@ fn check(spec: &MonitorSpec) -> Result<(), MonitorError> {
 /// never stored, starts at the head, and keeps no cursor.
 pub const EPHEMERAL: u32 = 0;
 
+/// How long an organisation stays on the feed after its last ephemeral
+/// view closed: a page reloading (after a form post, say) opens its next
+/// view from where the last page was rendered, and must find the feed
+/// written meanwhile.
+pub const VIEW_GRACE: Duration = Duration::from_secs(300);
+
 /// A live session's handle: newest wins, and a stale one's end must not
 /// touch the monitor's status.
 struct Live {
@@ -153,9 +159,10 @@ pub struct Monitors {
     config: MonitorConfig,
     live: Mutex<HashMap<u32, Live>>,
     generation: AtomicU64,
-    /// Ephemeral views open now, per organisation (they count against
-    /// `max_sessions`, and keep their organisation on the feed).
-    views: Mutex<HashMap<OrgId, usize>>,
+    /// Ephemeral views per organisation: how many are open, and when the
+    /// last one closed (they count against `max_sessions`, and keep their
+    /// organisation on the feed until [`VIEW_GRACE`] after the last closes).
+    views: Mutex<HashMap<OrgId, (usize, std::time::Instant)>>,
 }
 
 impl Monitors {
@@ -390,8 +397,17 @@ impl Monitors {
 
     /// Live sessions now (ephemeral views included).
     pub fn sessions(&self) -> usize {
-        let views: usize = self.views.lock().unwrap_or_else(|p| p.into_inner()).values().sum();
+        let views: usize = self.views.lock().unwrap_or_else(|p| p.into_inner()).values().map(|v| v.0).sum();
         self.live.lock().unwrap_or_else(|p| p.into_inner()).len() + views
+    }
+
+    /// A page about to open a view of `org` was rendered: put the
+    /// organisation on the feed now (for [`VIEW_GRACE`] at least), so the
+    /// view finds everything committed after the page.
+    pub fn expect_view(&self, org: OrgId) {
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        views.entry(org).or_insert((0, std::time::Instant::now())).1 = std::time::Instant::now();
+        self.feed.watch_org(org);
     }
 
     /// Room for an ephemeral view of `org` (the console's live updates):
@@ -401,14 +417,31 @@ impl Monitors {
         if self.sessions() >= self.config.max_sessions {
             return None;
         }
-        *self.views.lock().unwrap_or_else(|p| p.into_inner()).entry(org).or_default() += 1;
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        views.entry(org).or_insert((0, std::time::Instant::now())).0 += 1;
         self.feed.watch_org(org);
         Some(ViewGuard(Arc::clone(self), org))
     }
 
-    /// Retention sweep: every organisation's feed to its bounds. Returns
-    /// how many entries were removed.
+    /// Retention sweep: every organisation's feed to its bounds, and
+    /// organisations whose last view closed more than [`VIEW_GRACE`] ago
+    /// (and that have no monitors) off the feed. Returns how many entries
+    /// were removed.
     pub fn prune(&self) -> Result<usize, StoreError> {
+        let idle: Vec<OrgId> = {
+            let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+            let idle: Vec<OrgId> =
+                views.iter().filter(|(_, v)| v.0 == 0 && v.1.elapsed() > VIEW_GRACE).map(|(o, _)| *o).collect();
+            for org in &idle {
+                views.remove(org);
+            }
+            idle
+        };
+        for org in idle {
+            if self.store.monitors(Some(org))?.is_empty() {
+                self.feed.unwatch_org(org);
+            }
+        }
         let older = now_ms().saturating_sub(u64::try_from(self.config.retention.as_millis()).unwrap_or(u64::MAX));
         let mut orgs: Vec<OrgId> = self.store.monitors(None)?.into_iter().map(|m| m.org).collect();
         orgs.dedup();
@@ -427,16 +460,9 @@ pub struct ViewGuard(Arc<Monitors>, OrgId);
 impl Drop for ViewGuard {
     fn drop(&mut self) {
         let Self(monitors, org) = self;
-        let mut views = monitors.views.lock().unwrap_or_else(|p| p.into_inner());
-        let left = views.get_mut(org).map_or(0, |n| {
-            *n = n.saturating_sub(1);
-            *n
-        });
-        if left == 0 {
-            views.remove(org);
-            if monitors.store.monitors(Some(*org)).is_ok_and(|m| m.is_empty()) {
-                monitors.feed.unwatch_org(*org);
-            }
+        if let Some(view) = monitors.views.lock().unwrap_or_else(|p| p.into_inner()).get_mut(org) {
+            view.0 = view.0.saturating_sub(1);
+            view.1 = std::time::Instant::now();
         }
     }
 }
