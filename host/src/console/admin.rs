@@ -215,7 +215,7 @@ pub fn delete_ingestion(console: &Console<'_>, s: &Session, raw_org: &str, raw_i
     let (org, _) = org_of(console, s, raw_org)?;
     let id: IngestionId = raw_id.parse().map_err(|_| not_found(console, Some(s)))?;
     let store = console.engine.store();
-    if !store.ingestion(id).ok().flatten().is_some_and(|r| r.organisation_id == org) {
+    if store.ingestion(id).ok().flatten().is_none_or(|r| r.organisation_id != org) {
         return Err(not_found(console, Some(s)));
     }
     store
