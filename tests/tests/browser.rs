@@ -85,6 +85,22 @@ async fn eventually(c: &Client, script: &str, until: impl Fn(&Value) -> bool) ->
     }
 }
 
+/// Wait until live refreshes have stopped for a while (a refresh swapping
+/// a section while a button is clicked would lose the click).
+async fn quiet(c: &Client) {
+    let count = "return document.body.dataset.updates || '0'";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = c.execute(count, vec![]).await.unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let now = c.execute(count, vec![]).await.unwrap();
+        if now == last || Instant::now() > deadline {
+            return;
+        }
+        last = now;
+    }
+}
+
 async fn sign_in(c: &Client, s: &Server, token: &str) {
     c.goto(&format!("http://{}/", s.addr)).await.unwrap();
     c.find(Locator::Css("input[name=token]")).await.unwrap().send_keys(token).await.unwrap();
@@ -167,8 +183,18 @@ fn the_console_in_chromium_signs_in_lists_devices_and_updates_live() {
         // at the last level, and the page shows it.
         let max = r#"return document.querySelector('[data-bind="tank_level/max_level"]').textContent"#;
         assert_eq!(c.execute(max, vec![]).await.unwrap(), "55.6");
+        quiet(&c).await;
         c.find(Locator::XPath("//button[text()='Reset min/max']")).await.unwrap().click().await.unwrap();
-        eventually(&c, max, |v| v == "5.6").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let shown = c.execute(max, vec![]).await.ok();
+            if shown.as_ref().is_some_and(|v| v == "5.6") {
+                break;
+            }
+            let tags = t.aggregate(&s, &north, "tag_values");
+            assert!(Instant::now() < deadline, "the page shows {shown:?}; the tags are {tags:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
 
         let shot = c.screenshot().await.unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
@@ -246,6 +272,20 @@ fn an_invalid_installation_config_shows_its_violation_by_the_field() {
         c.wait().for_element(Locator::Css("table.invocations")).await.unwrap();
         let installs = t.call(&s, "GET", "/v1/orgs/{org}/installations", None, 200);
         assert_eq!(installs["installations"][0]["config"]["low_level_percent"], 30.0);
+
+        // The installation's invocations update live: a manual invoke
+        // appears without a reload.
+        eventually(&c, "return document.body.dataset.live || ''", |v| v == "open").await;
+        let rows = "return document.querySelectorAll('table.invocations tbody tr').length";
+        let before = c.execute(rows, vec![]).await.unwrap().as_u64().unwrap();
+        c.execute("window.__marker = 7; return 0", vec![]).await.unwrap();
+        let id = installs["installations"][0]["id"].as_str().unwrap();
+        t.call(&s, "POST", &format!("/v1/orgs/{{org}}/installations/{id}/invoke"), Some(&json!({"x": 1})), 202);
+        eventually(&c, rows, |v| v.as_u64() > Some(before)).await;
+        let newest =
+            c.execute("return document.querySelector('table.invocations tbody tr').textContent", vec![]).await.unwrap();
+        assert!(newest.as_str().unwrap().contains("on_manual_invoke"), "{newest}");
+        assert_eq!(c.execute("return window.__marker", vec![]).await.unwrap(), 7, "no reload");
         c.close().await.unwrap();
     });
 }

@@ -199,10 +199,19 @@ impl Api {
     ) -> crate::console::Page {
         use crate::console::Page;
         let segments: Vec<&str> = parts.uri.path().split('/').collect();
-        let ["", "console", "orgs", org, "devices", agent, "live"] = segments.as_slice() else {
-            return Page::with_status(StatusCode::NOT_FOUND, String::new());
+        // A device page sees everything on the device; an installation's
+        // page its invocations.
+        let target = match segments.as_slice() {
+            ["", "console", "orgs", org, "devices", agent, "live"] => {
+                crate::console::pages::live_target(console, session, org, agent).map(|(o, a)| (o, a.to_string()))
+            }
+            ["", "console", "orgs", org, "installations", install, "live"] => {
+                crate::console::pages::live_installation(console, session, org, install)
+                    .map(|(o, a)| (o, format!("{a}/invocations")))
+            }
+            _ => return Page::with_status(StatusCode::NOT_FOUND, String::new()),
         };
-        let (org, agent) = match crate::console::pages::live_target(console, session, org, agent) {
+        let (org, topic) = match target {
             Ok(target) => target,
             Err(page) => return page,
         };
@@ -217,7 +226,7 @@ impl Api {
         let spec = crate::store::MonitorSpec {
             batch_size: 100,
             batch_duration_s: 0,
-            ..crate::store::MonitorSpec::new(agent.to_string(), crate::store::Transport::Websocket)
+            ..crate::store::MonitorSpec::new(topic, crate::store::Transport::Websocket)
         };
         let rec = crate::store::MonitorRecord { id: crate::monitors::EPHEMERAL, org, created_ms: 0, spec };
         // From where the page was rendered (`since`), so nothing between

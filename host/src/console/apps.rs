@@ -351,7 +351,18 @@ pub fn installation(console: &Console<'_>, s: &Session, raw_org: &str, raw_id: &
         rec.id,
         hidden_csrf(&csrf)
     );
-    body.push_str(r#"<section><h2>Invocations</h2><table class="invocations"><thead><tr><th>When</th><th>Event</th><th>Status</th><th>Attempt</th><th>Duration</th><th>Fuel</th><th>Error and logs</th></tr></thead><tbody>"#);
+    console.monitors.expect_view(org);
+    let live = format!(
+        "/console/orgs/{org}/installations/{}/live?since={}",
+        rec.id,
+        console.monitors.head().saturating_sub(1)
+    );
+    let _ = write!(
+        body,
+        r#"<section class="invocations-live" data-live="{}" data-refresh><h2>Invocations</h2>"#,
+        esc(&live)
+    );
+    body.push_str(r#"<table class="invocations"><thead><tr><th>When</th><th>Event</th><th>Status</th><th>Attempt</th><th>Duration</th><th>Fuel</th><th>Error and logs</th></tr></thead><tbody>"#);
     for inv in console.engine.store().invocations(rec.id, SUMMARIES).unwrap_or_default() {
         let lines: Vec<String> =
             inv.logs.get("lines").and_then(Value::as_array).into_iter().flatten().map(plain).collect();

@@ -284,13 +284,13 @@ fn device(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str, 
     // The live view starts where this page was rendered.
     console.monitors.expect_view(org);
     let live = format!("{base}/live?since={}", console.monitors.head().saturating_sub(1));
-    let mut body = format!(r#"<section class="device-ui" data-live="{}"><h2>Device</h2>"#, esc(&live));
+    let mut body = format!(r#"<section class="device-ui" data-live="{}" data-refresh><h2>Device</h2>"#, esc(&live));
     body.push_str(&render(&ui_state, &Bindings { tags: &tags, cmds: &cmds }, &format!("{base}/command"), &csrf));
     body.push_str("</section>");
 
     // Notifications, newest first.
     let notes = messages(console, agent_id, well_known::NOTIFICATIONS, None, 20);
-    body.push_str(r#"<section class="notifications"><h2>Notifications</h2>"#);
+    body.push_str(r#"<section class="notifications" data-refresh><h2>Notifications</h2>"#);
     if notes.is_empty() {
         body.push_str(r#"<p class="empty">None.</p>"#);
     }
@@ -306,7 +306,7 @@ fn device(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str, 
     body.push_str("</section>");
 
     // Tags, per app.
-    body.push_str(r#"<section class="tags"><h2>Tags</h2><table><thead><tr><th>App</th><th>Tag</th><th>Value</th></tr></thead><tbody>"#);
+    body.push_str(r#"<section class="tags" data-refresh><h2>Tags</h2><table><thead><tr><th>App</th><th>Tag</th><th>Value</th></tr></thead><tbody>"#);
     for (app, values) in tags.as_object().into_iter().flatten() {
         for (tag, value) in values.as_object().into_iter().flatten() {
             let _ = write!(body, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(app), esc(tag), esc(&plain(value)));
@@ -316,7 +316,7 @@ fn device(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str, 
 
     // Channels; the chosen one's messages and aggregate.
     let channels = store.list_channels(agent_id).unwrap_or_default();
-    body.push_str(r#"<section class="channels"><h2>Channels</h2><nav class="channel-list">"#);
+    body.push_str(r#"<section class="channels" data-refresh><h2>Channels</h2><nav class="channel-list">"#);
     for c in &channels {
         let _ = write!(body, r#"<a href="{base}?channel={}">{}</a> "#, url(c), esc(c));
     }
@@ -389,6 +389,20 @@ pub fn live_target(
         return Err(not_found(console, Some(s)));
     }
     Ok((org, agent))
+}
+
+/// The organisation and agent of an installation whose live view the
+/// session may open.
+pub fn live_installation(
+    console: &Console<'_>,
+    s: &Session,
+    raw_org: &str,
+    raw_install: &str,
+) -> Result<(OrgId, AgentId), Page> {
+    let (org, _) = org_of(console, s, raw_org)?;
+    let id: crate::model::InstallId = raw_install.parse().map_err(|_| not_found(console, Some(s)))?;
+    let rec = console.engine.installation_record(id).ok().flatten().filter(|r| r.organisation_id == org);
+    rec.map(|r| (org, r.agent_id)).ok_or_else(|| not_found(console, Some(s)))
 }
 
 /// `POST …/command`: a person's UI action, written as Doover's site does:

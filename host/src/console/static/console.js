@@ -9,12 +9,13 @@ document.addEventListener("submit", (event) => {
   }
 });
 
-// Live updates on a device page: the server pushes what happens on the
-// device (the monitors' WebSocket transport); on each batch the page's
-// sections are fetched again and swapped in place, at most twice a second.
+// Live updates (a device page, an installation's invocations): the server
+// pushes what happens (the monitors' WebSocket transport); on each batch
+// the page is fetched again and its `data-refresh` sections swapped in
+// place, at most twice a second.
 const live = document.querySelector("[data-live]");
 if (live) {
-  const sections = [".device-ui", ".notifications", ".tags", ".channels"];
+  const sections = Array.from(document.querySelectorAll("[data-refresh]")).map((s) => "." + s.classList[0]);
   let pending = null;
   const refresh = async () => {
     pending = null;
