@@ -192,7 +192,14 @@ fn the_console_in_chromium_signs_in_lists_devices_and_updates_live() {
                 break;
             }
             let tags = t.aggregate(&s, &north, "tag_values");
-            assert!(Instant::now() < deadline, "the page shows {shown:?}; the tags are {tags:?}");
+            let state = c
+                .execute(
+                    "return [location.href, document.body.dataset.live, document.body.dataset.updates].join(' ')",
+                    vec![],
+                )
+                .await
+                .ok();
+            assert!(Instant::now() < deadline, "the page shows {shown:?} ({state:?}); the tags are {tags:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 

@@ -351,6 +351,7 @@ pub fn installation(console: &Console<'_>, s: &Session, raw_org: &str, raw_id: &
         rec.id,
         hidden_csrf(&csrf)
     );
+    // The head before anything is read (see the device page).
     console.monitors.expect_view(org);
     let live = format!(
         "/console/orgs/{org}/installations/{}/live?since={}",

@@ -278,12 +278,14 @@ fn device(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str, 
     let agent = store.agent(agent_id).ok().flatten().ok_or_else(|| not_found(console, Some(s)))?;
     let csrf = s.csrf(console.key);
     let base = format!("/console/orgs/{org}/devices/{agent_id}");
+    // The live view starts where this page starts: the head is taken
+    // *before* anything is read, so a commit landing while the page is
+    // written is pushed (at worst twice), never skipped.
+    console.monitors.expect_view(org);
+    let live = format!("{base}/live?since={}", console.monitors.head().saturating_sub(1));
     let (tags, cmds) =
         (aggregate(console, agent_id, well_known::TAG_VALUES), aggregate(console, agent_id, well_known::UI_CMDS));
     let ui_state = aggregate(console, agent_id, well_known::UI_STATE);
-    // The live view starts where this page was rendered.
-    console.monitors.expect_view(org);
-    let live = format!("{base}/live?since={}", console.monitors.head().saturating_sub(1));
     let mut body = format!(r#"<section class="device-ui" data-live="{}" data-refresh><h2>Device</h2>"#, esc(&live));
     body.push_str(&render(&ui_state, &Bindings { tags: &tags, cmds: &cmds }, &format!("{base}/command"), &csrf));
     body.push_str("</section>");
