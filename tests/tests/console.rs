@@ -254,3 +254,34 @@ fn dead_letters_ingestion_endpoints_and_monitors_are_managed_from_the_console() 
     assert_eq!(post(&s, &cookie, &format!("{org}/monitors/{mid}/delete"), &format!("csrf={csrf}")).status, 303);
     t.call(&s, "GET", &format!("/v1/orgs/{{org}}/monitors/{mid}"), None, 404);
 }
+
+/// A live view starts where its page was rendered: what was committed
+/// between the page and its socket is pushed (the browser opens the
+/// socket after the page has loaded).
+#[test]
+fn a_live_view_sends_what_happened_since_its_page_was_rendered() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let s = Server::start(plugins_with(&[]), |_| {});
+    let t = tenant(&s, "Acme");
+    let agent = t.agent(&s, "Pump", "P-1");
+    let cookie = sign_in(&s, &t.token);
+    let page = get(&s, &cookie, &format!("/console/orgs/{}/devices/{agent}", t.org)).text();
+    let live = page.split(r#"data-live=""#).nth(1).and_then(|r| r.split('"').next()).unwrap().replace("&amp;", "&");
+    // Committed after the page, before the socket.
+    let path = format!("/v1/orgs/{{org}}/agents/{agent}/channels/levels/messages");
+    t.call(&s, "POST", &path, Some(&json!({ "level": 7 })), 201);
+    let mut req = format!("ws://{}{live}", s.addr).into_client_request().unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let stream = std::net::TcpStream::connect(s.addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let (mut ws, _) = tokio_tungstenite::tungstenite::client(req, stream).unwrap();
+    let frame = loop {
+        match ws.read().unwrap() {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                break serde_json::from_str::<serde_json::Value>(&t).unwrap();
+            }
+            _ => continue,
+        }
+    };
+    assert_eq!(frame["document"]["Document"]["Msg"]["Message"]["data"]["level"], 7, "{frame}");
+}

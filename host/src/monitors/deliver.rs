@@ -159,8 +159,9 @@ impl<'a> Session<'a> {
             super::EPHEMERAL => MonitorState::new(generation.min(head.saturating_sub(1))),
             id => monitors.store.monitor_state(id)?.unwrap_or_else(|| MonitorState::new(0)),
         };
-        if fresh && !rec.spec.persistent {
+        if fresh && !rec.spec.persistent && rec.id != super::EPHEMERAL {
             // Live only: what happened before the connection is not sent.
+            // (An ephemeral view starts where its page was rendered.)
             state.cursor = head.saturating_sub(1);
         }
         state.status = status;
