@@ -187,9 +187,10 @@ impl Api {
         crate::console::handle(&console, req).await.into_response()
     }
 
-    /// A device page's live updates: a WebSocket carrying everything that
-    /// happens on the device, through the monitors' delivery loop as an
-    /// ephemeral view (never stored, from now on).
+    /// A console page's live updates: a WebSocket carrying what happens on
+    /// the device (or an installation's invocations), through the
+    /// monitors' delivery loop as an ephemeral view (never stored; from
+    /// where the page was rendered, its `since`).
     fn console_live(
         &self,
         console: &crate::console::pages::Console<'_>,
