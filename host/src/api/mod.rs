@@ -204,7 +204,7 @@ impl Api {
         // page its invocations.
         let target = match segments.as_slice() {
             ["", "console", "orgs", org, "devices", agent, "live"] => {
-                crate::console::pages::live_target(console, session, org, agent).map(|(o, a)| (o, a.to_string()))
+                crate::console::pages::device_of(console, session, org, agent).map(|(o, _, a)| (o, a.to_string()))
             }
             ["", "console", "orgs", org, "installations", install, "live"] => {
                 crate::console::pages::live_installation(console, session, org, install)

@@ -221,7 +221,7 @@ fn devices(console: &Console<'_>, req: &Request<'_>, s: &Session, raw: &str) -> 
     let mut shown = 0;
     for agent in matching.take(MAX_DEVICES) {
         shown += 1;
-        let connection = aggregate(console, agent.id, well_known::CONNECTION);
+        let connection = aggregate(console, agent.id, ChannelName::from_static(well_known::CONNECTION));
         let status = connection.pointer("/status/status").and_then(Value::as_str).unwrap_or("unknown");
         let last =
             connection.pointer("/status/last_ping").and_then(Value::as_u64).map(time).unwrap_or_else(|| "—".into());
@@ -257,8 +257,9 @@ pub(super) fn org_crumbs(s: &Session, org: OrgId, name: &str) -> Vec<(String, St
     crumbs
 }
 
-fn aggregate(console: &Console<'_>, agent: AgentId, channel: &'static str) -> Value {
-    let channel = ChannelRef { agent_id: agent, name: ChannelName::from_static(channel) };
+/// A channel's aggregate data (`null` when it has none).
+fn aggregate(console: &Console<'_>, agent: AgentId, name: ChannelName) -> Value {
+    let channel = ChannelRef { agent_id: agent, name };
     console.engine.store().get_aggregate(&channel).ok().flatten().map(|a| a.data).unwrap_or(Value::Null)
 }
 
@@ -269,12 +270,8 @@ fn time(ms: u64) -> String {
 /// `/console/orgs/{org}/devices/{agent}`: the device's UI, its channels
 /// (messages newest first, the aggregate), tags and notifications.
 fn device(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str, raw_agent: &str) -> Result<Page, Page> {
-    let (org, org_name) = org_of(console, s, raw_org)?;
+    let (org, org_name, agent_id) = device_of(console, s, raw_org, raw_agent)?;
     let store = console.engine.store();
-    let agent_id: AgentId = raw_agent.parse().map_err(|_| not_found(console, Some(s)))?;
-    if store.agent_org(agent_id).ok().flatten() != Some(org) {
-        return Err(not_found(console, Some(s)));
-    }
     let agent = store.agent(agent_id).ok().flatten().ok_or_else(|| not_found(console, Some(s)))?;
     let csrf = s.csrf(console.key);
     let base = format!("/console/orgs/{org}/devices/{agent_id}");
@@ -283,9 +280,11 @@ fn device(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str, 
     // written is pushed (at worst twice), never skipped.
     console.monitors.expect_view(org);
     let live = format!("{base}/live?since={}", console.monitors.head().saturating_sub(1));
-    let (tags, cmds) =
-        (aggregate(console, agent_id, well_known::TAG_VALUES), aggregate(console, agent_id, well_known::UI_CMDS));
-    let ui_state = aggregate(console, agent_id, well_known::UI_STATE);
+    let (tags, cmds) = (
+        aggregate(console, agent_id, ChannelName::from_static(well_known::TAG_VALUES)),
+        aggregate(console, agent_id, ChannelName::from_static(well_known::UI_CMDS)),
+    );
+    let ui_state = aggregate(console, agent_id, ChannelName::from_static(well_known::UI_STATE));
     let mut body = format!(r#"<section class="device-ui" data-live="{}" data-refresh><h2>Device</h2>"#, esc(&live));
     body.push_str(&render(&ui_state, &Bindings { tags: &tags, cmds: &cmds }, &format!("{base}/command"), &csrf));
     body.push_str("</section>");
@@ -328,7 +327,7 @@ fn device(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str, 
         let list = messages(console, agent_id, name.as_str(), before, PAGE);
         let _ = write!(body, r#"<h3>{}</h3>"#, esc(name.as_str()));
         body.push_str(&super::chart::section(store, agent_id, &name, req.query, &base));
-        let aggregate = pretty(&aggregate_named(console, agent_id, &name));
+        let aggregate = pretty(&aggregate(console, agent_id, name.clone()));
         let _ = write!(body, r#"<h4>Aggregate</h4><pre class="json">{}</pre><h4>Messages</h4>"#, esc(&aggregate));
         body.push_str(r#"<table class="messages"><thead><tr><th>Time</th><th>Data</th></tr></thead><tbody>"#);
         for m in &list {
@@ -357,11 +356,6 @@ fn device(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str, 
     Ok(Page::html(page(&frame(&agent.name, &crumbs, Some(s), Some(&csrf)), &body)))
 }
 
-fn aggregate_named(console: &Console<'_>, agent: AgentId, name: &ChannelName) -> Value {
-    let channel = ChannelRef { agent_id: agent, name: name.clone() };
-    console.engine.store().get_aggregate(&channel).ok().flatten().map(|a| a.data).unwrap_or(Value::Null)
-}
-
 fn messages(
     console: &Console<'_>,
     agent: AgentId,
@@ -378,19 +372,20 @@ fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
-/// The organisation and agent of a live view the session may open.
-pub fn live_target(
+/// The organisation and agent named in a device URL, if the session may
+/// see that organisation and the agent is in it.
+pub fn device_of(
     console: &Console<'_>,
     s: &Session,
     raw_org: &str,
     raw_agent: &str,
-) -> Result<(OrgId, AgentId), Page> {
-    let (org, _) = org_of(console, s, raw_org)?;
+) -> Result<(OrgId, String, AgentId), Page> {
+    let (org, name) = org_of(console, s, raw_org)?;
     let agent: AgentId = raw_agent.parse().map_err(|_| not_found(console, Some(s)))?;
     if console.engine.store().agent_org(agent).ok().flatten() != Some(org) {
         return Err(not_found(console, Some(s)));
     }
-    Ok((org, agent))
+    Ok((org, name, agent))
 }
 
 /// The organisation and agent of an installation whose live view the
@@ -418,11 +413,7 @@ async fn command(
     raw_org: &str,
     raw_agent: &str,
 ) -> Result<Page, Page> {
-    let (org, _) = org_of(console, s, raw_org)?;
-    let agent: AgentId = raw_agent.parse().map_err(|_| not_found(console, Some(s)))?;
-    if console.engine.store().agent_org(agent).ok().flatten() != Some(org) {
-        return Err(not_found(console, Some(s)));
-    }
+    let (org, _, agent) = device_of(console, s, raw_org, raw_agent)?;
     let field = |k: &str| req.form.get(k).cloned().unwrap_or_default();
     let (app, name, kind, raw) = (field("app"), field("name"), field("kind"), field("value"));
     let value = match kind.as_str() {

@@ -5,6 +5,7 @@ mod channel;
 mod event;
 mod host_pattern;
 mod ids;
+mod markup;
 mod merge;
 mod oauth;
 mod payload;
@@ -18,6 +19,7 @@ pub use ids::{
     AgentId, AppId, BadId, EventId, Id, IdKind, IngestionId, InstallId, MessageId, OrgId, SNOWFLAKE_EPOCH_MS,
     ScheduleId, now_ms, now_us,
 };
+pub use markup::escape_markup;
 pub use merge::{WriteMode, apply_diff, apply_diff_in_place, apply_diff_with, apply_write, apply_write_in_place};
 pub use oauth::{STATE_TTL_MS, StateSigner};
 pub use payload::{
