@@ -89,7 +89,7 @@ impl Store {
                 (0..n).map(|_| super::feed::next_seq(&t.db)).collect()
             })
             .collect::<Result<_, StoreError>>()?;
-        self.gated(|| {
+        let verdicts = self.gated(|| {
             (&t.queue, &t.keyq, &t.aggregates, &t.messages, &t.agents, &t.invocations, &t.seen, &t.feed)
                 .transaction(|(queue, keyq, aggregates, messages, agents, invocations, seen, feed)| {
                     let trees = Tx { queue, keyq, aggregates, messages, agents, invocations, seen, feed };
@@ -104,7 +104,19 @@ impl Store {
                     Ok(verdicts)
                 })
                 .map_err(tx_error)
-        })
+        })?;
+        // The lines' heads, as the applied commits left them.
+        let mut heads = t.heads();
+        for ((c, downstream), verdict) in commits.iter().zip(&downstream).zip(&verdicts) {
+            if verdict.is_err() {
+                continue;
+            }
+            if let Some(ack) = c.ack {
+                heads.removed(ack, &t.keyq)?;
+            }
+            downstream.iter().for_each(|e| heads.queued(e));
+        }
+        Ok(verdicts)
     }
 }
 

@@ -11,6 +11,7 @@
 mod catalog;
 mod commit;
 mod feed;
+mod heads;
 mod invocations;
 mod keys;
 mod monitors;
@@ -176,17 +177,22 @@ pub(crate) struct Trees {
     monitors: sled::Tree,
     monitor_state: sled::Tree,
     monitor_ids: sled::Tree,
+    /// Each queue line's first event (see `heads`): built when the
+    /// database opens, kept by every write that queues or removes.
+    heads: std::sync::Mutex<heads::Heads>,
 }
 
 impl Trees {
     fn open(db: sled::Db) -> Result<Trees, StoreError> {
+        let keyq = db.open_tree("keyq")?;
         Ok(Trees {
+            heads: std::sync::Mutex::new(heads::Heads::build(&keyq)?),
+            keyq,
             agents: db.open_tree("agents")?,
             serials: db.open_tree("serials")?,
             aggregates: db.open_tree("aggregates")?,
             messages: db.open_tree("messages")?,
             queue: db.open_tree("queue")?,
-            keyq: db.open_tree("keyq")?,
             dead: db.open_tree("dead")?,
             invocations: db.open_tree("invocations")?,
             schedules: db.open_tree("schedules")?,
@@ -202,6 +208,11 @@ impl Trees {
             monitor_ids: db.open_tree("monitor_ids")?,
             db,
         })
+    }
+
+    /// The heads index, locked.
+    fn heads(&self) -> std::sync::MutexGuard<'_, heads::Heads> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

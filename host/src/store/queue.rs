@@ -73,6 +73,7 @@ impl Store {
                 })
                 .map_err(tx_error)
         })?;
+        t.heads().queued(&queued);
         Ok(queued)
     }
 
@@ -95,11 +96,11 @@ impl Store {
 
     /// Up to `want` events of `org` that may run at `now_ms`: the heads of
     /// their (installation, agent) lines, due, and on lines `busy` does not
-    /// claim. Looks at most `scan` due events, earliest first, and each line
-    /// once: if a line's earliest due event is not its head (the head is a
-    /// retry due later), the head is read directly. Only the line of each
-    /// scanned event is decoded, not the event, so skipping busy lines is
-    /// cheap.
+    /// claim, earliest due first. Read from the heads index (see `heads`):
+    /// the backlog behind each head is not looked at. Each head offered is
+    /// checked against `keyq` first; one that disagrees (a race between two
+    /// writers' index updates) is repaired and left for the next pick. At
+    /// most `scan` heads are looked at.
     pub fn runnable_heads(
         &self,
         org: OrgId,
@@ -108,42 +109,21 @@ impl Store {
         scan: usize,
         busy: impl Fn(InstallId, AgentId) -> bool,
     ) -> Result<Vec<QueuedEvent>, StoreError> {
-        /// The part of a queued event that names its line.
-        #[derive(Deserialize)]
-        struct Line {
-            install_id: InstallId,
-            agent_id: AgentId,
-            #[serde(default)]
-            seq: u64,
-        }
         let t = self.t()?;
-        let start = keys::queued(org, 0, EventId::from(0));
-        let end = keys::queued(org, now_ms.saturating_add(1), EventId::from(0));
+        let mut heads = t.heads();
         let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for entry in t.queue.range(start..end).take(scan) {
+        for ((install, agent), head) in heads.due(org, now_ms, scan.max(want), |(i, a)| busy(i, a)) {
             if out.len() >= want {
                 break;
             }
-            let (_, value) = entry?;
-            let line: Line = decode("queued event", &value)?;
-            if busy(line.install_id, line.agent_id) || !seen.insert((line.install_id, line.agent_id)) {
-                continue;
-            }
-            let first = t.keyq.scan_prefix(keys::line(line.install_id, line.agent_id)).next().transpose()?;
-            match first {
-                Some((place, _)) if place.as_ref() == keys::place(line.install_id, line.agent_id, line.seq) => {
-                    out.push(decode("queued event", &value)?);
-                }
-                Some((_, queue_key)) => {
-                    if let Some(head) = t.queue.get(queue_key)? {
-                        let head: QueuedEvent = decode("queued event", &head)?;
-                        if head.due_ms <= now_ms {
-                            out.push(head);
-                        }
-                    }
-                }
-                None => {}
+            let first = t.keyq.scan_prefix(keys::line(install, agent)).next().transpose()?;
+            let agrees = first.as_ref().is_some_and(|(place, queue_key)| {
+                place.as_ref() == keys::place(install, agent, head.seq) && queue_key.as_ref() == head.queue_key()
+            });
+            let value = if agrees { t.queue.get(head.queue_key())? } else { None };
+            match value {
+                Some(value) => out.push(decode("queued event", &value)?),
+                None => heads.reread((install, agent), &t.keyq)?,
             }
         }
         Ok(out)
@@ -157,23 +137,9 @@ impl Store {
         t.queue.range(start..end).take(limit).map(|e| decode("queued event", &e?.1)).collect()
     }
 
-    /// Every organisation with queued events: one seek per organisation.
+    /// Every organisation with queued events (from the heads index).
     pub fn queued_orgs(&self) -> Result<Vec<OrgId>, StoreError> {
-        let t = self.t()?;
-        let mut orgs = Vec::new();
-        let mut from = keys::queued(OrgId::from(0), 0, EventId::from(0)).to_vec();
-        while let Some(entry) = t.queue.range(from.clone()..).next() {
-            let (key, _) = entry?;
-            let org: [u8; 8] = key
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .ok_or(StoreError::Corrupt { what: "queue key", reason: format!("{} bytes", key.len()) })?;
-            let org = u64::from_be_bytes(org);
-            orgs.push(OrgId::from(org));
-            let Some(next) = org.checked_add(1) else { break };
-            from = keys::queued(OrgId::from(next), 0, EventId::from(0)).to_vec();
-        }
-        Ok(orgs)
+        Ok(self.t()?.heads().orgs())
     }
 
     /// Events due at `now_ms` across organisations, earliest first, at most
@@ -209,6 +175,9 @@ impl Store {
                 })
                 .map_err(tx_error)
         })?;
+        let mut heads = t.heads();
+        heads.removed(event, &t.keyq)?;
+        heads.queued(&next);
         Ok(next)
     }
 
@@ -224,7 +193,8 @@ impl Store {
                     Ok(())
                 })
                 .map_err(tx_error)
-        })
+        })?;
+        t.heads().removed(event, &t.keyq)
     }
 
     /// Dead letters, oldest event first, at most `limit`.
@@ -257,18 +227,22 @@ impl Store {
     pub fn redrive(&self, id: EventId, now_ms: u64) -> Result<bool, StoreError> {
         let t = self.t()?;
         let seq = t.db.generate_id()?;
-        self.gated(|| {
+        let queued = self.gated(|| {
             (&t.dead, &t.queue, &t.keyq)
                 .transaction(|(d, q, k)| {
-                    let Some(bytes) = d.remove(&keys::dead(id))? else { return Ok(false) };
+                    let Some(bytes) = d.remove(&keys::dead(id))? else { return Ok(None) };
                     let letter: DeadLetter =
                         decode("dead letter", &bytes).map_err(ConflictableTransactionError::Abort)?;
                     let event = QueuedEvent { attempt: 1, due_ms: now_ms, seq, ..letter.event };
                     insert_queued(q, k, &event)?;
-                    Ok(true)
+                    Ok(Some(event))
                 })
                 .map_err(tx_error)
-        })
+        })?;
+        if let Some(event) = &queued {
+            t.heads().queued(event);
+        }
+        Ok(queued.is_some())
     }
 }
 

@@ -58,7 +58,7 @@ impl Store {
         let key = keys::schedule(s.install_id, &s.name);
         let event = QueuedEvent { seq: t.db.generate_id()?, ..event.clone() };
         let updated = ScheduleState { next_fire_ms: next, ..s.clone() };
-        self.gated(|| {
+        let fired = self.gated(|| {
             (&t.schedules, &t.queue, &t.keyq)
                 .transaction(|(schedules, queue, keyq)| {
                     let current: Option<ScheduleState> = schedules
@@ -74,6 +74,10 @@ impl Store {
                     Ok(true)
                 })
                 .map_err(tx_error)
-        })
+        })?;
+        if fired {
+            t.heads().queued(&event);
+        }
+        Ok(fired)
     }
 }
