@@ -25,6 +25,11 @@
 //! The counter fixture runs with `track_seen: false`, so its work per event
 //! is constant (its `seen` list would make one line's events O(n)).
 //!
+//! `PADDOCK_BENCH_PUBLISHERS` (default 8) sets how many publishers each
+//! scale row has, each waiting for its event's durable acceptance (many
+//! devices at once are many publishers); `PADDOCK_BENCH_SCALE` multiplies
+//! each row's events (the defaults are short, for a quick run).
+//!
 //! Run: `cargo bench -p paddock --bench engine`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark code")]
 
@@ -133,6 +138,17 @@ fn ticks(agent: u64) -> ChannelRef {
 /// Concurrent invocations (`PADDOCK_BENCH_CONCURRENCY`, default 8).
 fn concurrency() -> usize {
     std::env::var("PADDOCK_BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
+}
+
+/// Concurrent publishers in the scale rows (`PADDOCK_BENCH_PUBLISHERS`,
+/// default 8), each waiting for its event's durable acceptance.
+fn publishers() -> u64 {
+    std::env::var("PADDOCK_BENCH_PUBLISHERS").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
+}
+
+/// Events per row, as a multiple of the defaults (`PADDOCK_BENCH_SCALE`).
+fn scale() -> u64 {
+    std::env::var("PADDOCK_BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
 }
 
 /// Ingress writes per flush per organisation (`PADDOCK_BENCH_INGRESS_BATCH`,
@@ -346,7 +362,8 @@ fn main() {
         for (lines, agents, per_line) in scenarios.into_iter().filter(|_| only.is_empty() || only == "scale") {
             let s = setup(&rt, &app, &[(1, agents, lines)], 1_000_000).await;
             let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
-            let (ingress, total) = load(&s.engine, 1, lines, per_line, 8).await;
+            let per_line = per_line * scale();
+            let (ingress, total) = load(&s.engine, 1, lines, per_line, publishers()).await;
             dispatcher.abort();
             let lat = latencies(&s.engine, 1, lines);
             let n = lines * per_line;
