@@ -362,9 +362,11 @@ fn sigkill_while_a_large_batch_is_written_loses_no_acknowledged_event_and_tears_
                 std::thread::spawn(move || {
                     let auth = format!("Bearer {TOKEN}");
                     // The last life publishes a few rounds and stops.
-                    let mut rounds = 0;
-                    while !dead.load(Ordering::SeqCst) && !(last && rounds == 3) {
-                        rounds += 1;
+                    let rounds = if last { 3 } else { usize::MAX };
+                    for _ in 0..rounds {
+                        if dead.load(Ordering::SeqCst) {
+                            break;
+                        }
                         let n = {
                             let mut next = next.lock().unwrap();
                             *next += 1;
