@@ -260,7 +260,7 @@ impl Engine {
             };
             return match self.writer.write(commit).await {
                 Ok(()) => {
-                    self.settled(queued.organisation_id, 1, raised);
+                    self.admission.settled(queued.organisation_id, 1, raised);
                     Ok(())
                 }
                 // Acknowledged already (by an earlier run): nothing applied.
@@ -324,28 +324,12 @@ impl Engine {
         let buried = self.writer.apply(queued.organisation_id, false, bury).await;
         match buried {
             Ok(()) => {
-                self.settled(queued.organisation_id, 1, 0);
+                self.admission.settled(queued.organisation_id, 1, 0);
                 self.metrics.dead_lettered();
                 Ok(())
             }
             Err(StoreError::NotQueued(_)) => Ok(()),
             Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Keep the queued-event counts (overall and `org`'s) in step: `done`
-    /// left, `added` arrived.
-    pub(super) fn settled(&self, org: OrgId, done: usize, added: usize) {
-        // Saturating: the counts are advisory (they only gate ingress) and
-        // must never wrap to a huge value that would refuse everything.
-        let step = |n: usize| Some(n.saturating_add(added).saturating_sub(done));
-        let _ =
-            self.queued.fetch_update(std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed, step);
-        let mut per_org = self.per_org.lock().unwrap_or_else(|p| p.into_inner());
-        let n = per_org.entry(org).or_default();
-        *n = n.saturating_add(added).saturating_sub(done);
-        if *n == 0 {
-            per_org.remove(&org);
         }
     }
 

@@ -8,7 +8,24 @@
 //! - A successful invocation's effects, the events they raise and the
 //!   acknowledgement commit together; a failure commits only the next
 //!   attempt (exponential backoff with jitter) or a dead letter.
+//!
+//! Its parts, in the order data flows through them:
+//!
+//! | part | what it does |
+//! |---|---|
+//! | this file | ingress: publish, aggregate writes, invokes, ingestion, redrive |
+//! | `admission` | the queue's bounds and counts, asked before ingress writes |
+//! | `routing` | which installations an effect raises events for |
+//! | `writer` | the one write path: fair cycles, one atomic write and one flush each |
+//! | `dispatch` | picks due line heads, runs them, commits, retries or buries |
+//! | `slots` | one event per line in flight, each organisation's share of the slots |
+//! | `retry` | backoff between attempts |
+//! | `schedules` | fires due schedules through the writer |
+//! | `catalog` | apps and installations: load, install, hot reload |
+//! | `feed` | which organisations the monitor feed covers, and its durable head |
+//! | `metrics` | counters for `/metrics` |
 
+mod admission;
 mod catalog;
 mod dispatch;
 mod feed;
@@ -28,7 +45,7 @@ pub use retry::RetryPolicy;
 pub use slots::ACTIVE_WINDOW;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::Value;
@@ -155,7 +172,7 @@ impl Counted<'_> {
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         if !self.kept {
-            self.engine.settled(self.org, self.n, 0);
+            self.engine.admission.settled(self.org, self.n, 0);
         }
     }
 }
@@ -180,12 +197,8 @@ pub struct Engine {
     slots: Mutex<slots::Slots>,
     /// Concurrent invocations at most.
     concurrency: usize,
-    max_queue: usize,
-    max_queue_per_org: usize,
-    /// Events queued, kept in step with the store (sled's `len` is a scan).
-    queued: AtomicUsize,
-    /// Events queued per organisation, likewise.
-    per_org: Mutex<HashMap<crate::model::OrgId, usize>>,
+    /// The queue's bounds and counts (ingress asks it first).
+    admission: admission::Admission,
     /// Dispatch rounds so far: rotates which organisation goes first.
     round: AtomicUsize,
     /// The one writer of ingress and commits (see [`writer`]).
@@ -212,10 +225,7 @@ impl Engine {
             policy: config.retry,
             slots: Mutex::default(),
             concurrency: config.concurrency.max(1),
-            max_queue: config.max_queue,
-            max_queue_per_org: config.max_queue_per_org,
-            queued: AtomicUsize::new(0),
-            per_org: Mutex::default(),
+            admission: admission::Admission::new(config.max_queue, config.max_queue_per_org),
             round: AtomicUsize::new(0),
             writer,
             feed,
@@ -227,27 +237,7 @@ impl Engine {
     /// Count the queue again from the store (after it was reopened at its
     /// last durable state).
     pub(crate) fn recount(&self) -> Result<(), EngineError> {
-        let all = self.store.queued()?;
-        let mut per_org: HashMap<crate::model::OrgId, usize> = HashMap::new();
-        for e in &all {
-            *per_org.entry(e.organisation_id).or_default() += 1;
-        }
-        self.queued.store(all.len(), Ordering::Relaxed);
-        *self.per_org.lock().unwrap_or_else(|p| p.into_inner()) = per_org;
-        Ok(())
-    }
-
-    /// Refuse ingress of `adding` events for `org` when the queue, or the
-    /// organisation's share of it, is at its bound.
-    fn admit(&self, org: crate::model::OrgId, adding: usize) -> Result<(), EngineError> {
-        let queued = self.queued.load(Ordering::Relaxed);
-        if queued.saturating_add(adding) > self.max_queue {
-            return Err(EngineError::Busy { queued, limit: self.max_queue });
-        }
-        let mine = self.per_org.lock().unwrap_or_else(|p| p.into_inner()).get(&org).copied().unwrap_or(0);
-        if adding > 0 && mine.saturating_add(adding) > self.max_queue_per_org {
-            return Err(EngineError::TenantBusy { organisation: org, queued: mine, limit: self.max_queue_per_org });
-        }
+        self.admission.recount(&self.store.queued()?);
         Ok(())
     }
 
@@ -317,12 +307,12 @@ impl Engine {
 
     /// Events queued now (advisory: kept in step with the store).
     pub fn queue_depth(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        self.admission.depth()
     }
 
     /// Queued events per organisation (advisory, like [`Engine::queue_depth`]).
     pub fn queue_depth_by_org(&self) -> HashMap<crate::model::OrgId, usize> {
-        self.per_org.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.admission.depth_by_org()
     }
 
     /// An active installation.
@@ -334,7 +324,7 @@ impl Engine {
     /// dispatcher (which may run them before ingress returns) never
     /// settles an event that was not counted yet.
     fn counting(&self, org: crate::model::OrgId, n: usize) -> Counted<'_> {
-        self.settled(org, 0, n);
+        self.admission.settled(org, 0, n);
         Counted { engine: self, org, n, kept: false }
     }
 
@@ -397,7 +387,7 @@ impl Engine {
         let agent = agent.or_else(|| effects.aggregates.first().map(|w| w.channel.agent_id)).unwrap_or_default();
         let org = self.store.agent_org(agent)?.ok_or(EngineError::UnknownAgent(agent))?;
         let events = routing::route(&self.installations(), org, &effects, None, 0, now);
-        self.admit(org, events.len())?;
+        self.admission.admit(org, events.len())?;
         let counted = self.counting(org, events.len());
         self.writer.write(writer::Write { now_ms: now, ..writer::Write::ingress(org, effects, events, None) }).await?;
         counted.accepted();
@@ -450,7 +440,7 @@ impl Engine {
     ) -> Result<EventId, EngineError> {
         let inst = self.installation(install).ok_or(EngineError::UnknownInstallation(install))?;
         let queued = routing::queued(&inst, inst.agent_id, &event, 0, now_ms());
-        self.admit(inst.organisation_id, 1)?;
+        self.admission.admit(inst.organisation_id, 1)?;
         let counted = self.counting(inst.organisation_id, 1);
         let id = queued.id;
         self.writer

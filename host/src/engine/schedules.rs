@@ -70,7 +70,7 @@ impl Engine {
         };
         let fired = self.writer.apply(org, false, fire).await?;
         for org in &fired {
-            self.settled(*org, 0, 1);
+            self.admission.settled(*org, 0, 1);
         }
         Ok(fired.len())
     }
