@@ -11,17 +11,12 @@ use crate::model::{ChannelName, ChannelRef, Event, Message, MessageId, OrgId, no
 use crate::runtime::{Invocation, Outcome, Report};
 use crate::store::{InvocationSummary, QueuedEvent, StoreError};
 
-/// Most line heads looked at per organisation per pick.
+/// Most due events looked at per round.
 const SCAN: usize = 1024;
 /// How long the loop sleeps when nothing is due (ingress wakes it sooner).
 const IDLE: Duration = Duration::from_millis(20);
 /// Schedules are checked at most this often.
 const SCHEDULE_EVERY_MS: u64 = 250;
-/// Events in flight per slot, counting those that ran and wait for their
-/// commit: an event frees its slot when it has run, so the next one runs
-/// while the writer applies the last; this bounds what waits (each holds
-/// its effects) to a few cycles' worth.
-const IN_FLIGHT_PER_SLOT: usize = 4;
 
 impl Engine {
     /// One round: start every due event that is first in its line (at most
@@ -89,11 +84,7 @@ impl Engine {
                     tracing::error!(error = %e, "firing schedules failed");
                 }
             }
-            let running = self.slots.lock().unwrap_or_else(|p| p.into_inner()).running();
-            let free = self
-                .concurrency
-                .saturating_sub(running)
-                .min((self.concurrency * IN_FLIGHT_PER_SLOT).saturating_sub(tasks.len()));
+            let free = self.concurrency.saturating_sub(tasks.len());
             if writable && free > 0 {
                 match self.pick(now, free) {
                     Ok(batch) => {
@@ -221,9 +212,6 @@ impl Engine {
         };
         let inv = Invocation { event_id: queued.id, attempt: queued.attempt, event, grant: self.grant(&inst) };
         let report = self.runtime.invoke(&inst.app, inv, Arc::new(self.store.clone())).await;
-        // Its slot is free for another line while this one commits.
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).ran(queued.install_id, queued.agent_id);
-        self.wake.notify_one();
         let summary = summary(&queued, &report);
         self.metrics.invocation(
             inst.organisation_id,

@@ -23,50 +23,27 @@ pub const ACTIVE_WINDOW: Duration = Duration::from_secs(1);
 /// The in-flight lines and the activity that decides shares.
 #[derive(Debug, Default)]
 pub(super) struct Slots {
-    /// Each line in flight: whose, and whether its event still holds a
-    /// slot (runs) or only waits for its commit.
-    lines: HashMap<(InstallId, AgentId), (OrgId, bool)>,
+    lines: HashMap<(InstallId, AgentId), OrgId>,
     held: HashMap<OrgId, usize>,
     last_ready: HashMap<OrgId, Instant>,
 }
 
 impl Slots {
-    /// Whether the line has an event in flight (running or committing).
+    /// Whether the line has an event in flight.
     pub fn busy(&self, install: InstallId, agent: AgentId) -> bool {
         self.lines.contains_key(&(install, agent))
     }
 
-    /// The line starts an event of `org`: it takes a slot.
+    /// The line starts an event of `org`.
     pub fn take(&mut self, org: OrgId, install: InstallId, agent: AgentId) {
-        if self.lines.insert((install, agent), (org, true)).is_none() {
+        if self.lines.insert((install, agent), org).is_none() {
             *self.held.entry(org).or_default() += 1;
         }
     }
 
-    /// The line's event has run: its slot is free for another line's
-    /// event, while the line stays busy until [`Slots::free`] (its commit).
-    pub fn ran(&mut self, install: InstallId, agent: AgentId) {
-        if let Some((org, running)) = self.lines.get_mut(&(install, agent))
-            && std::mem::replace(running, false)
-        {
-            let org = *org;
-            self.release(org);
-        }
-    }
-
-    /// The line's event ended (committed, rescheduled or buried).
+    /// The line's event ended.
     pub fn free(&mut self, install: InstallId, agent: AgentId) {
-        if let Some((org, true)) = self.lines.remove(&(install, agent)) {
-            self.release(org);
-        }
-    }
-
-    /// Slots held now, by every organisation.
-    pub fn running(&self) -> usize {
-        self.held.values().sum()
-    }
-
-    fn release(&mut self, org: OrgId) {
+        let Some(org) = self.lines.remove(&(install, agent)) else { return };
         if let Some(n) = self.held.get_mut(&org) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -154,21 +131,5 @@ mod tests {
         s.free(InstallId::from(1), AgentId::from(1));
         assert!(!s.busy(InstallId::from(1), AgentId::from(1)));
         assert_eq!(s.allowance(2, &[org(1)], Instant::now())[&org(1)], 2);
-    }
-
-    #[test]
-    fn an_event_that_ran_frees_its_slot_but_keeps_its_line_until_it_ends() {
-        let mut s = Slots::default();
-        let (install, agent) = (InstallId::from(1), AgentId::from(1));
-        s.take(org(1), install, agent);
-        assert_eq!(s.running(), 1);
-        s.ran(install, agent);
-        s.ran(install, agent);
-        assert_eq!(s.running(), 0, "counted once");
-        assert!(s.busy(install, agent), "the line waits for its commit");
-        assert_eq!(s.allowance(2, &[org(1)], Instant::now())[&org(1)], 2);
-        s.free(install, agent);
-        assert!(!s.busy(install, agent));
-        assert_eq!(s.running(), 0);
     }
 }
