@@ -113,6 +113,19 @@ fn counter_setup(root: &Path, devices: usize) -> (PathBuf, PathBuf, PathBuf) {
     (data, plugins, bootstrap)
 }
 
+/// The `n`s the counter on `device` saw, in order (its `seen` tag), after
+/// checking that its `count` tag agrees.
+fn counter_seen(addr: SocketAddr, org: &str, device: &str) -> Vec<u64> {
+    let tags = get(addr, &format!("/v1/orgs/{org}/agents/{device}/channels/tag_values/aggregate"));
+    let seen: Vec<u64> = tags["data"]["counter"]["seen"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_u64().unwrap()).collect())
+        .unwrap_or_default();
+    let count = tags["data"]["counter"]["count"].as_u64().unwrap_or(0);
+    assert_eq!(count, seen.len() as u64, "device {device}: count equals the messages it saw");
+    seen
+}
+
 /// The organisation's id and its `C-…` devices' ids.
 fn org_and_devices(addr: SocketAddr, devices: usize) -> (String, Vec<String>) {
     let org = get(addr, "/v1/orgs")["organisations"][0]["id"].as_str().unwrap().to_owned();
@@ -271,13 +284,8 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_applies_none_twice() {
         let mut counts = 0;
         let mut published = Vec::new();
         for d in devices.iter() {
-            let tags = get(node.addr, &format!("/v1/orgs/{org}/agents/{d}/channels/tag_values/aggregate"));
-            let own: Vec<u64> = tags["data"]["counter"]["seen"]
-                .as_array()
-                .map(|a| a.iter().map(|v| v.as_u64().unwrap()).collect())
-                .unwrap_or_default();
-            let count = tags["data"]["counter"]["count"].as_u64().unwrap_or(0);
-            assert_eq!(count, own.len() as u64, "device {d}: count equals the messages it saw");
+            let own = counter_seen(node.addr, &org, d);
+            let count = own.len() as u64;
             // Order: a message acknowledged before another was sent ran first.
             let times = times.lock().unwrap();
             for (i, earlier) in own.iter().enumerate() {
@@ -409,13 +417,7 @@ fn sigkill_while_a_large_batch_is_written_loses_no_acknowledged_event_and_tears_
     }
     let mut processed = BTreeSet::new();
     for d in devices.iter() {
-        let tags = get(node.addr, &format!("/v1/orgs/{org}/agents/{d}/channels/tag_values/aggregate"));
-        let seen: Vec<u64> = tags["data"]["counter"]["seen"]
-            .as_array()
-            .map(|a| a.iter().map(|v| v.as_u64().unwrap()).collect())
-            .unwrap_or_default();
-        let count = tags["data"]["counter"]["count"].as_u64().unwrap_or(0);
-        assert_eq!(count, seen.len() as u64, "device {d}: count equals the messages it saw");
+        let seen = counter_seen(node.addr, &org, d);
         let distinct: BTreeSet<u64> = seen.iter().copied().collect();
         assert_eq!(distinct.len(), seen.len(), "device {d}: a message was processed twice");
         // Every stored message is whole and was processed; the app's own
