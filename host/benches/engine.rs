@@ -30,6 +30,10 @@
 //! devices at once are many publishers); `PADDOCK_BENCH_SCALE` multiplies
 //! each row's events (the defaults are short, for a quick run).
 //!
+//! Memory (`PADDOCK_BENCH_ONLY=memory`, minutes long, not in the default
+//! run): RSS with `PADDOCK_BENCH_QUEUED` events queued (default 1,000,000)
+//! and while the backlog drains.
+//!
 //! Run: `cargo bench -p paddock --bench engine`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark code")]
 
@@ -178,7 +182,10 @@ struct Setup {
 /// installed on the first `lines` agents of each organisation.
 async fn setup(rt: &Arc<Runtime>, app: &Arc<LoadedApp>, orgs: &[(u64, u64, u64)], per_org: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    // `PADDOCK_BENCH_CACHE_MB`: the store's page cache (default the store's).
+    let cache = std::env::var("PADDOCK_BENCH_CACHE_MB").ok().and_then(|v| v.parse::<u64>().ok());
+    let cache = cache.map_or(paddock::store::DEFAULT_CACHE, |mb| mb << 20);
+    let store = Store::open_with(dir.path(), paddock::store::DEFAULT_RESERVE, cache).unwrap();
     for &(org, agents, _) in orgs {
         for a in 0..agents {
             let id = org * 1_000_000 + a;
@@ -388,6 +395,10 @@ fn main() {
         if only.is_empty() || only == "monitors" {
             monitors_row(&rt, &app).await;
         }
+        // Minutes long: only when asked for.
+        if only == "memory" {
+            memory_row(&rt, &app).await;
+        }
         if !only.is_empty() && only != "fairness" {
             return;
         }
@@ -445,6 +456,75 @@ fn main() {
 /// (batches of up to 100) whose client reads every message on its own
 /// thread: what the feed costs the engine, and how soon after the last
 /// event ran the client has it.
+/// The process's resident memory now, MiB (Linux).
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// Memory with a deep backlog (`PADDOCK_BENCH_ONLY=memory`): queue
+/// `PADDOCK_BENCH_QUEUED` events (default 1,000,000) over 1,000 lines with
+/// the dispatcher stopped, then let it drain for `PADDOCK_BENCH_DRAIN_S`
+/// seconds (default 30); the process's RSS before, with everything queued,
+/// and its peak while draining.
+async fn memory_row(rt: &Arc<Runtime>, app: &Arc<LoadedApp>) {
+    let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (queued, drain_s, lines) = (env("PADDOCK_BENCH_QUEUED", 1_000_000), env("PADDOCK_BENCH_DRAIN_S", 30), 1000);
+    let s = setup(rt, app, &[(1, lines, lines)], usize::try_from(queued).unwrap() + 1).await;
+    let before = rss_mib();
+    let cache_mb =
+        std::env::var("PADDOCK_BENCH_CACHE_MB").unwrap_or_else(|_| (paddock::store::DEFAULT_CACHE >> 20).to_string());
+    let peak = Arc::new(std::sync::Mutex::new(before));
+    let sampling = {
+        let peak = Arc::clone(&peak);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut p = peak.lock().unwrap();
+                *p = p.max(rss_mib());
+            }
+        })
+    };
+    let start = Instant::now();
+    let publishers = 64;
+    let tasks: Vec<_> = (0..publishers)
+        .map(|p| {
+            let engine = Arc::clone(&s.engine);
+            tokio::spawn(async move {
+                for i in (p..queued).step_by(usize::try_from(publishers).unwrap()) {
+                    let agent = 1_000_000 + i % lines;
+                    engine.publish_message(ticks(agent), agent.into(), json!({"n": i})).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let ingress_s = start.elapsed().as_secs_f64();
+    let full = rss_mib();
+    let depth = s.engine.queue_depth();
+    *peak.lock().unwrap() = full;
+    let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
+    tokio::time::sleep(Duration::from_secs(drain_s)).await;
+    dispatcher.abort();
+    sampling.abort();
+    let left = s.engine.queue_depth();
+    let drained = depth.saturating_sub(left);
+    println!(
+        "memory (store cache {cache_mb} MiB): {depth} events queued over {lines} lines in {ingress_s:.0} s ({:.0}/s); RSS {before:.0} MiB before, \
+         {full:.0} MiB with them queued, peak {:.0} MiB while draining; drained {drained} in {drain_s} s ({:.0}/s), {left} left",
+        depth as f64 / ingress_s,
+        *peak.lock().unwrap(),
+        drained as f64 / drain_s as f64,
+    );
+}
+
 async fn monitors_row(rt: &Arc<Runtime>, app: &Arc<LoadedApp>) {
     use paddock::monitors::{MonitorConfig, MonitorSpec, Monitors, tcp};
     let (lines, per_line) = (100, 20);

@@ -161,11 +161,14 @@ pub struct StoreSettings {
     /// Free space (MiB) kept on the data directory's filesystem: writes
     /// are refused with 507 below it, and resume by themselves above it.
     pub reserve_mb: u64,
+    /// The store's page cache (MiB): most of the server's memory with a
+    /// deep backlog.
+    pub cache_mb: u64,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        Self { reserve_mb: crate::store::DEFAULT_RESERVE >> 20 }
+        Self { reserve_mb: crate::store::DEFAULT_RESERVE >> 20, cache_mb: crate::store::DEFAULT_CACHE >> 20 }
     }
 }
 
@@ -355,7 +358,8 @@ pub async fn run(
     let runtime_allow_private = runtime_config.outbound.allow_private.clone();
     std::fs::create_dir_all(&config.data).with_context(|| format!("{}: cannot create", config.data.display()))?;
     let reserve = config.store.reserve_mb.saturating_mul(1 << 20);
-    let store = Store::open_with_reserve(&config.data.join("store"), reserve).context("opening the store")?;
+    let cache = config.store.cache_mb.max(1).saturating_mul(1 << 20);
+    let store = Store::open_with(&config.data.join("store"), reserve, cache).context("opening the store")?;
     ensure_operator_token(&store, config.operator_token.clone())?;
     let signer = Arc::new(StateSigner::new(host_secret(&config.data)?));
     let runtime = Arc::new(Runtime::new(runtime_config).context("starting the runtime")?);

@@ -131,6 +131,8 @@ pub struct Store {
     trees: Arc<RwLock<Option<Arc<Trees>>>>,
     /// Where it lives (`None`: a temporary store, never reopened).
     dir: Option<PathBuf>,
+    /// The page cache's bound, bytes (see [`Store::open_with`]).
+    cache: u64,
     /// Whether writes can be made durable, and why not.
     health: Arc<recovery::Health>,
     /// Keeps transactions and flushes apart. sled 0.34 deadlocks when a
@@ -149,6 +151,12 @@ pub struct Store {
 /// milliseconds, and a disk that cannot take the write must not keep a
 /// client waiting past any sensible timeout.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The store's page cache by default, bytes: with a deep backlog the
+/// cache is most of the server's memory (1,000,000 queued events: ~1.3 GiB
+/// of RSS with sled's own default of 1 GiB), and a smaller one costs little
+/// (`PADDOCK_BENCH_ONLY=memory`, docs/benchmarks.md).
+pub const DEFAULT_CACHE: u64 = 256 * 1024 * 1024;
 
 /// Free space the store keeps on its filesystem by default: writes are
 /// refused below it, so sled itself never meets a full disk (sled 0.34 can
@@ -226,20 +234,35 @@ impl Store {
     /// Open (or create) the store in `dir`; writes are refused while its
     /// filesystem has less than `reserve` bytes free (see `recovery`).
     pub fn open_with_reserve(dir: &Path, reserve: u64) -> Result<Store, StoreError> {
-        let store = Self::from_db(sled::Config::new().path(dir).open()?, Some(dir.to_path_buf()))?;
+        Self::open_with(dir, reserve, DEFAULT_CACHE)
+    }
+
+    /// Open (or create) the store in `dir`, keeping `reserve` bytes free
+    /// on its filesystem and at most about `cache` bytes of it in memory
+    /// (sled's page cache: most of the store's memory, whatever the
+    /// backlog; the rest is read from the OS's file cache when needed).
+    pub fn open_with(dir: &Path, reserve: u64, cache: u64) -> Result<Store, StoreError> {
+        let db = Self::config(dir, cache).open()?;
+        let store = Self::from_db(db, Some(dir.to_path_buf()), cache)?;
         store.health.set_reserve(reserve);
         Ok(store)
     }
 
     /// A store in a temporary directory, removed when dropped (tests).
     pub fn temporary() -> Result<Store, StoreError> {
-        Self::from_db(sled::Config::new().temporary(true).open()?, None)
+        Self::from_db(sled::Config::new().temporary(true).cache_capacity(DEFAULT_CACHE).open()?, None, DEFAULT_CACHE)
     }
 
-    fn from_db(db: sled::Db, dir: Option<PathBuf>) -> Result<Store, StoreError> {
+    /// How the database in `dir` is opened (and reopened by `recovery`).
+    fn config(dir: &Path, cache: u64) -> sled::Config {
+        sled::Config::new().path(dir).cache_capacity(cache)
+    }
+
+    fn from_db(db: sled::Db, dir: Option<PathBuf>, cache: u64) -> Result<Store, StoreError> {
         Ok(Store {
             trees: Arc::new(RwLock::new(Some(Arc::new(Trees::open(db)?)))),
             dir,
+            cache,
             health: Arc::default(),
             gate: Arc::default(),
             flushes: Arc::default(),

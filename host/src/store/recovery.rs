@@ -160,7 +160,7 @@ impl Store {
             *self.trees.write().unwrap_or_else(|p| p.into_inner()) = Some(old);
             return Err(StoreError::Unavailable);
         }
-        let db = sled::Config::new().path(dir).open()?;
+        let db = Store::config(dir, self.cache).open()?;
         db.insert(b"paddock-recovery-probe", &crate::model::now_ms().to_be_bytes())?;
         db.flush()?;
         *self.trees.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Trees::open(db)?));
