@@ -112,7 +112,7 @@ impl Store {
                 continue;
             }
             if let Some(ack) = c.ack {
-                heads.removed(ack, &t.keyq)?;
+                heads.removed(ack, &t.keyq);
             }
             downstream.iter().for_each(|e| heads.queued(e));
         }

@@ -78,13 +78,16 @@ impl Heads {
     }
 
     /// `e` left the queue (committed): if it headed its line, the line's
-    /// head is read again from `keyq`.
-    pub fn removed(&mut self, e: &QueuedEvent, keyq: &sled::Tree) -> Result<(), StoreError> {
+    /// head is read again from `keyq`. The write it follows stands either
+    /// way: if that read fails, the entry is left as it was, and the next
+    /// pick that offers it finds it stale and reads the line again.
+    pub fn removed(&mut self, e: &QueuedEvent, keyq: &sled::Tree) {
         let line = (e.install_id, e.agent_id);
-        if self.lines.get(&line).is_some_and(|h| h.id == e.id) {
-            self.reread(line, keyq)?;
+        if self.lines.get(&line).is_some_and(|h| h.id == e.id)
+            && let Err(error) = self.reread(line, keyq)
+        {
+            tracing::warn!(%error, install = %e.install_id, agent = %e.agent_id, "reading a line's next head failed; the next pick reads it again");
         }
-        Ok(())
     }
 
     /// Set `line`'s head from `keyq` as it is now (or drop the line).

@@ -176,7 +176,7 @@ impl Store {
                 .map_err(tx_error)
         })?;
         let mut heads = t.heads();
-        heads.removed(event, &t.keyq)?;
+        heads.removed(event, &t.keyq);
         heads.queued(&next);
         Ok(next)
     }
@@ -194,7 +194,8 @@ impl Store {
                 })
                 .map_err(tx_error)
         })?;
-        t.heads().removed(event, &t.keyq)
+        t.heads().removed(event, &t.keyq);
+        Ok(())
     }
 
     /// Dead letters, oldest event first, at most `limit`.
