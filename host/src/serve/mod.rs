@@ -596,4 +596,14 @@ mod tests {
         assert!(err.contains("outbound.allow_private: \"10.0.0.300/8\" is not a CIDR range"), "{err}");
         assert!(toml::from_str::<ServeConfig>("[outbound]\nallowed = 1").is_err(), "unknown keys are refused");
     }
+
+    #[test]
+    fn the_store_table_sets_the_cache_and_reserve_and_defaults_each() {
+        let config: ServeConfig = toml::from_str("[store]\ncache_mb = 64").unwrap();
+        assert_eq!(config.store.cache_mb, 64);
+        assert_eq!(config.store.reserve_mb, crate::store::DEFAULT_RESERVE >> 20);
+        let config: ServeConfig = toml::from_str("").unwrap();
+        assert_eq!(config.store.cache_mb, crate::store::DEFAULT_CACHE >> 20);
+        assert!(toml::from_str::<ServeConfig>("[store]\ncache = 1").is_err(), "unknown keys are refused");
+    }
 }
