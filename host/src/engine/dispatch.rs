@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::{Engine, EngineError, Installation, MAX_DEPTH, routing};
+use super::{Engine, EngineError, Installation, MAX_DEPTH};
 use crate::model::{ChannelName, ChannelRef, Event, Message, MessageId, OrgId, now_ms, well_known};
 use crate::runtime::{Invocation, Outcome, Report};
 use crate::store::{InvocationSummary, QueuedEvent, StoreError};
@@ -220,18 +220,10 @@ impl Engine {
             report.fuel_consumed,
         );
         if report.outcome.is_ok() {
-            let installs = self.installations();
-            let downstream = routing::route(
-                &installs,
-                inst.organisation_id,
-                &report.effects,
-                Some(&inst),
-                queued.depth + 1,
-                now_ms(),
-            );
+            let downstream = self.route(inst.organisation_id, &report.effects, Some(&inst), queued.depth + 1, now_ms());
             // The summary is also a message on `dv-proc-inv-<install>`, as in
             // Doover, committed with the effects it describes.
-            let mut effects = report.effects.clone();
+            let mut effects = report.effects;
             if let Some(message) = summary_message(&inst, &summary) {
                 effects.messages.push(message);
             }

@@ -352,8 +352,18 @@ impl Engine {
         Ok(Some(id))
     }
 
-    fn installations(&self) -> Vec<Arc<Installation>> {
-        self.installs.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    /// The events `effects` of `org` raise (see [`routing::route`]), read
+    /// under the installations' lock instead of from a copy of them all.
+    fn route(
+        &self,
+        org: crate::model::OrgId,
+        effects: &Effects,
+        source: Option<&Installation>,
+        depth: u32,
+        now: u64,
+    ) -> Vec<crate::store::QueuedEvent> {
+        let installs = self.installs.read().unwrap_or_else(|p| p.into_inner());
+        routing::route(installs.values(), org, effects, source, depth, now)
     }
 
     fn installation(&self, id: InstallId) -> Option<Arc<Installation>> {
@@ -386,7 +396,7 @@ impl Engine {
         let agent = effects.messages.first().map(|m| m.channel.agent_id);
         let agent = agent.or_else(|| effects.aggregates.first().map(|w| w.channel.agent_id)).unwrap_or_default();
         let org = self.store.agent_org(agent)?.ok_or(EngineError::UnknownAgent(agent))?;
-        let events = routing::route(&self.installations(), org, &effects, None, 0, now);
+        let events = self.route(org, &effects, None, 0, now);
         self.admission.admit(org, events.len())?;
         let counted = self.counting(org, events.len());
         self.writer.write(writer::Write { now_ms: now, ..writer::Write::ingress(org, effects, events, None) }).await?;

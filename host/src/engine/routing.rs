@@ -15,8 +15,8 @@ use crate::store::QueuedEvent;
 /// Skipped: installations without a handler for the event (nothing would be
 /// instantiated anyway), and an installation's own `tag_values` writes,
 /// which never re-trigger it (Doover's rule: the write carries its app key).
-pub fn route(
-    installs: &[Arc<Installation>],
+pub fn route<'a>(
+    installs: impl IntoIterator<Item = &'a Arc<Installation>>,
     org: OrgId,
     effects: &Effects,
     source: Option<&Installation>,
@@ -25,7 +25,7 @@ pub fn route(
 ) -> Vec<QueuedEvent> {
     let author = source.map_or(AgentId::from(0), |s| s.agent_id);
     let mut out = Vec::new();
-    for inst in installs.iter().filter(|i| i.organisation_id == org) {
+    for inst in installs.into_iter().filter(|i| i.organisation_id == org) {
         for m in &effects.messages {
             if concerns(inst, &m.channel, &m.data, Hook::MessageCreate) {
                 let event = Event::MessageCreate { organisation_id: org, message: m.clone() };
