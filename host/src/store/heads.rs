@@ -92,11 +92,8 @@ impl Heads {
 
     /// Set `line`'s head from `keyq` as it is now (or drop the line).
     pub fn reread(&mut self, line: Line, keyq: &sled::Tree) -> Result<(), StoreError> {
-        match keyq.scan_prefix(keys::line(line.0, line.1)).next().transpose()? {
-            Some((place, queue_key)) => {
-                let (_, head) = parse(&place, &queue_key)?;
-                self.set(line, head);
-            }
+        match first(keyq, line)? {
+            Some(head) => self.set(line, head),
             None => self.drop_line(line),
         }
         Ok(())
@@ -137,6 +134,14 @@ impl Heads {
             }
         }
     }
+}
+
+/// `line`'s first event as `keyq` has it now.
+pub(super) fn first(keyq: &sled::Tree, line: Line) -> Result<Option<Head>, StoreError> {
+    let Some((place, queue_key)) = keyq.scan_prefix(keys::line(line.0, line.1)).next().transpose()? else {
+        return Ok(None);
+    };
+    Ok(Some(parse(&place, &queue_key)?.1))
 }
 
 /// A `keyq` entry: its line and the head it names.

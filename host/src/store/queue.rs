@@ -88,10 +88,8 @@ impl Store {
     /// The first event of an (installation, agent) line, whatever its due time.
     pub fn line_head(&self, install: InstallId, agent: AgentId) -> Result<Option<QueuedEvent>, StoreError> {
         let t = self.t()?;
-        let Some((_, queue_key)) = t.keyq.scan_prefix(keys::line(install, agent)).next().transpose()? else {
-            return Ok(None);
-        };
-        t.queue.get(queue_key)?.map(|v| decode("queued event", &v)).transpose()
+        let Some(head) = super::heads::first(&t.keyq, (install, agent))? else { return Ok(None) };
+        t.queue.get(head.queue_key())?.map(|v| decode("queued event", &v)).transpose()
     }
 
     /// Up to `want` events of `org` that may run at `now_ms`: the heads of
@@ -116,10 +114,7 @@ impl Store {
             if out.len() >= want {
                 break;
             }
-            let first = t.keyq.scan_prefix(keys::line(install, agent)).next().transpose()?;
-            let agrees = first.as_ref().is_some_and(|(place, queue_key)| {
-                place.as_ref() == keys::place(install, agent, head.seq) && queue_key.as_ref() == head.queue_key()
-            });
+            let agrees = super::heads::first(&t.keyq, (install, agent))? == Some(head);
             let value = if agrees { t.queue.get(head.queue_key())? } else { None };
             match value {
                 Some(value) => out.push(decode("queued event", &value)?),
