@@ -91,7 +91,7 @@ pub struct Api {
 
 impl Api {
     /// The API over `engine`. `signer` checks OAuth `state` tokens (the
-    /// engine signs them with the same signer, see [`Engine::with_oauth`]);
+    /// engine signs them with the same signer, see [`crate::engine::EngineConfig::oauth`]);
     /// `monitors` are the monitors its monitor routes manage (shared with
     /// the push listener).
     pub fn new(engine: Arc<Engine>, config: ApiConfig, signer: Arc<StateSigner>, monitors: Arc<Monitors>) -> Self {

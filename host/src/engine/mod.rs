@@ -104,8 +104,26 @@ pub enum EngineError {
     },
 }
 
+/// How the engine signs OAuth `state`s for apps that handle the callback:
+/// the same signer the API checks the callback's `state` with, and the
+/// redirect URI the apps announce.
+#[derive(Clone)]
+pub struct OauthSigning {
+    /// Signs `state`s (shared with the API, which verifies them).
+    pub signer: Arc<crate::model::StateSigner>,
+    /// The callback URL the provider redirects to.
+    pub redirect_uri: String,
+}
+
+impl std::fmt::Debug for OauthSigning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The signer holds a secret: never print it.
+        f.debug_struct("OauthSigning").field("redirect_uri", &self.redirect_uri).finish_non_exhaustive()
+    }
+}
+
 /// Engine settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Retries and dead letters.
     pub retry: RetryPolicy,
@@ -125,6 +143,9 @@ pub struct EngineConfig {
     /// write is never kept waiting for company. 256 measured at sled's
     /// ceiling on this disk (docs/benchmarks.md).
     pub ingress_batch: usize,
+    /// Signed OAuth `state`s for apps that handle `on_oauth_callback`;
+    /// `None` (tools, tests) gives them none.
+    pub oauth: Option<OauthSigning>,
 }
 
 impl Default for EngineConfig {
@@ -138,6 +159,7 @@ impl Default for EngineConfig {
             max_queue: 100_000,
             max_queue_per_org: 10_000,
             ingress_batch: 256,
+            oauth: None,
         }
     }
 }
@@ -189,8 +211,8 @@ pub struct Engine {
     /// Counters for `/metrics`.
     metrics: Metrics,
     /// Signs OAuth `state`s for apps that handle the callback, with the
-    /// redirect URI to announce (see [`Engine::with_oauth`]).
-    oauth: Option<(Arc<crate::model::StateSigner>, String)>,
+    /// redirect URI to announce ([`EngineConfig::oauth`]).
+    oauth: Option<OauthSigning>,
     policy: RetryPolicy,
     /// Lines with an event in flight (at most one per (installation,
     /// agent)) and each organisation's share of the slots.
@@ -221,7 +243,7 @@ impl Engine {
             apps: RwLock::default(),
             wake: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
-            oauth: None,
+            oauth: config.oauth,
             policy: config.retry,
             slots: Mutex::default(),
             concurrency: config.concurrency.max(1),
@@ -284,23 +306,16 @@ impl Engine {
         &self.metrics
     }
 
-    /// Give apps that handle `on_oauth_callback` a state signed by
-    /// `signer` and this `redirect_uri` in their context.
-    pub fn with_oauth(mut self, signer: Arc<crate::model::StateSigner>, redirect_uri: String) -> Self {
-        self.oauth = Some((signer, redirect_uri));
-        self
-    }
-
     /// What an invocation of `inst` may do: its installation's grant, with
     /// a signed OAuth `state` if it handles the callback and a server
     /// signs states. The one place an engine invocation's grant is built.
     fn grant(&self, inst: &Installation) -> crate::caps::Grant {
         let mut grant = inst.grant();
         if inst.app.hooks.contains(&crate::model::Hook::OauthCallback)
-            && let Some((signer, redirect_uri)) = &self.oauth
+            && let Some(oauth) = &self.oauth
         {
-            let state = signer.sign(inst.id, now_ms() + crate::model::STATE_TTL_MS);
-            grant.oauth = Some(crate::caps::OauthGrant { state, redirect_uri: redirect_uri.clone() });
+            let state = oauth.signer.sign(inst.id, now_ms() + crate::model::STATE_TTL_MS);
+            grant.oauth = Some(crate::caps::OauthGrant { state, redirect_uri: oauth.redirect_uri.clone() });
         }
         grant
     }

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use crate::api::{Api, ApiConfig, ConnectionLimits};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, OauthSigning};
 use crate::model::StateSigner;
 use crate::monitors::{MonitorConfig, Monitors};
 use crate::plugins::Plugins;
@@ -363,13 +363,6 @@ pub async fn run(
     ensure_operator_token(&store, config.operator_token.clone())?;
     let signer = Arc::new(StateSigner::new(host_secret(&config.data)?));
     let runtime = Arc::new(Runtime::new(runtime_config).context("starting the runtime")?);
-    let engine_config = EngineConfig {
-        concurrency: config.concurrency,
-        max_queue: config.max_queue,
-        max_queue_per_org: config.max_queue_per_org,
-        ingress_batch: config.ingress_batch,
-        ..EngineConfig::default()
-    };
     // Bound before anything serves, so the public URL (and with it the
     // OAuth redirect URI apps are given) is known; connections wait in the
     // backlog until the API starts accepting.
@@ -378,8 +371,15 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
-    let engine = Engine::new(store.clone(), runtime, engine_config)?
-        .with_oauth(Arc::clone(&signer), Api::oauth_redirect_uri(&public_url));
+    let engine_config = EngineConfig {
+        concurrency: config.concurrency,
+        max_queue: config.max_queue,
+        max_queue_per_org: config.max_queue_per_org,
+        ingress_batch: config.ingress_batch,
+        oauth: Some(OauthSigning { signer: Arc::clone(&signer), redirect_uri: Api::oauth_redirect_uri(&public_url) }),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(store.clone(), runtime, engine_config)?;
     let engine = Arc::new(engine);
 
     let plugins = Plugins::new(Arc::clone(&engine), config.plugins.clone());
