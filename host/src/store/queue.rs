@@ -108,17 +108,20 @@ impl Store {
         busy: impl Fn(InstallId, AgentId) -> bool,
     ) -> Result<Vec<QueuedEvent>, StoreError> {
         let t = self.t()?;
-        let mut heads = t.heads();
+        // The candidates are copied out, so that the index's lock (which
+        // the writer takes after every commit) is not held while they are
+        // read and decoded.
+        let candidates = t.heads().due(org, now_ms, scan.max(want), |(i, a)| busy(i, a));
         let mut out = Vec::new();
-        for ((install, agent), head) in heads.due(org, now_ms, scan.max(want), |(i, a)| busy(i, a)) {
+        for (line, head) in candidates {
             if out.len() >= want {
                 break;
             }
-            let agrees = super::heads::first(&t.keyq, (install, agent))? == Some(head);
+            let agrees = super::heads::first(&t.keyq, line)? == Some(head);
             let value = if agrees { t.queue.get(head.queue_key())? } else { None };
             match value {
                 Some(value) => out.push(decode("queued event", &value)?),
-                None => heads.reread((install, agent), &t.keyq)?,
+                None => t.heads().reread(line, &t.keyq)?,
             }
         }
         Ok(out)
