@@ -92,7 +92,7 @@ impl Heads {
     /// write (`next`), so that the read need not hold the index.
     pub fn removed_then(&mut self, e: &QueuedEvent, next: Result<Option<Head>, StoreError>) {
         let line = (e.install_id, e.agent_id);
-        if !self.lines.get(&line).is_some_and(|h| h.id == e.id) {
+        if self.lines.get(&line).is_none_or(|h| h.id != e.id) {
             return;
         }
         match next {
