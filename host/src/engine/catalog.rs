@@ -1,7 +1,8 @@
 //! Apps and installations: the registry of loaded app versions (swapped
 //! atomically on upgrade) and the durable installations that run them.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -41,6 +42,36 @@ pub struct AppStatus {
     pub error: Option<String>,
 }
 
+/// The catalog's state: the serving version of each app name, and the
+/// active installations (each holding the app version it runs).
+#[derive(Default)]
+pub(super) struct Catalog {
+    installs: RwLock<BTreeMap<InstallId, Arc<Installation>>>,
+    apps: RwLock<BTreeMap<String, AppSlot>>,
+}
+
+impl Catalog {
+    /// The active installations.
+    pub fn installs(&self) -> RwLockReadGuard<'_, BTreeMap<InstallId, Arc<Installation>>> {
+        self.installs.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The active installations, to change.
+    pub fn installs_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<InstallId, Arc<Installation>>> {
+        self.installs.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The apps by name.
+    pub fn apps(&self) -> RwLockReadGuard<'_, BTreeMap<String, AppSlot>> {
+        self.apps.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The apps by name, to change.
+    pub fn apps_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<String, AppSlot>> {
+        self.apps.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl Engine {
     /// Serve `app` for its name: new events of its installations run it;
     /// events in flight finish on the version they started with. Each
@@ -48,7 +79,7 @@ impl Engine {
     pub async fn put_app(&self, app: Arc<LoadedApp>) -> Result<Vec<EventId>, EngineError> {
         let name = app.manifest.name.clone();
         let previous = {
-            let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+            let mut apps = self.catalog.apps_mut();
             let slot = apps.entry(name.clone()).or_default();
             slot.error = None;
             slot.current.replace(Arc::clone(&app))
@@ -70,27 +101,27 @@ impl Engine {
     /// serving (if any) keeps serving.
     pub fn app_failed(&self, name: &str, error: String) {
         tracing::error!(app = %name, %error, "app failed to load; the previous version (if any) keeps serving");
-        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        let mut apps = self.catalog.apps_mut();
         apps.entry(name.to_owned()).or_default().error = Some(error);
     }
 
     /// Stop serving `name` (its files were removed). Its installations stay
     /// stored but receive nothing until the app comes back.
     pub fn remove_app(&self, name: &str) {
-        self.apps.write().unwrap_or_else(|p| p.into_inner()).remove(name);
-        let mut installs = self.installs.write().unwrap_or_else(|p| p.into_inner());
+        self.catalog.apps_mut().remove(name);
+        let mut installs = self.catalog.installs_mut();
         installs.retain(|_, i| i.app.manifest.name != name);
         tracing::info!(app = %name, "app removed");
     }
 
     /// The serving version of `name`.
     pub fn app(&self, name: &str) -> Option<Arc<LoadedApp>> {
-        self.apps.read().unwrap_or_else(|p| p.into_inner()).get(name).and_then(|s| s.current.clone())
+        self.catalog.apps().get(name).and_then(|s| s.current.clone())
     }
 
     /// Every app's status, by name.
     pub fn app_statuses(&self) -> Vec<AppStatus> {
-        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        let apps = self.catalog.apps();
         apps.iter()
             .map(|(name, slot)| {
                 let app = slot.current.as_deref();
@@ -132,7 +163,7 @@ impl Engine {
     pub async fn delete_installation(&self, id: InstallId) -> Result<bool, EngineError> {
         let org = self.installation(id).map_or(crate::model::OrgId::from(0), |inst| inst.organisation_id);
         let existed = self.writer.apply(org, true, move |store| store.delete_install(id)).await?;
-        self.installs.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.catalog.installs_mut().remove(&id);
         Ok(existed)
     }
 
@@ -155,7 +186,7 @@ impl Engine {
                 Ok(inst) => {
                     let inst = Arc::new(inst);
                     self.register_schedules(&inst)?;
-                    self.installs.write().unwrap_or_else(|p| p.into_inner()).insert(inst.id, inst);
+                    self.catalog.installs_mut().insert(inst.id, inst);
                     active += 1;
                 }
                 Err(errors) => tracing::error!(install = %rec.id, ?errors, "installation config no longer valid"),

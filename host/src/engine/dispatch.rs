@@ -1,12 +1,13 @@
 //! The dispatcher: run due events, commit or retry or bury each.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::{Engine, EngineError, Installation, MAX_DEPTH};
+use super::{Engine, EngineError, Installation, MAX_DEPTH, RetryPolicy};
 use crate::model::{ChannelName, ChannelRef, Event, Message, MessageId, OrgId, now_ms, well_known};
 use crate::runtime::{Invocation, Outcome, Report};
 use crate::store::{InvocationSummary, QueuedEvent, StoreError};
@@ -18,6 +19,33 @@ const IDLE: Duration = Duration::from_millis(20);
 /// Schedules are checked at most this often.
 const SCHEDULE_EVERY_MS: u64 = 250;
 
+/// The dispatcher's state: the lines with an event in flight and each
+/// organisation's share of the slots, how many run at once, whose turn
+/// comes first, and the retry policy.
+pub(super) struct Dispatcher {
+    /// Lines with an event in flight (at most one per (installation,
+    /// agent)) and each organisation's share of the slots.
+    slots: Mutex<super::slots::Slots>,
+    /// Concurrent invocations at most.
+    pub concurrency: usize,
+    /// Dispatch rounds so far: rotates which organisation goes first.
+    pub round: AtomicUsize,
+    /// Retries and dead letters.
+    pub policy: RetryPolicy,
+}
+
+impl Dispatcher {
+    /// A dispatcher running at most `concurrency` events at once.
+    pub fn new(concurrency: usize, policy: RetryPolicy) -> Self {
+        Self { slots: Mutex::default(), concurrency: concurrency.max(1), round: AtomicUsize::new(0), policy }
+    }
+
+    /// The slots in use.
+    pub fn slots(&self) -> MutexGuard<'_, super::slots::Slots> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl Engine {
     /// One round: start every due event that is first in its line (at most
     /// `concurrency`), wait for them, then flush once for all of them
@@ -26,7 +54,7 @@ impl Engine {
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, EngineError> {
         let now = now_ms();
         let fired = self.fire_schedules(now).await?;
-        let batch = self.pick(now, self.concurrency)?;
+        let batch = self.pick(now, self.dispatcher.concurrency)?;
         let ran = batch.len();
         let mut tasks = JoinSet::new();
         for event in batch {
@@ -84,7 +112,7 @@ impl Engine {
                     tracing::error!(error = %e, "firing schedules failed");
                 }
             }
-            let free = self.concurrency.saturating_sub(tasks.len());
+            let free = self.dispatcher.concurrency.saturating_sub(tasks.len());
             if writable && free > 0 {
                 match self.pick(now, free) {
                     Ok(batch) => {
@@ -132,7 +160,7 @@ impl Engine {
         let run = async move {
             let (install, agent) = (event.install_id, event.agent_id);
             let result = engine.process(event).await;
-            engine.slots.lock().unwrap_or_else(|p| p.into_inner()).free(install, agent);
+            engine.dispatcher.slots().free(install, agent);
             result
         };
         tasks.spawn(tracing::Instrument::instrument(run, span));
@@ -146,12 +174,12 @@ impl Engine {
     /// pick to pick. Each organisation's due events are read from its own
     /// queue partition, so one tenant's backlog never hides another's.
     fn pick(&self, now: u64, slots: usize) -> Result<Vec<QueuedEvent>, EngineError> {
-        let mut held = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.dispatcher.slots();
         let mut turns: Vec<(OrgId, VecDeque<QueuedEvent>)> = Vec::new();
         let clock = std::time::Instant::now();
         for org in self.store.queued_orgs()? {
             // A tenant already at its share is not even read.
-            let want = held.at_most(self.concurrency, org, clock).min(slots);
+            let want = held.at_most(self.dispatcher.concurrency, org, clock).min(slots);
             if want == 0 {
                 continue;
             }
@@ -162,12 +190,12 @@ impl Engine {
             }
         }
         let ready: Vec<OrgId> = turns.iter().map(|(org, _)| *org).collect();
-        let allowance = held.allowance(self.concurrency, &ready, clock);
+        let allowance = held.allowance(self.dispatcher.concurrency, &ready, clock);
         // Each organisation's turn: how many it may still start, and what.
         let mut turns: Vec<(OrgId, usize, VecDeque<QueuedEvent>)> =
             turns.into_iter().map(|(org, q)| (org, allowance.get(&org).copied().unwrap_or(0), q)).collect();
         if !turns.is_empty() {
-            let first = self.round.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % turns.len();
+            let first = self.dispatcher.round.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % turns.len();
             turns.rotate_left(first);
         }
         let mut batch = Vec::new();
@@ -203,7 +231,7 @@ impl Engine {
             return self.bury(&queued, &format!("loop: causal depth {} exceeds {MAX_DEPTH}", queued.depth)).await;
         }
         let age = Duration::from_millis(now.saturating_sub(queued.enqueued_ms));
-        if age > self.policy.max_age {
+        if age > self.dispatcher.policy.max_age {
             return self.bury(&queued, &format!("max event age exceeded ({age:?})")).await;
         }
         let event = match Event::from_envelope(queued.event.clone()) {
@@ -252,8 +280,8 @@ impl Engine {
                 Err(e) => Err(e.into()),
             };
         }
-        if report.outcome.is_retryable() && queued.attempt < self.policy.max_attempts {
-            let delay = self.policy.delay(queued.attempt);
+        if report.outcome.is_retryable() && queued.attempt < self.dispatcher.policy.max_attempts {
+            let delay = self.dispatcher.policy.delay(queued.attempt);
             let due = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
             let fed = self.feed_target(&queued);
             let retried = self

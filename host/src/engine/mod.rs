@@ -17,11 +17,11 @@
 //! | `admission` | the queue's bounds and counts, asked before ingress writes |
 //! | `routing` | which installations an effect raises events for |
 //! | `writer` | the one write path: fair cycles, one atomic write and one flush each |
-//! | `dispatch` | picks due line heads, runs them, commits, retries or buries |
+//! | `dispatch` | the `Dispatcher` (slots, concurrency, retries): picks due line heads, runs them, commits, retries or buries |
 //! | `slots` | one event per line in flight, each organisation's share of the slots |
 //! | `retry` | backoff between attempts |
 //! | `schedules` | fires due schedules through the writer |
-//! | `catalog` | apps and installations: load, install, hot reload |
+//! | `catalog` | the `Catalog` of apps and installations: load, install, hot reload |
 //! | `feed` | which organisations the monitor feed covers, and its durable head |
 //! | `metrics` | counters for `/metrics` |
 
@@ -44,9 +44,8 @@ pub use metrics::{Gauges, Metrics};
 pub use retry::RetryPolicy;
 pub use slots::ACTIVE_WINDOW;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -203,9 +202,8 @@ impl Drop for Counted<'_> {
 pub struct Engine {
     store: Store,
     runtime: Arc<Runtime>,
-    installs: RwLock<BTreeMap<InstallId, Arc<Installation>>>,
-    /// Serving app versions by name.
-    apps: RwLock<BTreeMap<String, AppSlot>>,
+    /// Apps and installations.
+    catalog: catalog::Catalog,
     /// Signalled when ingress queued work, so the dispatcher starts it now.
     wake: tokio::sync::Notify,
     /// Counters for `/metrics`.
@@ -213,18 +211,12 @@ pub struct Engine {
     /// Signs OAuth `state`s for apps that handle the callback, with the
     /// redirect URI to announce ([`EngineConfig::oauth`]).
     oauth: Option<OauthSigning>,
-    policy: RetryPolicy,
-    /// Lines with an event in flight (at most one per (installation,
-    /// agent)) and each organisation's share of the slots.
-    slots: Mutex<slots::Slots>,
-    /// Concurrent invocations at most.
-    concurrency: usize,
     /// The queue's bounds and counts (ingress asks it first).
     admission: admission::Admission,
-    /// Dispatch rounds so far: rotates which organisation goes first.
-    round: AtomicUsize,
     /// The one writer of ingress and commits (see [`writer`]).
     writer: writer::Writer,
+    /// Lines in flight, slot shares, concurrency and retries.
+    dispatcher: dispatch::Dispatcher,
     /// Which organisations' commits go to the monitor feed, and how far
     /// it is durable.
     feed: Arc<Feed>,
@@ -239,17 +231,13 @@ impl Engine {
         let engine = Self {
             store,
             runtime,
-            installs: RwLock::default(),
-            apps: RwLock::default(),
+            catalog: catalog::Catalog::default(),
             wake: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             oauth: config.oauth,
-            policy: config.retry,
-            slots: Mutex::default(),
-            concurrency: config.concurrency.max(1),
             admission: admission::Admission::new(config.max_queue, config.max_queue_per_org),
-            round: AtomicUsize::new(0),
             writer,
+            dispatcher: dispatch::Dispatcher::new(config.concurrency, config.retry),
             feed,
         };
         engine.recount()?;
@@ -347,7 +335,7 @@ impl Engine {
     /// a deployment event is queued (durably) and its id returned.
     pub async fn install(&self, installation: Installation) -> Result<Option<EventId>, EngineError> {
         let inst = Arc::new(installation);
-        self.installs.write().unwrap_or_else(|p| p.into_inner()).insert(inst.id, Arc::clone(&inst));
+        self.catalog.installs_mut().insert(inst.id, Arc::clone(&inst));
         self.register_schedules(&inst)?;
         if !inst.app.hooks.contains(&crate::model::Hook::Deployment) {
             return Ok(None);
@@ -377,12 +365,12 @@ impl Engine {
         depth: u32,
         now: u64,
     ) -> Vec<crate::store::QueuedEvent> {
-        let installs = self.installs.read().unwrap_or_else(|p| p.into_inner());
+        let installs = self.catalog.installs();
         routing::route(installs.values(), org, effects, source, depth, now)
     }
 
     fn installation(&self, id: InstallId) -> Option<Arc<Installation>> {
-        self.installs.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+        self.catalog.installs().get(&id).cloned()
     }
 
     /// Ingress: a device (or user) publishes a message. The message and the
