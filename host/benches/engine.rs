@@ -9,8 +9,11 @@
 //! - `lines` installations of the counter, one per agent, with `agents`
 //!   agents in the store, events spread over the installations;
 //! - fairness: tenant B's latency alone, then while tenant A floods
-//!   (`PADDOCK_BENCH_ONLY=fairness`; `PADDOCK_BENCH_CONCURRENCY` sets the
-//!   concurrency, default 8).
+//!   (`PADDOCK_BENCH_ONLY=fairness`).
+//!
+//! `PADDOCK_BENCH_CONCURRENCY` sets the engine's concurrency: by default
+//! the engine's own default (`EngineConfig::default`, 32) for the scale,
+//! monitor and memory rows, and 8 for fairness.
 //!
 //! Ceilings, measured in the same run before the rows, and each row's
 //! events/s as a fraction of the lower one:
@@ -139,9 +142,21 @@ fn ticks(agent: u64) -> ChannelRef {
     ChannelRef { agent_id: agent.into(), name: ChannelName::new("ticks").unwrap() }
 }
 
-/// Concurrent invocations (`PADDOCK_BENCH_CONCURRENCY`, default 8).
-fn concurrency() -> usize {
-    std::env::var("PADDOCK_BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(8)
+/// Concurrent invocations (`PADDOCK_BENCH_CONCURRENCY`; by default the
+/// engine's own default for the scale, monitor and memory rows, and 8 for
+/// fairness, whose figures since the first run were taken at 8).
+fn concurrency(default: usize) -> usize {
+    std::env::var("PADDOCK_BENCH_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The engine's default concurrency ([`EngineConfig::default`]).
+fn engine_concurrency() -> usize {
+    concurrency(EngineConfig::default().concurrency)
+}
+
+/// The fairness rows' concurrency.
+fn fairness_concurrency() -> usize {
+    concurrency(8)
 }
 
 /// Concurrent publishers in the scale rows (`PADDOCK_BENCH_PUBLISHERS`,
@@ -180,7 +195,13 @@ struct Setup {
 
 /// An engine over a fresh store with `agents` agents in `orgs` and a counter
 /// installed on the first `lines` agents of each organisation.
-async fn setup(rt: &Arc<Runtime>, app: &Arc<LoadedApp>, orgs: &[(u64, u64, u64)], per_org: usize) -> Setup {
+async fn setup(
+    rt: &Arc<Runtime>,
+    app: &Arc<LoadedApp>,
+    orgs: &[(u64, u64, u64)],
+    per_org: usize,
+    concurrency: usize,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     // `PADDOCK_BENCH_CACHE_MB`: the store's page cache (default the store's).
     let cache = std::env::var("PADDOCK_BENCH_CACHE_MB").ok().and_then(|v| v.parse::<u64>().ok());
@@ -201,7 +222,7 @@ async fn setup(rt: &Arc<Runtime>, app: &Arc<LoadedApp>, orgs: &[(u64, u64, u64)]
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let config = EngineConfig {
-        concurrency: concurrency(),
+        concurrency,
         max_queue: 1_000_000,
         max_queue_per_org: per_org,
         ingress_batch: ingress_batch(),
@@ -353,6 +374,7 @@ fn main() {
              (b) raw wasmtime instantiate + handle, {} threads: {wasm:.0} events/s (1 thread: {single:.0}); min {ceiling:.0}",
             engine_threads()
         );
+        println!("rows: concurrency {}, {} publishers", engine_concurrency(), publishers());
         println!(
             "{:<34} {:>10} {:>12} {:>10} {:>10} {:>10}",
             "scenario", "events", "events/s", "of min", "p50 ms", "p99 ms"
@@ -367,7 +389,7 @@ fn main() {
             (100, 100_000, 8),
         ];
         for (lines, agents, per_line) in scenarios.into_iter().filter(|_| only.is_empty() || only == "scale") {
-            let s = setup(&rt, &app, &[(1, agents, lines)], 1_000_000).await;
+            let s = setup(&rt, &app, &[(1, agents, lines)], 1_000_000, engine_concurrency()).await;
             let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
             let per_line = per_line * scale();
             let (ingress, total) = load(&s.engine, 1, lines, per_line, publishers()).await;
@@ -412,13 +434,13 @@ fn main() {
         for per_org in [paddock::engine::EngineConfig::default().max_queue_per_org, 64] {
             let mut ratios = Vec::new();
             for run in 1..=3 {
-                let s = setup(&rt, &app, &[(2, 10, 10)], per_org).await;
+                let s = setup(&rt, &app, &[(2, 10, 10)], per_org, fairness_concurrency()).await;
                 let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
                 paced(&s.engine, 2, 10, 500, Duration::from_millis(10)).await;
                 dispatcher.abort();
                 let alone = latencies(&s.engine, 2, 10);
 
-                let s = setup(&rt, &app, &[(1, 100, 100), (2, 10, 10)], per_org).await;
+                let s = setup(&rt, &app, &[(1, 100, 100), (2, 10, 10)], per_org, fairness_concurrency()).await;
                 let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
                 let stop = Arc::new(AtomicBool::new(false));
                 let started = Instant::now();
@@ -438,7 +460,7 @@ fn main() {
                     "fairness run {run} (concurrency {}, queue bound per organisation {per_org}): tenant B alone p50 {a50:.2} ms \
                      p99 {a99:.2} ms; while A floods p50 {l50:.2} ms p99 {l99:.2} ms ({ratio:.2}x p99); \
                      A published {sent} events in {flood_s:.1} s ({:.0}/s), {refused} refusals (tenant busy)",
-                    concurrency(),
+                    fairness_concurrency(),
                     sent as f64 / flood_s,
                 );
             }
@@ -475,7 +497,7 @@ fn rss_mib() -> f64 {
 async fn memory_row(rt: &Arc<Runtime>, app: &Arc<LoadedApp>) {
     let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (queued, drain_s, lines) = (env("PADDOCK_BENCH_QUEUED", 1_000_000), env("PADDOCK_BENCH_DRAIN_S", 30), 1000);
-    let s = setup(rt, app, &[(1, lines, lines)], usize::try_from(queued).unwrap() + 1).await;
+    let s = setup(rt, app, &[(1, lines, lines)], usize::try_from(queued).unwrap() + 1, engine_concurrency()).await;
     let before = rss_mib();
     let cache_mb =
         std::env::var("PADDOCK_BENCH_CACHE_MB").unwrap_or_else(|_| (paddock::store::DEFAULT_CACHE >> 20).to_string());
@@ -531,7 +553,7 @@ async fn monitors_row(rt: &Arc<Runtime>, app: &Arc<LoadedApp>) {
     let n = (lines * per_line) as usize;
     let mut rates = Vec::new();
     for watched in [false, true] {
-        let s = setup(rt, app, &[(1, lines, lines)], 1_000_000).await;
+        let s = setup(rt, app, &[(1, lines, lines)], 1_000_000, engine_concurrency()).await;
         let mut reader: Option<std::thread::JoinHandle<Vec<u64>>> = None;
         if watched {
             paddock::tenants::add_token(s.engine.store(), Some(OrgId::from(1)), "b".into(), "b", "pdk_bench").unwrap();
