@@ -105,21 +105,14 @@ impl Store {
                 })
                 .map_err(tx_error)
         })?;
-        // The lines' heads, as the applied commits left them: the lines of
-        // the acknowledged events are read first, without holding the
-        // index (which the dispatcher's pick reads).
-        let applied = || commits.iter().zip(&downstream).zip(&verdicts).filter(|(_, verdict)| verdict.is_ok());
-        let next: Vec<_> = applied()
-            .filter_map(|((c, _), _)| c.ack)
-            .map(|ack| super::heads::first(&t.keyq, (ack.install_id, ack.agent_id)))
-            .collect();
-        let mut next = next.into_iter();
+        // The lines' heads, as the applied commits left them.
         let mut heads = t.heads();
-        for ((c, downstream), _) in applied() {
-            if let Some(ack) = c.ack
-                && let Some(after) = next.next()
-            {
-                heads.removed_then(ack, after);
+        for ((c, downstream), verdict) in commits.iter().zip(&downstream).zip(&verdicts) {
+            if verdict.is_err() {
+                continue;
+            }
+            if let Some(ack) = c.ack {
+                heads.removed(ack, &t.keyq);
             }
             downstream.iter().for_each(|e| heads.queued(e));
         }

@@ -83,24 +83,10 @@ impl Heads {
     /// pick that offers it finds it stale and reads the line again.
     pub fn removed(&mut self, e: &QueuedEvent, keyq: &sled::Tree) {
         let line = (e.install_id, e.agent_id);
-        if self.lines.get(&line).is_some_and(|h| h.id == e.id) {
-            self.removed_then(e, first(keyq, line));
-        }
-    }
-
-    /// [`Heads::removed`] with the line's first event as read after the
-    /// write (`next`), so that the read need not hold the index.
-    pub fn removed_then(&mut self, e: &QueuedEvent, next: Result<Option<Head>, StoreError>) {
-        let line = (e.install_id, e.agent_id);
-        if self.lines.get(&line).is_none_or(|h| h.id != e.id) {
-            return;
-        }
-        match next {
-            Ok(Some(head)) => self.set(line, head),
-            Ok(None) => self.drop_line(line),
-            Err(error) => {
-                tracing::warn!(%error, install = %e.install_id, agent = %e.agent_id, "reading a line's next head failed; the next pick reads it again");
-            }
+        if self.lines.get(&line).is_some_and(|h| h.id == e.id)
+            && let Err(error) = self.reread(line, keyq)
+        {
+            tracing::warn!(%error, install = %e.install_id, agent = %e.agent_id, "reading a line's next head failed; the next pick reads it again");
         }
     }
 

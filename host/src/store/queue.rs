@@ -108,20 +108,17 @@ impl Store {
         busy: impl Fn(InstallId, AgentId) -> bool,
     ) -> Result<Vec<QueuedEvent>, StoreError> {
         let t = self.t()?;
-        // The candidates are copied out, so that the index's lock (which
-        // the writer takes after every commit) is not held while they are
-        // read and decoded.
-        let candidates = t.heads().due(org, now_ms, scan.max(want), |(i, a)| busy(i, a));
+        let mut heads = t.heads();
         let mut out = Vec::new();
-        for (line, head) in candidates {
+        for ((install, agent), head) in heads.due(org, now_ms, scan.max(want), |(i, a)| busy(i, a)) {
             if out.len() >= want {
                 break;
             }
-            let agrees = super::heads::first(&t.keyq, line)? == Some(head);
+            let agrees = super::heads::first(&t.keyq, (install, agent))? == Some(head);
             let value = if agrees { t.queue.get(head.queue_key())? } else { None };
             match value {
                 Some(value) => out.push(decode("queued event", &value)?),
-                None => t.heads().reread(line, &t.keyq)?,
+                None => heads.reread((install, agent), &t.keyq)?,
             }
         }
         Ok(out)
