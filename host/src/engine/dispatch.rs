@@ -362,6 +362,12 @@ fn finished(joined: Result<Result<(), EngineError>, tokio::task::JoinError>) -> 
             tracing::error!(error = %e, "event processing failed; it stays queued");
             Err(e)
         }
+        // Cancelled: the dispatcher itself was dropped mid-flight (a
+        // shutdown that did not drain, or a test or bench that aborted it).
+        Err(e) if e.is_cancelled() => {
+            tracing::debug!(error = %e, "event task cancelled; the event stays queued");
+            Ok(())
+        }
         Err(e) => {
             tracing::error!(error = %e, "event task panicked; the event stays queued");
             Ok(())
