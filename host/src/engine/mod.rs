@@ -500,3 +500,21 @@ impl Engine {
         Ok(redriven)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_config_prints_the_redirect_uri_but_never_the_oauth_secret() {
+        let signing = OauthSigning {
+            signer: Arc::new(crate::model::StateSigner::new(b"hunter2-secret".to_vec())),
+            redirect_uri: "https://paddock.example/v1/oauth/callback".into(),
+        };
+        let printed = format!("{:?}", EngineConfig { oauth: Some(signing), ..EngineConfig::default() });
+        assert!(printed.contains("https://paddock.example/v1/oauth/callback"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        // Nor as the bytes' numbers ("hun", as a derived Debug of a Vec<u8>).
+        assert!(!printed.contains("104, 117, 110"), "{printed}");
+    }
+}
