@@ -37,6 +37,10 @@
 //! run): RSS with `PADDOCK_BENCH_QUEUED` events queued (default 1,000,000)
 //! and while the backlog drains.
 //!
+//! sled alone (`PADDOCK_BENCH_ONLY=sled`, not in the default run): the
+//! ceiling's writes made atomic by a transaction or by a redo record, 1,
+//! 10 or 256 events per atomic write, flushed after each or every 5 ms.
+//!
 //! Run: `cargo bench -p paddock --bench engine`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark code")]
 
@@ -67,36 +71,107 @@ fn engine_threads() -> usize {
 /// Ceiling (a): sled's durable rate for one event's writes, 256 events per
 /// atomic write and flush.
 fn sled_ceiling(events: usize) -> f64 {
+    sled_rate(events, 256, WriteStyle::Transaction, false)
+}
+
+/// How a batch of events' writes is made atomic in [`sled_rate`].
+#[derive(Clone, Copy, Debug)]
+enum WriteStyle {
+    /// One multi-tree sled transaction (what the store does).
+    Transaction,
+    /// A redo record: the batch's writes as one key of their own, then
+    /// plain inserts and removals, then the record's removal (atomic by
+    /// the log's order if sled recovers a prefix of its log; an
+    /// alternative measured here, not what the store does).
+    Redo,
+}
+
+/// Durable events/s of sled alone doing exactly one event's writes,
+/// `per` events per atomic write; a flush after every write, or (`lazy`)
+/// at most every 5 ms.
+fn sled_rate(events: usize, per: usize, style: WriteStyle, lazy: bool) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(dir.path()).open().unwrap();
-    let trees: Vec<sled::Tree> =
-        ["messages", "queue", "keyq", "aggregates", "invocations"].iter().map(|t| db.open_tree(t).unwrap()).collect();
+    let trees: Vec<sled::Tree> = ["messages", "queue", "keyq", "aggregates", "invocations", "redo"]
+        .iter()
+        .map(|t| db.open_tree(t).unwrap())
+        .collect();
     let (message, queued, summary) = (vec![b'm'; 160], vec![b'q'; 380], vec![b's'; 420]);
     let aggregate = br#"{"data":{"counter":{"count":123456}},"last_updated":1764400000000}"#.to_vec();
+    // One event's writes: (tree, key, value or removal).
+    let writes = |e: u64| -> Vec<(usize, Vec<u8>, Option<Vec<u8>>)> {
+        let key = e.to_be_bytes().to_vec();
+        vec![
+            // Ingress: the message, its queued event and place in line.
+            (0, [&key[..], b"in"].concat(), Some(message.clone())),
+            (1, key.clone(), Some(queued.clone())),
+            (2, key.clone(), Some(key.clone())),
+            // The commit: acknowledgement, tags, summary, two messages.
+            (1, key.clone(), None),
+            (2, key.clone(), None),
+            (3, (e % 100).to_be_bytes().to_vec(), Some(aggregate.clone())),
+            (4, key.clone(), Some(summary.clone())),
+            (0, [&key[..], b"sum"].concat(), Some(summary.clone())),
+            (0, [&key[..], b"out"].concat(), Some(message.clone())),
+        ]
+    };
     let start = Instant::now();
-    for batch in 0..events.div_ceil(256) {
-        let first = (batch * 256) as u64;
-        let written = (&trees[0], &trees[1], &trees[2], &trees[3], &trees[4]).transaction(|(m, q, k, a, i)| {
-            for e in first..first + 256 {
-                let key = e.to_be_bytes();
-                // Ingress: the message, its queued event and place in line.
-                m.insert([&key[..], b"in"].concat(), message.clone())?;
-                q.insert(&key, queued.clone())?;
-                k.insert(&key, &key)?;
-                // The commit: acknowledgement, tags, summary, two messages.
-                q.remove(&key)?;
-                k.remove(&key)?;
-                a.insert(&(e % 100).to_be_bytes(), aggregate.clone())?;
-                i.insert(&key, summary.clone())?;
-                m.insert([&key[..], b"sum"].concat(), summary.clone())?;
-                m.insert([&key[..], b"out"].concat(), message.clone())?;
+    let mut flushed = Instant::now();
+    let batches = events.div_ceil(per);
+    for batch in 0..batches {
+        let first = (batch * per) as u64;
+        let batch_writes: Vec<_> = (first..first + per as u64).flat_map(writes).collect();
+        match style {
+            WriteStyle::Transaction => {
+                let written = (&trees[0], &trees[1], &trees[2], &trees[3], &trees[4]).transaction(|(m, q, k, a, i)| {
+                    let t = [m, q, k, a, i];
+                    for (tree, key, value) in &batch_writes {
+                        match value {
+                            Some(v) => t[*tree].insert(key.as_slice(), v.as_slice()).map(|_| ())?,
+                            None => t[*tree].remove(key.as_slice()).map(|_| ())?,
+                        }
+                    }
+                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                });
+                written.unwrap();
             }
-            Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-        });
-        written.unwrap();
-        db.flush().unwrap();
+            WriteStyle::Redo => {
+                let record: Vec<u8> =
+                    batch_writes.iter().flat_map(|(_, k, v)| k.iter().chain(v.iter().flatten()).copied()).collect();
+                trees[5].insert(first.to_be_bytes(), record).unwrap();
+                for (tree, key, value) in &batch_writes {
+                    match value {
+                        Some(v) => trees[*tree].insert(key.as_slice(), v.as_slice()).map(|_| ()).unwrap(),
+                        None => trees[*tree].remove(key.as_slice()).map(|_| ()).unwrap(),
+                    }
+                }
+                trees[5].remove(first.to_be_bytes()).unwrap();
+            }
+        }
+        if !lazy || flushed.elapsed() >= Duration::from_millis(5) || batch + 1 == batches {
+            db.flush().unwrap();
+            flushed = Instant::now();
+        }
     }
-    events.div_ceil(256) as f64 * 256.0 / start.elapsed().as_secs_f64()
+    (batches * per) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// sled's rate by how an atomic write is made and how often it is
+/// flushed (`PADDOCK_BENCH_ONLY=sled`): the measurements behind the write
+/// path's next step (docs/benchmarks.md).
+fn sled_styles_row() {
+    for per in [1, 10, 256] {
+        for lazy in [false, true] {
+            let events = if per == 1 && !lazy { 5_000 } else { 20_000 };
+            let tx = sled_rate(events, per, WriteStyle::Transaction, lazy);
+            let redo = sled_rate(events, per, WriteStyle::Redo, lazy);
+            println!(
+                "sled, {per} events per atomic write, flush {}: transaction {tx:.0} events/s, redo record {redo:.0} ({:.2}x)",
+                if lazy { "every 5 ms" } else { "after each" },
+                redo / tx
+            );
+        }
+    }
 }
 
 /// Ceiling (b): raw wasmtime instantiate + `handle` of the counter guest
@@ -416,6 +491,9 @@ fn main() {
 
         if only.is_empty() || only == "monitors" {
             monitors_row(&rt, &app).await;
+        }
+        if only == "sled" {
+            sled_styles_row();
         }
         // Minutes long: only when asked for.
         if only == "memory" {
