@@ -35,7 +35,9 @@
 //!
 //! Memory (`PADDOCK_BENCH_ONLY=memory`, minutes long, not in the default
 //! run): RSS with `PADDOCK_BENCH_QUEUED` events queued (default 1,000,000)
-//! and while the backlog drains.
+//! over `PADDOCK_BENCH_LINES` lines (default 1,000), and while the backlog
+//! drains for `PADDOCK_BENCH_DRAIN_S` seconds (default 30): also the
+//! dispatcher's rate with no ingress beside it.
 //!
 //! sled alone (`PADDOCK_BENCH_ONLY=sled`, not in the default run): the
 //! ceiling's writes made atomic by a transaction or by a redo record, 1,
@@ -574,7 +576,8 @@ fn rss_mib() -> f64 {
 /// and its peak while draining.
 async fn memory_row(rt: &Arc<Runtime>, app: &Arc<LoadedApp>) {
     let env = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let (queued, drain_s, lines) = (env("PADDOCK_BENCH_QUEUED", 1_000_000), env("PADDOCK_BENCH_DRAIN_S", 30), 1000);
+    let (queued, drain_s, lines) =
+        (env("PADDOCK_BENCH_QUEUED", 1_000_000), env("PADDOCK_BENCH_DRAIN_S", 30), env("PADDOCK_BENCH_LINES", 1000));
     let s = setup(rt, app, &[(1, lines, lines)], usize::try_from(queued).unwrap() + 1, engine_concurrency()).await;
     let before = rss_mib();
     let cache_mb =
