@@ -34,9 +34,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Most of a receiver's answer read (the status is what counts).
 const MAX_ANSWER: usize = 64 * 1024;
 
+/// Where a starting runner's delivery begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// The stored cursor: set when the monitor was created, updated or
+    /// reset, so nothing committed after that is missed, however late the
+    /// runner's task gets to run.
+    Stored,
+    /// Now, for a non-persistent monitor (live only, as after a restart);
+    /// a persistent one replays from its stored cursor either way.
+    Now,
+}
+
 /// Start delivering `rec` if it is an HTTP monitor that is not disabled
-/// (replacing any runner it had).
-pub fn start(monitors: &Arc<Monitors>, rec: MonitorRecord) {
+/// (replacing any runner it had), from `from`.
+pub fn start(monitors: &Arc<Monitors>, rec: MonitorRecord, from: From) {
     if !matches!(rec.spec.transport, Transport::Http(_)) {
         return;
     }
@@ -49,7 +61,7 @@ pub fn start(monitors: &Arc<Monitors>, rec: MonitorRecord) {
         tracing::warn!(monitor = rec.id, "HTTP monitor not started: too many sessions");
         return;
     };
-    tokio::spawn(run(Arc::clone(monitors), rec, generation, stop));
+    tokio::spawn(run(Arc::clone(monitors), rec, generation, stop, from));
 }
 
 async fn run(
@@ -57,10 +69,11 @@ async fn run(
     rec: MonitorRecord,
     generation: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    from: From,
 ) {
     let Transport::Http(target) = &rec.spec.transport else { return };
     let mut sink = HttpSink::new(&monitors, &rec, target);
-    let (mut status, mut fresh, mut backoff) = (MonitorStatus::Active, true, FIRST_BACKOFF);
+    let (mut status, mut fresh, mut backoff) = (MonitorStatus::Active, from == From::Now, FIRST_BACKOFF);
     loop {
         let before = monitors.store.monitor_state(rec.id).ok().flatten().map_or(0, |s| s.delivered);
         let (end, mut state) =
