@@ -238,7 +238,8 @@ impl Api {
         tokio::spawn(async move {
             let (_stop, stopped) = tokio::sync::watch::channel(false);
             if let Ok(upgraded) = upgrade.await {
-                crate::monitors::ws::serve(monitors, rec, start, stopped, upgraded).await;
+                // An ephemeral view starts at `start`, not at the connection.
+                crate::monitors::ws::serve(monitors, rec, start, stopped, upgraded, start).await;
             }
             drop(view);
         });

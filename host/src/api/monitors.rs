@@ -283,9 +283,11 @@ pub fn stream(monitors: &std::sync::Arc<Monitors>, req: &Request, org: OrgId) ->
         });
     };
     let monitors = std::sync::Arc::clone(monitors);
+    // Live from before the 101 goes out (see `ws::serve`).
+    let connected_at = monitors.head();
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(upgraded) => crate::monitors::ws::serve(monitors, rec, generation, stop, upgraded).await,
+            Ok(upgraded) => crate::monitors::ws::serve(monitors, rec, generation, stop, upgraded, connected_at).await,
             Err(e) => {
                 tracing::info!(monitor = rec.id, error = %e, "a monitor stream upgrade failed");
                 if let Ok(Some(state)) = monitors.store().monitor_state(rec.id) {

@@ -87,19 +87,20 @@ pub enum End {
 /// ends it; the state is saved after every batch (while `generation` is
 /// the monitor's live session). `status` is what the monitor shows until
 /// its first batch is delivered (ACTIVE for a connected client,
-/// CONNECTING for HTTP). A `fresh` start of a monitor without replay
-/// begins at the head (what happened before is not sent); a retry goes on
-/// from the cursor. Returns how it ended and the state at the end, for
-/// the caller to save as it sees fit.
+/// CONNECTING for HTTP). A live start (`live_from`: the feed head when the
+/// client connected, read before it was told so) of a monitor without
+/// replay begins there (what happened before is not sent); otherwise it
+/// goes on from the cursor. Returns how it ended and the state at the
+/// end, for the caller to save as it sees fit.
 pub async fn run(
     monitors: &Monitors,
     rec: &MonitorRecord,
     generation: u64,
     stop: watch::Receiver<bool>,
     sink: &mut impl Sink,
-    (status, fresh): (MonitorStatus, bool),
+    (status, live_from): (MonitorStatus, Option<u64>),
 ) -> (End, MonitorState) {
-    let mut session = match Session::start(monitors, rec, generation, status, fresh) {
+    let mut session = match Session::start(monitors, rec, generation, status, live_from) {
         Ok(s) => s,
         Err(e) => return (End::Store(e), MonitorState::new(0)),
     };
@@ -107,17 +108,19 @@ pub async fn run(
     (end, session.state)
 }
 
-/// [`run`] for a client that connected: ACTIVE while it lasts, then
-/// SUSPENDED (persistent) or INACTIVE, saved unless a newer session or a
-/// change took over.
+/// [`run`] for a client that connected when the feed head was
+/// `connected_at`: ACTIVE while it lasts, then SUSPENDED (persistent) or
+/// INACTIVE, saved unless a newer session or a change took over.
 pub async fn connected(
     monitors: &Monitors,
     rec: &MonitorRecord,
     generation: u64,
     stop: watch::Receiver<bool>,
     sink: &mut impl Sink,
+    connected_at: u64,
 ) -> End {
-    let (end, mut state) = run(monitors, rec, generation, stop, sink, (MonitorStatus::Active, true)).await;
+    let live = (MonitorStatus::Active, Some(connected_at));
+    let (end, mut state) = run(monitors, rec, generation, stop, sink, live).await;
     state.status = disconnected(rec);
     if let Err(e) = monitors.end_session(rec.id, generation, &state) {
         tracing::warn!(monitor = rec.id, error = %e, "saving a monitor's state failed");
@@ -148,7 +151,7 @@ impl<'a> Session<'a> {
         rec: &'a MonitorRecord,
         generation: u64,
         status: MonitorStatus,
-        fresh: bool,
+        live_from: Option<u64>,
     ) -> Result<Session<'a>, StoreError> {
         let topics = Topics::parse(&rec.spec.topic).map_err(|e| StoreError::Conflict(e.to_string()))?;
         let head = monitors.feed.head();
@@ -159,10 +162,13 @@ impl<'a> Session<'a> {
             super::EPHEMERAL => MonitorState::new(generation.min(head.saturating_sub(1))),
             id => monitors.store.monitor_state(id)?.unwrap_or_else(|| MonitorState::new(0)),
         };
-        if fresh && !rec.spec.persistent && rec.id != super::EPHEMERAL {
+        if let Some(connected_at) = live_from
+            && !rec.spec.persistent
+            && rec.id != super::EPHEMERAL
+        {
             // Live only: what happened before the connection is not sent.
             // (An ephemeral view starts where its page was rendered.)
-            state.cursor = head.saturating_sub(1);
+            state.cursor = connected_at.min(head).saturating_sub(1);
         }
         state.status = status;
         if status == MonitorStatus::Active {

@@ -73,12 +73,13 @@ async fn run(
 ) {
     let Transport::Http(target) = &rec.spec.transport else { return };
     let mut sink = HttpSink::new(&monitors, &rec, target);
-    let (mut status, mut fresh, mut backoff) = (MonitorStatus::Active, from == From::Now, FIRST_BACKOFF);
+    let mut live_from = (from == From::Now).then(|| monitors.head());
+    let (mut status, mut backoff) = (MonitorStatus::Active, FIRST_BACKOFF);
     loop {
         let before = monitors.store.monitor_state(rec.id).ok().flatten().map_or(0, |s| s.delivered);
         let (end, mut state) =
-            deliver::run(&monitors, &rec, generation, stop.clone(), &mut sink, (status, fresh)).await;
-        fresh = false;
+            deliver::run(&monitors, &rec, generation, stop.clone(), &mut sink, (status, live_from)).await;
+        live_from = None;
         let reason = match end {
             End::Stopped => return,
             End::Sink(e) => e.to_string(),

@@ -111,6 +111,9 @@ async fn session<S: Stream>(monitors: Arc<Monitors>, mut stream: S, peer: Socket
         let _ = respond(&mut stream, STATUS_BAD_REQUEST, config.write_timeout).await;
         return;
     };
+    // Live from here: read before the client is told it is connected, so
+    // nothing it causes after the response is missed.
+    let connected_at = monitors.head();
     // The response goes out alone, before any publish (a TLS client
     // would otherwise not see the publish until the next record).
     if respond(&mut stream, STATUS_OK, config.write_timeout).await.is_err() {
@@ -131,7 +134,7 @@ async fn session<S: Stream>(monitors: Arc<Monitors>, mut stream: S, peer: Socket
         compressed: rec.spec.compressed(),
         timeout: config.write_timeout,
     };
-    let end = deliver::connected(&monitors, &rec, generation, stop, &mut sink).await;
+    let end = deliver::connected(&monitors, &rec, generation, stop, &mut sink, connected_at).await;
     tracing::info!(%peer, monitor = rec.id, ?end, "push session closed");
 }
 

@@ -34,13 +34,15 @@ const ACKS_BUFFERED: usize = 64;
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// Run a stream session of `rec` on an upgraded connection.
+/// Run a stream session of `rec` on an upgraded connection, live from
+/// the feed head `connected_at` (read before the upgrade was answered).
 pub async fn serve(
     monitors: std::sync::Arc<Monitors>,
     rec: MonitorRecord,
     generation: u64,
     stop: watch::Receiver<bool>,
     upgraded: hyper::upgrade::Upgraded,
+    connected_at: u64,
 ) {
     let config =
         WebSocketConfig::default().max_message_size(Some(MAX_CLIENT_FRAME)).max_frame_size(Some(MAX_CLIENT_FRAME));
@@ -77,7 +79,7 @@ pub async fn serve(
         json: rec.spec.format == "json",
         timeout,
     };
-    let end = deliver::connected(&monitors, &rec, generation, stop, &mut sink).await;
+    let end = deliver::connected(&monitors, &rec, generation, stop, &mut sink, connected_at).await;
     tracing::info!(monitor = rec.id, ?end, "stream session closed");
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.writer.close()).await;
 }
