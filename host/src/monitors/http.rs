@@ -36,7 +36,7 @@ const MAX_ANSWER: usize = 64 * 1024;
 
 /// Where a starting runner's delivery begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
+pub enum Start {
     /// The stored cursor: set when the monitor was created, updated or
     /// reset, so nothing committed after that is missed, however late the
     /// runner's task gets to run.
@@ -47,8 +47,8 @@ pub enum From {
 }
 
 /// Start delivering `rec` if it is an HTTP monitor that is not disabled
-/// (replacing any runner it had), from `from`.
-pub fn start(monitors: &Arc<Monitors>, rec: MonitorRecord, from: From) {
+/// (replacing any runner it had), starting where `from` says.
+pub fn start(monitors: &Arc<Monitors>, rec: MonitorRecord, from: Start) {
     if !matches!(rec.spec.transport, Transport::Http(_)) {
         return;
     }
@@ -69,11 +69,11 @@ async fn run(
     rec: MonitorRecord,
     generation: u64,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    from: From,
+    from: Start,
 ) {
     let Transport::Http(target) = &rec.spec.transport else { return };
     let mut sink = HttpSink::new(&monitors, &rec, target);
-    let mut live_from = (from == From::Now).then(|| monitors.head());
+    let mut live_from = (from == Start::Now).then(|| monitors.head());
     let (mut status, mut backoff) = (MonitorStatus::Active, FIRST_BACKOFF);
     loop {
         let before = monitors.store.monitor_state(rec.id).ok().flatten().map_or(0, |s| s.delivered);

@@ -193,7 +193,7 @@ impl Monitors {
         });
         // Restarted: a non-persistent monitor is live only, from now.
         for rec in monitors.store.monitors(None)? {
-            http::start(&monitors, rec, http::From::Now);
+            http::start(&monitors, rec, http::Start::Now);
         }
         Ok(monitors)
     }
@@ -232,7 +232,7 @@ impl Monitors {
         let id = self.store.create_monitor(rec.clone(), cursor)?;
         self.store.flush().await?;
         let rec = MonitorRecord { id, ..rec };
-        http::start(self, rec.clone(), http::From::Stored);
+        http::start(self, rec.clone(), http::Start::Stored);
         Ok((rec, MonitorState::new(cursor)))
     }
 
@@ -268,7 +268,7 @@ impl Monitors {
         let state = MonitorState::new(self.feed.head().saturating_sub(1));
         self.closing_session(id, || self.store.update_monitor(&rec, &state))?;
         self.store.flush().await?;
-        http::start(self, rec.clone(), http::From::Stored);
+        http::start(self, rec.clone(), http::Start::Stored);
         Ok(rec)
     }
 
@@ -279,7 +279,7 @@ impl Monitors {
         let state = MonitorState::new(self.feed.head().saturating_sub(1));
         self.closing_session(id, || self.store.update_monitor(&rec, &state))?;
         self.store.flush().await?;
-        http::start(self, rec.clone(), http::From::Stored);
+        http::start(self, rec.clone(), http::Start::Stored);
         Ok((rec, state))
     }
 
