@@ -4,6 +4,7 @@
 //! another.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -552,4 +553,68 @@ fn every_attempt_of_an_invocation_is_on_the_feed() {
     assert_eq!(attempts, [(1, "error".to_owned()), (2, "success".to_owned())], "{msgs:?}");
     assert!(msgs[0]["topic"].as_str().unwrap().starts_with(&format!("{}/Invocation/{agent}/", t.org)));
     assert!(msgs.iter().all(|m| m["Invocation"].get("logs").is_none()), "logs stay in the API");
+}
+
+/// An HTTP monitor's runner is a task of its own: however late it first
+/// runs, it delivers what was committed after the monitor was created
+/// (it used to move a live-only monitor's cursor to the head it found
+/// then, skipping whatever had been committed in between).
+#[test]
+fn an_http_monitor_whose_runner_starts_late_misses_nothing_committed_after_its_creation() {
+    use paddock::engine::{Engine, EngineConfig};
+    use paddock::model::{ChannelName, ChannelRef, OrgId};
+    use paddock::monitors::{MonitorConfig, Monitors};
+    use paddock::store::{HttpTarget, MonitorSpec, Store, Transport};
+
+    let rx = Receiver::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let org = OrgId::from(4242);
+    paddock::tenants::provision_org(&store, org, "Acme").unwrap();
+    let new = paddock::tenants::NewAgent { name: "Tank".into(), serial_number: None, group: None, metadata: None };
+    let agent = paddock::tenants::add_agent(&store, org, new).unwrap();
+    let runtime = Arc::new(paddock_tests::runtime());
+    let engine = Arc::new(Engine::new(store, runtime, EngineConfig::default()).unwrap());
+    let config = MonitorConfig { allow_private: vec!["127.0.0.0/8".parse().unwrap()], ..MonitorConfig::default() };
+    let target = HttpTarget {
+        url: format!("http://{}/hook", rx.addr),
+        method: "POST".into(),
+        token: None,
+        headers: Vec::new(),
+        connect_timeout_ms: 2000,
+        response_timeout_ms: 2000,
+        signing_secret: None,
+    };
+    let spec = MonitorSpec {
+        batch_size: 1,
+        batch_duration_s: 0,
+        format: "json".into(),
+        ..MonitorSpec::new("DataPoint".into(), Transport::Http(target))
+    };
+    let channel = ChannelRef { agent_id: agent.id, name: ChannelName::new("levels").unwrap() };
+
+    // One thread: the runner task `create` spawns cannot run before this
+    // test's future yields.
+    let local = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    local.block_on(async {
+        let monitors = Monitors::new(Arc::clone(&engine), config).unwrap();
+        monitors.create(org, spec).await.unwrap();
+        // Committed and durable on another thread before the runner ever
+        // runs (this thread does not yield meanwhile).
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let other = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                other.block_on(engine.publish_message(channel.clone(), agent.id, json!({"n": 7}))).unwrap();
+            })
+            .join()
+            .unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rx.received().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    let got = rx.received();
+    assert_eq!(got.len(), 1, "the event committed before the runner first ran was delivered");
+    assert_eq!(data_n(&got[0]), 7);
 }
