@@ -206,6 +206,79 @@ async fn retried_events_apply_exactly_once_and_in_order() {
     assert!(engine.store().dead_letters(10).unwrap().is_empty());
 }
 
+/// Publish `n` counter events on one line, then drain it; returns how many
+/// dispatch rounds that took.
+async fn backlog_rounds(run_events: usize, n: u64) -> (Arc<Engine>, usize) {
+    let config = EngineConfig { retry: fast_retries(), concurrency: 4, run_events, ..EngineConfig::default() };
+    let engine = engine_with(config, "counter").await;
+    for i in 0..n {
+        engine.publish_message(ch("ticks"), TANK.into(), json!({"n": i})).await.unwrap();
+    }
+    let (start, mut rounds) = (Instant::now(), 0);
+    while !engine.store().queued().unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the line did not drain");
+        rounds += engine.run_once().await.unwrap();
+    }
+    (engine, rounds)
+}
+
+#[tokio::test]
+async fn a_lines_backlog_runs_back_to_back_each_event_on_the_state_the_ones_before_it_left() {
+    let n = 40u64;
+    let (engine, rounds) = backlog_rounds(8, n).await;
+    // Each event read the count its predecessors left, though they were
+    // committed together with it: message n says count n + 1.
+    let counted = engine.store().list_messages(&ch("counted"), None, 1000).unwrap();
+    let mut pairs: Vec<(u64, u64)> =
+        counted.iter().map(|m| (m.data["n"].as_u64().unwrap(), m.data["count"].as_u64().unwrap())).collect();
+    pairs.sort();
+    assert_eq!(pairs, (0..n).map(|i| (i, i + 1)).collect::<Vec<_>>());
+    let tags = tags(&engine);
+    assert_eq!(tags["count"], json!(n));
+    assert_eq!(tags["seen"], json!((0..n).collect::<Vec<_>>()), "in line order");
+    let summaries = engine.store().invocations(INSTALL.into(), 1000).unwrap();
+    assert_eq!(summaries.len() as u64, n, "one invocation and one summary per event");
+    // Runs of up to 8 (each may end early after 5 ms): far fewer rounds
+    // than events.
+    assert!(rounds <= (n / 2) as usize, "{rounds} rounds for {n} events");
+    let (_, one_by_one) = backlog_rounds(1, 6).await;
+    assert_eq!(one_by_one, 6, "with runs off, one event per round");
+}
+
+#[tokio::test]
+async fn a_commit_refused_in_a_run_buries_its_event_and_the_events_behind_it_run_again_without_its_effects() {
+    // A whole run however slow the debug build (each event here takes ms).
+    let run_for = Duration::from_secs(10);
+    let config =
+        EngineConfig { retry: fast_retries(), concurrency: 4, run_events: 16, run_for, ..EngineConfig::default() };
+    let engine = engine_with(config, "hostile").await;
+    // Four tags of 250 KiB fit in the 1 MiB aggregate; a fifth does not.
+    let events = ["k0", "k1", "k2", "k3", "k4", "small"].map(|key| {
+        let kib = if key == "small" { 1 } else { 250 };
+        json!({"mode": "bigcall", "key": key, "kib": kib})
+    });
+    for data in events {
+        engine.publish_message(ch("commands"), TANK.into(), data).await.unwrap();
+    }
+    drain(&engine).await;
+    let dead = engine.store().dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].event.event.d["message"]["data"]["key"], json!("k4"));
+    assert!(dead[0].reason.contains("the limit is"), "{}", dead[0].reason);
+    let agg = engine.store().get_aggregate(&ch("tag_values")).unwrap().unwrap();
+    let mut keys: Vec<String> = agg.data["hostile"].as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["k0", "k1", "k2", "k3", "small"], "k4's write never landed; the event behind it did");
+    // The event behind the refused one ran in the run (on state that held
+    // k4), was not applied, and ran again after k4 was buried: 7
+    // invocations, and only the 5 that committed left a summary.
+    let summaries = engine.store().invocations(INSTALL.into(), 100).unwrap();
+    assert_eq!(summaries.iter().filter(|s| s.status == "success").count(), 5, "{summaries:?}");
+    let metrics = engine.metrics().render(&Default::default());
+    let line = format!("paddock_invocations_total{{organisation=\"{ORG}\",status=\"success\"}} 7");
+    assert!(metrics.contains(&line), "{metrics}");
+}
+
 #[tokio::test]
 async fn an_event_failing_every_attempt_is_dead_lettered_and_can_be_redriven() {
     let engine = engine(fast_retries()).await;

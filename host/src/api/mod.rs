@@ -491,6 +491,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Store(s) => s.into(),
+            e @ EngineError::Read(_) => ApiError::internal(&e),
             EngineError::Payload(p @ crate::model::PayloadError::TooLarge { .. }) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", p.to_string())
             }

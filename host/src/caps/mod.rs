@@ -14,6 +14,7 @@ mod effects;
 mod grant;
 mod logs;
 mod notifications;
+mod pending;
 mod tags;
 mod ui;
 mod view;
@@ -24,6 +25,7 @@ pub use effects::{AggregateWrite, Effects};
 pub use grant::{Grant, OauthGrant, Reach};
 pub use logs::{LogBuffer, LogLevel, LogLine, MAX_LOG_BYTES, MAX_LOG_LINE_BYTES};
 pub use notifications::Notification;
+pub use pending::Pending;
 pub use view::{MemoryState, Read, ReadError, StateError, StateView};
 
 use std::cell::RefCell;

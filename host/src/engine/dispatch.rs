@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::{Engine, EngineError, Installation, MAX_DEPTH, RetryPolicy};
+use crate::caps::{Pending, StateView};
 use crate::model::{ChannelName, ChannelRef, Event, Message, MessageId, OrgId, now_ms, well_known};
 use crate::runtime::{Invocation, Outcome, Report};
 use crate::store::{InvocationSummary, QueuedEvent, StoreError};
@@ -32,12 +33,18 @@ pub(super) struct Dispatcher {
     pub round: AtomicUsize,
     /// Retries and dead letters.
     pub policy: RetryPolicy,
+    /// Most events of one line one dispatch runs back to back and commits
+    /// together, and for how long it may take more (see
+    /// [`EngineConfig::run_events`](super::EngineConfig)).
+    pub run: (usize, Duration),
 }
 
 impl Dispatcher {
-    /// A dispatcher running at most `concurrency` events at once.
-    pub fn new(concurrency: usize, policy: RetryPolicy) -> Self {
-        Self { slots: Mutex::default(), concurrency: concurrency.max(1), round: AtomicUsize::new(0), policy }
+    /// A dispatcher running at most `concurrency` lines at once, each for
+    /// a run of at most `run.0` events that takes no more after `run.1`.
+    pub fn new(concurrency: usize, policy: RetryPolicy, run: (usize, Duration)) -> Self {
+        let (concurrency, run) = (concurrency.max(1), (run.0.max(1), run.1));
+        Self { slots: Mutex::default(), concurrency, round: AtomicUsize::new(0), policy, run }
     }
 
     /// The slots in use.
@@ -149,13 +156,13 @@ impl Engine {
     /// Start one picked event; its line is freed when it ends.
     fn start(self: &Arc<Self>, tasks: &mut JoinSet<Result<(), EngineError>>, event: QueuedEvent) {
         let engine = Arc::clone(self);
-        // Everything logged while the event runs and commits says whose.
+        // Everything logged while the line's run goes and commits says
+        // whose (and each event's own span, which event and attempt).
         let span = tracing::info_span!(
-            "event",
+            "line",
             organisation = %event.organisation_id,
             installation = %event.install_id,
-            event = %event.id,
-            attempt = event.attempt,
+            agent = %event.agent_id,
         );
         let run = async move {
             let (install, agent) = (event.install_id, event.agent_id);
@@ -217,30 +224,84 @@ impl Engine {
         Ok(batch)
     }
 
-    /// Run one event and commit its result.
-    async fn process(&self, queued: QueuedEvent) -> Result<(), EngineError> {
-        let now = now_ms();
-        let Some(inst) = self.installation(queued.install_id) else {
-            let reason = match self.store.install(queued.install_id)? {
+    /// Run a line's head, and the events queued right behind it (a run, see
+    /// [`EngineConfig::run_events`](super::EngineConfig)), then commit what
+    /// ran: each event's acknowledgement with its effects, all in one
+    /// writer cycle, each applied only if the one before it was. Each event of the run reads the state its
+    /// predecessors' effects leave ([`Pending`]), exactly as if each had
+    /// committed before the next ran. The first event that does not end
+    /// well ends the run; it is retried or dead-lettered once the events
+    /// before it are committed.
+    async fn process(&self, head: QueuedEvent) -> Result<(), EngineError> {
+        let Some(inst) = self.installation(head.install_id) else {
+            let reason = match self.store.install(head.install_id)? {
                 Some(rec) => format!("app {:?} is not loaded (redrive once it is back)", rec.app),
                 None => "installation no longer exists".to_owned(),
             };
-            return self.bury(&queued, &reason).await;
+            return self.bury(&head, &reason).await;
         };
+        let (run_events, run_for) = self.dispatcher.run;
+        let behind = self.store.line_after(&head, now_ms(), run_events - 1)?;
+        let started = std::time::Instant::now();
+        let view = Arc::new(Pending::new(Arc::new(self.store.clone())));
+        let mut writes: Vec<super::writer::Write> = Vec::new();
+        let mut failed = None;
+        for queued in std::iter::once(head).chain(behind) {
+            if !writes.is_empty() && started.elapsed() > run_for {
+                break; // the rest waits for the next run
+            }
+            let span = tracing::info_span!("event", event = %queued.id, attempt = queued.attempt);
+            let step = tracing::Instrument::instrument(self.step(&inst, &queued, Arc::clone(&view)), span).await;
+            match step {
+                Ok(Step::Ran(write)) => {
+                    let laid = view.lay(&write.effects, write.now_ms);
+                    writes.push(*write);
+                    if let Err(e) = laid {
+                        // The next event cannot see this one's effects: it
+                        // waits for the next run.
+                        tracing::warn!(error = %e, "ending a run early: the store could not be read");
+                        break;
+                    }
+                }
+                other => {
+                    failed = Some((queued, other));
+                    break;
+                }
+            }
+        }
+        if !self.commit_run(writes).await? {
+            // Something before the failed event did not commit: what it
+            // saw is not the state, so its outcome is not recorded (it
+            // stays queued and runs again).
+            return Ok(());
+        }
+        match failed {
+            None => Ok(()),
+            Some((_, Err(e))) => Err(e),
+            Some((queued, Ok(Step::Retry { summary, due }))) => self.retry(queued, summary, due).await,
+            Some((queued, Ok(Step::Bury { reason, summary }))) => self.bury_with(&queued, &reason, summary).await,
+            Some((_, Ok(Step::Ran(_)))) => Ok(()),
+        }
+    }
+
+    /// Run one event of a run on `view`: what became of it.
+    async fn step(&self, inst: &Installation, queued: &QueuedEvent, view: Arc<Pending>) -> Result<Step, EngineError> {
+        let now = now_ms();
+        let bury = |reason: String| Ok(Step::Bury { reason, summary: None });
         if queued.depth > MAX_DEPTH {
-            return self.bury(&queued, &format!("loop: causal depth {} exceeds {MAX_DEPTH}", queued.depth)).await;
+            return bury(format!("loop: causal depth {} exceeds {MAX_DEPTH}", queued.depth));
         }
         let age = Duration::from_millis(now.saturating_sub(queued.enqueued_ms));
         if age > self.dispatcher.policy.max_age {
-            return self.bury(&queued, &format!("max event age exceeded ({age:?})")).await;
+            return bury(format!("max event age exceeded ({age:?})"));
         }
         let event = match Event::from_envelope(queued.event.clone()) {
-            Ok(event) => self.refresh(event)?,
-            Err(e) => return self.bury(&queued, &format!("unreadable event: {e}")).await,
+            Ok(event) => refresh(event, view.as_ref())?,
+            Err(e) => return bury(format!("unreadable event: {e}")),
         };
-        let inv = Invocation { event_id: queued.id, attempt: queued.attempt, event, grant: self.grant(&inst) };
-        let report = self.runtime.invoke(&inst.app, inv, Arc::new(self.store.clone())).await;
-        let summary = summary(&queued, &report);
+        let inv = Invocation { event_id: queued.id, attempt: queued.attempt, event, grant: self.grant(inst) };
+        let report = self.runtime.invoke(&inst.app, inv, view).await;
+        let summary = summary(queued, &report);
         self.metrics.invocation(
             inst.organisation_id,
             &summary.status,
@@ -248,15 +309,14 @@ impl Engine {
             report.fuel_consumed,
         );
         if report.outcome.is_ok() {
-            let downstream = self.route(inst.organisation_id, &report.effects, Some(&inst), queued.depth + 1, now_ms());
+            let downstream = self.route(inst.organisation_id, &report.effects, Some(inst), queued.depth + 1, now_ms());
             // The summary is also a message on `dv-proc-inv-<install>`, as in
             // Doover, committed with the effects it describes.
             let mut effects = report.effects;
-            if let Some(message) = summary_message(&inst, &summary) {
+            if let Some(message) = summary_message(inst, &summary) {
                 effects.messages.push(message);
             }
-            let raised = downstream.len();
-            let commit = super::writer::Write {
+            return Ok(Step::Ran(Box::new(super::writer::Write {
                 org: queued.organisation_id,
                 ack: Some(queued.clone()),
                 effects,
@@ -265,38 +325,61 @@ impl Engine {
                 summary: Some(summary),
                 claim: None,
                 durable: false,
-            };
-            return match self.writer.write(commit).await {
-                Ok(()) => {
-                    self.admission.settled(queued.organisation_id, 1, raised);
-                    Ok(())
-                }
-                // Acknowledged already (by an earlier run): nothing applied.
-                Err(StoreError::NotQueued(_)) => Ok(()),
-                // The same effects would fail the same way on a retry.
-                Err(e @ (StoreError::UnknownAgent(_) | StoreError::AggregateTooLarge { .. })) => {
-                    self.bury(&queued, &e.to_string()).await
-                }
-                Err(e) => Err(e.into()),
-            };
+            })));
         }
         if report.outcome.is_retryable() && queued.attempt < self.dispatcher.policy.max_attempts {
             let delay = self.dispatcher.policy.delay(queued.attempt);
             let due = now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-            let fed = self.feed_target(&queued);
-            let retried = self
-                .writer
-                .apply(queued.organisation_id, false, move |store| {
-                    record_summary(store, &summary, fed)?;
-                    match store.reschedule(&queued, due) {
-                        Ok(_) | Err(StoreError::NotQueued(_)) => Ok(()),
-                        Err(e) => Err(e),
-                    }
-                })
-                .await;
-            return Ok(retried?);
+            return Ok(Step::Retry { summary, due });
         }
-        self.bury_with(&queued, &describe(&report.outcome), Some(summary)).await
+        Ok(Step::Bury { reason: describe(&report.outcome), summary: Some(summary) })
+    }
+
+    /// Commit a run's writes (see [`Engine::process`]). Returns whether all
+    /// of them stand: applied, or acknowledged already by an earlier run.
+    /// A commit the store refuses for good (an unknown agent, an aggregate
+    /// too large) dead-letters its event; the events behind it stay queued.
+    async fn commit_run(&self, writes: Vec<super::writer::Write>) -> Result<bool, EngineError> {
+        if writes.is_empty() {
+            return Ok(true);
+        }
+        let settles: Vec<(QueuedEvent, usize)> =
+            writes.iter().filter_map(|w| Some((w.ack.clone()?, w.downstream.len()))).collect();
+        let verdicts = self.writer.write_run(writes).await?;
+        let mut stands = true;
+        for ((queued, raised), verdict) in settles.iter().zip(verdicts) {
+            match verdict {
+                Ok(()) => self.admission.settled(queued.organisation_id, 1, *raised),
+                // Acknowledged already (by an earlier run): nothing applied.
+                Err(StoreError::NotQueued(_)) => {}
+                // Behind a refused commit: not applied, still queued.
+                Err(StoreError::RunBroken) => stands = false,
+                // The same effects would fail the same way on a retry.
+                Err(e @ (StoreError::UnknownAgent(_) | StoreError::AggregateTooLarge { .. })) => {
+                    stands = false;
+                    self.bury(queued, &e.to_string()).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(stands)
+    }
+
+    /// Record a failed attempt's summary and queue the event to run again
+    /// at `due`.
+    async fn retry(&self, queued: QueuedEvent, summary: InvocationSummary, due: u64) -> Result<(), EngineError> {
+        let fed = self.feed_target(&queued);
+        let retried = self
+            .writer
+            .apply(queued.organisation_id, false, move |store| {
+                record_summary(store, &summary, fed)?;
+                match store.reschedule(&queued, due) {
+                    Ok(_) | Err(StoreError::NotQueued(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        Ok(retried?)
     }
 
     /// Where a failed attempt's summary goes on the monitor feed, if its
@@ -340,18 +423,29 @@ impl Engine {
             Err(e) => Err(e.into()),
         }
     }
+}
 
-    /// An aggregate-update event carries the aggregate as it is now (a
-    /// failed read leaves the event queued, to run again).
-    fn refresh(&self, event: Event) -> Result<Event, StoreError> {
-        Ok(match event {
-            Event::AggregateUpdate { organisation_id, author_id, channel, request_data, aggregate } => {
-                let aggregate = self.store.get_aggregate(&channel)?.unwrap_or(aggregate);
-                Event::AggregateUpdate { organisation_id, author_id, channel, aggregate, request_data }
-            }
-            other => other,
-        })
-    }
+/// An aggregate-update event carries the aggregate as it is now in `view`
+/// (a failed read leaves the event queued, to run again).
+fn refresh(event: Event, view: &dyn StateView) -> Result<Event, EngineError> {
+    Ok(match event {
+        Event::AggregateUpdate { organisation_id, author_id, channel, request_data, aggregate } => {
+            let aggregate = view.aggregate(&channel)?.unwrap_or(aggregate);
+            Event::AggregateUpdate { organisation_id, author_id, channel, aggregate, request_data }
+        }
+        other => other,
+    })
+}
+
+/// What became of one event of a run.
+enum Step {
+    /// It ran well; its write (acknowledgement, effects, downstream events,
+    /// summary) waits to commit with the run.
+    Ran(Box<super::writer::Write>),
+    /// It failed and runs again at `due`, its summary recorded meanwhile.
+    Retry { summary: InvocationSummary, due: u64 },
+    /// It is given up: dead-lettered with `reason` and its last summary.
+    Bury { reason: String, summary: Option<InvocationSummary> },
 }
 
 /// Log a finished task's failure; the event stays queued and runs again.

@@ -46,6 +46,7 @@ pub use slots::ACTIVE_WINDOW;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -63,6 +64,9 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A state read through an invocation's view failed.
+    #[error(transparent)]
+    Read(#[from] crate::caps::ReadError),
     /// The payload broke the payload rules.
     #[error("invalid payload: {0}")]
     Payload(#[from] crate::model::PayloadError),
@@ -142,6 +146,14 @@ pub struct EngineConfig {
     /// write is never kept waiting for company. 256 measured at sled's
     /// ceiling on this disk (docs/benchmarks.md).
     pub ingress_batch: usize,
+    /// Most events of one (installation, agent) line one dispatch runs back
+    /// to back and commits together (a *run*, each event still with its own
+    /// invocation and acknowledgement): a line with a backlog then costs
+    /// one writer cycle per run instead of one per event. 1 turns runs off.
+    pub run_events: usize,
+    /// A run takes no further event once it has run this long, so that what
+    /// its first events wrote is not kept from everyone else for long.
+    pub run_for: Duration,
     /// Signed OAuth `state`s for apps that handle `on_oauth_callback`;
     /// `None` (tools, tests) gives them none.
     pub oauth: Option<OauthSigning>,
@@ -158,6 +170,8 @@ impl Default for EngineConfig {
             max_queue: 100_000,
             max_queue_per_org: 10_000,
             ingress_batch: 256,
+            run_events: 32,
+            run_for: Duration::from_millis(5),
             oauth: None,
         }
     }
@@ -237,7 +251,11 @@ impl Engine {
             oauth: config.oauth,
             admission: admission::Admission::new(config.max_queue, config.max_queue_per_org),
             writer,
-            dispatcher: dispatch::Dispatcher::new(config.concurrency, config.retry),
+            dispatcher: dispatch::Dispatcher::new(
+                config.concurrency,
+                config.retry,
+                (config.run_events, config.run_for),
+            ),
             feed,
         };
         engine.recount()?;

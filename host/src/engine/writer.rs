@@ -63,9 +63,10 @@ impl Write {
         Write { org, ack: None, effects, downstream, now_ms, summary: None, claim, durable: true }
     }
 
-    fn commit(&self, feed: bool) -> Commit<'_> {
+    fn commit(&self, feed: bool, chained: bool) -> Commit<'_> {
         Commit {
             feed,
+            chained,
             ack: self.ack.as_ref(),
             effects: &self.effects,
             downstream: &self.downstream,
@@ -81,20 +82,24 @@ impl Write {
 /// applied after the cycle's commits and covered by the cycle's flush.
 type Op = Box<dyn FnOnce(&Store) -> Result<(), StoreError> + Send>;
 
-enum Work {
-    Commit(Box<Write>),
-    Op(Op),
-}
-
-/// Where a job's verdict goes.
+/// Where an operation's verdict goes.
 type Answer = oneshot::Sender<Result<(), StoreError>>;
+
+/// Where a run's verdicts go, one per write.
+type Answers = oneshot::Sender<Vec<Result<(), StoreError>>>;
+
+enum Work {
+    /// Writes applied in order, each only if the one before it was (one
+    /// write, or one line's run of commits).
+    Run(Vec<Write>, Answers),
+    Op(Op, Answer),
+}
 
 struct Job {
     org: OrgId,
     /// Answer only once durable; else once applied.
     durable: bool,
     work: Work,
-    done: Answer,
 }
 
 /// What waits, per organisation, and whose turn is next.
@@ -116,23 +121,27 @@ impl Waiting {
         queue.push_back(job);
     }
 
-    /// Up to `most` writes, one per organisation in turn, at most
-    /// [`PER_ORG_PER_CYCLE`] of any one organisation while others wait: so
-    /// a cycle stays short under one tenant's flood, and another tenant's
-    /// write waits at most one short cycle.
+    /// Up to `most` writes, one job per organisation in turn, at most
+    /// [`PER_ORG_PER_CYCLE`] writes of any one organisation while others
+    /// wait: so a cycle stays short under one tenant's flood, and another
+    /// tenant's write waits at most one short cycle. A run's writes go in
+    /// one cycle together: its job is taken whole (the bounds may be
+    /// passed by one run), and a cycle always takes at least one job.
     fn take(&mut self, most: usize) -> Vec<Job> {
         let mut batch = Vec::new();
+        let mut writes = 0;
         let mut taken: HashMap<OrgId, usize> = HashMap::new();
         let mut next_cycle = Vec::new();
-        while batch.len() < most
+        while (batch.is_empty() || writes < most)
             && let Some(org) = self.turns.pop_front()
         {
             let Some(queue) = self.by_org.get_mut(&org) else { continue };
+            let count = taken.entry(org).or_default();
             if let Some(job) = queue.pop_front() {
+                *count += job.writes();
+                writes += job.writes();
                 batch.push(job);
             }
-            let count = taken.entry(org).or_default();
-            *count += 1;
             if queue.is_empty() {
                 self.by_org.remove(&org);
             } else if *count >= PER_ORG_PER_CYCLE && !(self.turns.is_empty() && next_cycle.is_empty()) {
@@ -143,6 +152,16 @@ impl Waiting {
         }
         self.turns.extend(next_cycle);
         batch
+    }
+}
+
+impl Job {
+    /// How many writes it holds (a run's commits; an operation counts one).
+    fn writes(&self) -> usize {
+        match &self.work {
+            Work::Run(writes, _) => writes.len().max(1),
+            Work::Op(..) => 1,
+        }
     }
 }
 
@@ -173,8 +192,21 @@ impl Writer {
     /// Hand `write` to the writer and wait for its verdict: after the flush
     /// that makes it durable when `write.durable`, else once applied.
     pub async fn write(&self, write: Write) -> Result<(), StoreError> {
-        let (org, durable) = (write.org, write.durable);
-        self.submit(org, durable, Work::Commit(Box::new(write))).await
+        let verdicts = self.write_run(vec![write]).await?;
+        verdicts.into_iter().next().unwrap_or(Ok(()))
+    }
+
+    /// Hand one line's run of commits to the writer, all in one cycle and
+    /// in order, each applied only if the one before it was (else
+    /// [`StoreError::RunBroken`]): each ran on the state its predecessors'
+    /// effects left. Returns each write's verdict, in order; the outer
+    /// error is the store failing (then nothing was applied). All of the
+    /// run's writes are of one organisation and equally durable.
+    pub async fn write_run(&self, run: Vec<Write>) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let Some(first) = run.first() else { return Ok(Vec::new()) };
+        let (org, durable) = (first.org, first.durable);
+        let (done, verdicts) = oneshot::channel();
+        self.submit(Job { org, durable, work: Work::Run(run, done) }, verdicts).await
     }
 
     /// Run `op` on the writer (between other writes, never beside them)
@@ -193,23 +225,24 @@ impl Writer {
             *filled.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
             Ok(())
         });
-        self.submit(org, durable, Work::Op(op)).await?;
+        let (done, verdict) = oneshot::channel();
+        self.submit(Job { org, durable, work: Work::Op(op, done) }, verdict).await??;
         let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         value.ok_or_else(|| StoreError::Flush("the writer lost a result".into()))
     }
 
-    async fn submit(&self, org: OrgId, durable: bool, work: Work) -> Result<(), StoreError> {
+    /// Queue `job` for the writer and wait for what it answers on `verdict`.
+    async fn submit<T>(&self, job: Job, verdict: oneshot::Receiver<T>) -> Result<T, StoreError> {
         if let Some(reason) = self.store.write_failure() {
             return Err(StoreError::NotWritable(reason));
         }
-        let (done, verdict) = oneshot::channel();
         {
             let mut waiting = self.shared.waiting.lock().unwrap_or_else(|p| p.into_inner());
-            waiting.push(Job { org, durable, work, done });
+            waiting.push(job);
         }
         self.shared.ready.notify_one();
         match tokio::time::timeout(WRITE_TIMEOUT, verdict).await {
-            Ok(Ok(verdict)) => verdict,
+            Ok(Ok(verdict)) => Ok(verdict),
             Ok(Err(_)) => Err(StoreError::Flush("the writer stopped".into())),
             Err(_) => {
                 let reason = format!("a write took longer than {}s", WRITE_TIMEOUT.as_secs());
@@ -247,43 +280,58 @@ fn run(store: &Store, shared: &Shared, max_batch: usize) {
 /// One cycle: the commits as one atomic write, then the operations, then
 /// one flush; each waiter answered once what it needs is done.
 fn cycle(store: &Store, feed: &Feed, jobs: Vec<Job>) {
-    let mut commits = Vec::new();
+    let mut runs = Vec::new();
     let mut ops = Vec::new();
     for job in jobs {
         match job.work {
-            Work::Commit(write) => commits.push((write, job.durable, job.done)),
-            Work::Op(op) => ops.push((op, job.durable, job.done)),
+            Work::Run(writes, done) => runs.push((writes, job.durable, done)),
+            Work::Op(op, done) => ops.push((op, job.durable, done)),
         }
     }
-    let watched: Vec<bool> = commits.iter().map(|(w, ..)| feed.is_watched(w.org)).collect();
-    // Operations may write the feed too (an agent created).
-    let fed = watched.contains(&true) || !ops.is_empty();
+    let mut fed = !ops.is_empty(); // operations may write the feed too (an agent created)
     let applied = {
-        let batch: Vec<Commit<'_>> = commits.iter().zip(&watched).map(|((w, ..), fed)| w.commit(*fed)).collect();
+        let mut batch: Vec<Commit<'_>> = Vec::new();
+        for (writes, ..) in &runs {
+            for (i, w) in writes.iter().enumerate() {
+                let watched = feed.is_watched(w.org);
+                fed |= watched;
+                batch.push(w.commit(watched, i > 0));
+            }
+        }
         store.commit_batch(&batch)
     };
-    let verdicts: Vec<Result<(), StoreError>> = match applied {
+    let mut verdicts = match applied {
         Ok(verdicts) => verdicts,
-        Err(e) => commits.iter().map(|_| Err(replicate(&e))).collect(),
-    };
-    let mut done: Vec<(bool, Result<(), StoreError>, Answer)> =
-        commits.into_iter().zip(verdicts).map(|((_, durable, tx), verdict)| (durable, verdict, tx)).collect();
-    done.extend(ops.into_iter().map(|(op, durable, tx)| (durable, op(store), tx)));
+        Err(e) => runs.iter().flat_map(|(writes, ..)| writes.iter().map(|_| Err(replicate(&e)))).collect(),
+    }
+    .into_iter();
 
     // Applied, not durable yet: answer those that need no flush, and every
     // refusal but a duplicate (which waits for the claim it met).
-    let mut after_flush = Vec::new();
+    let needs_flush = |v: &Result<(), StoreError>| matches!(v, Ok(()) | Err(StoreError::Duplicate { .. }));
     let mut wrote = false;
-    for (durable, verdict, tx) in done {
-        wrote |= verdict.is_ok();
-        if durable && matches!(verdict, Ok(()) | Err(StoreError::Duplicate { .. })) {
-            after_flush.push((verdict, tx));
+    let mut runs_after_flush = Vec::new();
+    for (writes, durable, done) in runs {
+        let run: Vec<Result<(), StoreError>> = verdicts.by_ref().take(writes.len()).collect();
+        wrote |= run.iter().any(Result::is_ok);
+        if durable && run.iter().any(needs_flush) {
+            runs_after_flush.push((run, done));
         } else {
-            // The caller may have gone away; its write stands.
-            let _ = tx.send(verdict);
+            // The caller may have gone away; its writes stand.
+            let _ = done.send(run);
         }
     }
-    if !wrote && after_flush.is_empty() {
+    let mut ops_after_flush = Vec::new();
+    for (op, durable, done) in ops {
+        let verdict = op(store);
+        wrote |= verdict.is_ok();
+        if durable && needs_flush(&verdict) {
+            ops_after_flush.push((verdict, done));
+        } else {
+            let _ = done.send(verdict);
+        }
+    }
+    if !wrote && runs_after_flush.is_empty() && ops_after_flush.is_empty() {
         return;
     }
     let flushed = store.flush_blocking();
@@ -297,12 +345,16 @@ fn cycle(store: &Store, feed: &Feed, jobs: Vec<Job>) {
         },
         Ok(()) => {}
     }
-    for (verdict, tx) in after_flush {
-        let verdict = match &flushed {
-            Ok(()) => verdict,
-            Err(e) => Err(replicate(e)),
-        };
-        let _ = tx.send(verdict);
+    // What the flush did not make durable failed.
+    let flush_verdict = |verdict: Result<(), StoreError>| match (&flushed, verdict) {
+        (Err(e), v) if needs_flush(&v) => Err(replicate(e)),
+        (_, v) => v,
+    };
+    for (run, done) in runs_after_flush {
+        let _ = done.send(run.into_iter().map(flush_verdict).collect());
+    }
+    for (verdict, done) in ops_after_flush {
+        let _ = done.send(flush_verdict(verdict));
     }
 }
 
@@ -322,7 +374,14 @@ mod tests {
     fn job(org: u64) -> Job {
         let (done, _) = oneshot::channel();
         let op: Op = Box::new(|_| Ok(()));
-        Job { org: OrgId::from(org), durable: false, work: Work::Op(op), done }
+        Job { org: OrgId::from(org), durable: false, work: Work::Op(op, done) }
+    }
+
+    /// A run of `writes` commits of `org`.
+    fn run(org: u64, writes: usize) -> Job {
+        let (done, _) = oneshot::channel();
+        let write = || Write::ingress(OrgId::from(org), Effects::default(), Vec::new(), None);
+        Job { org: OrgId::from(org), durable: false, work: Work::Run((0..writes).map(|_| write()).collect(), done) }
     }
 
     fn orgs(jobs: &[Job]) -> Vec<u64> {
@@ -356,5 +415,23 @@ mod tests {
         assert_eq!(orgs(&waiting.take(2)), [1, 2]);
         assert_eq!(orgs(&waiting.take(2)), [3, 1]);
         assert_eq!(orgs(&waiting.take(2)), [1]);
+    }
+
+    #[test]
+    fn a_run_is_taken_whole_and_counts_each_of_its_writes() {
+        let mut waiting = Waiting::default();
+        waiting.push(run(1, 20));
+        waiting.push(job(1));
+        waiting.push(job(2));
+        waiting.push(run(3, 5));
+        // Organisation 1's run passes its cap by itself: it waits for the
+        // next cycle while the others go.
+        assert_eq!(orgs(&waiting.take(256)), [1, 2, 3]);
+        assert_eq!(orgs(&waiting.take(256)), [1]);
+        // A cycle's bound counts writes, but always takes one job.
+        waiting.push(run(1, 20));
+        waiting.push(job(2));
+        assert_eq!(orgs(&waiting.take(10)), [1]);
+        assert_eq!(orgs(&waiting.take(10)), [2]);
     }
 }

@@ -35,6 +35,10 @@ pub struct Commit<'a> {
     /// monitor feed (its organisation has monitors), in the same
     /// transaction.
     pub feed: bool,
+    /// Apply only if the commit before it in the batch was applied (else
+    /// [`StoreError::RunBroken`]): the commits of one line's run, each of
+    /// which ran on the state its predecessors' effects left.
+    pub chained: bool,
 }
 
 /// An idempotency key claimed by a commit, held until `expires_ms`.
@@ -95,6 +99,10 @@ impl Store {
                     let trees = Tx { queue, keyq, aggregates, messages, agents, invocations, seen, feed };
                     let mut verdicts = Vec::with_capacity(commits.len());
                     for ((c, downstream), seqs) in commits.iter().zip(&downstream).zip(&feed_seqs) {
+                        if c.chained && verdicts.last().is_some_and(Result::is_err) {
+                            verdicts.push(Err(StoreError::RunBroken));
+                            continue;
+                        }
                         let verdict = match trees.check(c)? {
                             Ok(aggregates) => trees.apply(c, aggregates, downstream, seqs).map(Ok)?,
                             Err(refused) => Err(refused),

@@ -57,6 +57,11 @@ pub enum StoreError {
     /// already, so its effects must not be applied again.
     #[error("event {0} is not queued (already acknowledged or dead-lettered)")]
     NotQueued(crate::model::EventId),
+    /// The commit follows another in its run ([`Commit::chained`]) that
+    /// was refused: nothing of it was applied, and its event stays queued
+    /// (it ran on state that included the refused commit's effects).
+    #[error("not applied: the commit before it in its run was refused")]
+    RunBroken,
     /// A uniqueness rule would be broken (e.g. an app key taken on an agent).
     #[error("conflict: {0}")]
     Conflict(String),

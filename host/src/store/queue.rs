@@ -92,6 +92,29 @@ impl Store {
         t.queue.get(head.queue_key())?.map(|v| decode("queued event", &v)).transpose()
     }
 
+    /// Up to `max` events queued right behind `head` in its (installation,
+    /// agent) line, in line order, as long as each is due at `now_ms` (a
+    /// line's run stops at its first event that is not due).
+    pub fn line_after(&self, head: &QueuedEvent, now_ms: u64, max: usize) -> Result<Vec<QueuedEvent>, StoreError> {
+        let t = self.t()?;
+        let line = keys::line(head.install_id, head.agent_id);
+        let from = keys::place(head.install_id, head.agent_id, head.seq.saturating_add(1));
+        let mut run = Vec::new();
+        for entry in t.keyq.range(from..) {
+            let (place, queue_key) = entry?;
+            if run.len() >= max || !place.starts_with(&line) {
+                break;
+            }
+            let Some(value) = t.queue.get(&queue_key)? else { break };
+            let event: QueuedEvent = decode("queued event", &value)?;
+            if event.due_ms > now_ms {
+                break;
+            }
+            run.push(event);
+        }
+        Ok(run)
+    }
+
     /// Up to `want` events of `org` that may run at `now_ms`: the heads of
     /// their (installation, agent) lines, due, and on lines `busy` does not
     /// claim, earliest due first. Read from the heads index (see `heads`):

@@ -256,6 +256,7 @@ fn run(seed: u64, steps: usize) {
                     summary: None,
                     claim: None,
                     feed: false,
+                    chained: false,
                 });
                 let queued = model.queue.contains_key(&qkey(&ack));
                 let unknown = effects
@@ -378,6 +379,7 @@ fn a_commit_survives_reopening_after_flush() {
                 summary: None,
                 claim: None,
                 feed: false,
+                chained: false,
             })
             .unwrap();
         tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(store.flush()).unwrap();
@@ -401,6 +403,7 @@ fn a_commit_survives_reopening_after_flush() {
         summary: None,
         claim: None,
         feed: false,
+        chained: false,
     });
     assert!(matches!(again, Err(StoreError::NotQueued(_))), "an acknowledged event cannot commit twice");
 }
@@ -448,8 +451,16 @@ fn a_batch_is_one_atomic_write_in_which_each_commit_has_its_own_verdict() {
     let (first, second, third) = (write(1), write(2), write(3));
     let mut bad_agent = Effects::default();
     bad_agent.aggregates.push(AggregateWrite { channel: ch(9, "a"), data: json!({"x": 1}), mode: WriteMode::Merge });
-    let c =
-        |ack, effects, claim| Commit { ack, effects, downstream: &[], now_ms: 5, summary: None, claim, feed: false };
+    let c = |ack, effects, claim| Commit {
+        ack,
+        effects,
+        downstream: &[],
+        now_ms: 5,
+        summary: None,
+        claim,
+        feed: false,
+        chained: false,
+    };
     let verdicts = store
         .commit_batch(&[
             c(Some(&queued), &first, Some(&claim)),
@@ -500,6 +511,7 @@ fn the_feed_is_written_with_its_commit_in_order_and_pruned_by_count_and_age() {
             summary: None,
             claim: None,
             feed: fed,
+            chained: false,
         };
         store.commit(c).unwrap();
     }
@@ -544,4 +556,72 @@ fn a_stale_heads_entry_is_repaired_by_the_pick_and_never_runs_out_of_line() {
     assert!(store.runnable_heads(OrgId::from(1), 10, 8, 64, |_, _| true).unwrap().is_empty());
     store.dead_letter(&first, "test", 6).unwrap();
     assert_eq!(pick(), [second]);
+}
+
+#[test]
+fn a_chained_commit_applies_only_if_the_one_before_it_did() {
+    let store = Store::temporary().unwrap();
+    let agent =
+        |id: u64| Agent { id: id.into(), name: "a".into(), serial_number: None, group: None, metadata: json!({}) };
+    store.put_agent(1.into(), agent(1)).unwrap();
+    let mut rng = fastrand::Rng::with_seed(5);
+    let (one, two, three) = (event(&mut rng, 1), event(&mut rng, 2), event(&mut rng, 3));
+    let queued: Vec<QueuedEvent> = [one, two, three].iter().map(|e| store.enqueue(e).unwrap()).collect();
+    let write = |n: i64| Effects {
+        aggregates: vec![AggregateWrite { channel: ch(1, "a"), data: json!({ "n": n }), mode: WriteMode::Merge }],
+        ..Effects::default()
+    };
+    let (first, third, fourth) = (write(1), write(3), write(4));
+    let mut bad_agent = Effects::default();
+    bad_agent.aggregates.push(AggregateWrite { channel: ch(9, "a"), data: json!({"x": 1}), mode: WriteMode::Merge });
+    let c = |ack, effects, chained| Commit {
+        ack,
+        effects,
+        downstream: &[],
+        now_ms: 5,
+        summary: None,
+        claim: None,
+        feed: false,
+        chained,
+    };
+    let verdicts = store
+        .commit_batch(&[
+            c(Some(&queued[0]), &first, false),
+            c(Some(&queued[1]), &bad_agent, true),
+            c(Some(&queued[2]), &third, true),
+            c(None, &fourth, false),
+        ])
+        .unwrap();
+    let shown: Vec<String> = verdicts.iter().map(|v| format!("{v:?}")).collect();
+    assert!(verdicts[0].is_ok(), "{shown:?}");
+    assert!(matches!(verdicts[1], Err(StoreError::UnknownAgent(_))), "{shown:?}");
+    assert!(matches!(verdicts[2], Err(StoreError::RunBroken)), "behind a refused commit: {shown:?}");
+    assert!(verdicts[3].is_ok(), "a commit that is not chained stands alone: {shown:?}");
+    assert_eq!(store.get_aggregate(&ch(1, "a")).unwrap().unwrap().data, json!({ "n": 4 }), "n was never 3");
+    assert_eq!(unseq(store.queued().unwrap()), unseq(queued[1..].to_vec()), "the refused and the broken stay queued");
+}
+
+#[test]
+fn a_lines_run_is_what_queues_behind_its_head_while_due() {
+    let store = Store::temporary().unwrap();
+    let mut rng = fastrand::Rng::with_seed(6);
+    let on_line = |id: u64, agent: u64, due: u64, rng: &mut fastrand::Rng| QueuedEvent {
+        organisation_id: 1.into(),
+        install_id: 7.into(),
+        agent_id: agent.into(),
+        due_ms: due,
+        ..event(rng, id)
+    };
+    let head = store.enqueue(&on_line(1, 1, 10, &mut rng)).unwrap();
+    let second = store.enqueue(&on_line(2, 1, 5, &mut rng)).unwrap();
+    store.enqueue(&on_line(3, 2, 5, &mut rng)).unwrap(); // another line
+    let third = store.enqueue(&on_line(4, 1, 10, &mut rng)).unwrap();
+    store.enqueue(&on_line(5, 1, 50, &mut rng)).unwrap(); // not due at 20
+    store.enqueue(&on_line(6, 1, 10, &mut rng)).unwrap(); // behind one not due
+    let ids = |run: Vec<QueuedEvent>| run.iter().map(|e| e.id.get()).collect::<Vec<_>>();
+    assert_eq!(ids(store.line_after(&head, 20, 10).unwrap()), [second.id.get(), third.id.get()]);
+    assert_eq!(ids(store.line_after(&head, 20, 1).unwrap()), [second.id.get()], "at most max");
+    assert_eq!(ids(store.line_after(&third, 100, 10).unwrap()), [5, 6]);
+    assert_eq!(ids(store.line_after(&head, 7, 10).unwrap()), [second.id.get()], "the one after is not due at 7");
+    assert!(store.line_after(&head, 4, 10).unwrap().is_empty(), "the next is not due yet");
 }

@@ -15,7 +15,7 @@
 //! | `retry`    | publishes, then asks for a retry                       | retry, nothing committed    |
 //! | `fail`     | publishes, then fails                                  | fail, nothing committed     |
 //! | `alloc`    | holds `mb` MiB, then returns                           | ok under the budget         |
-//! | `bigcall`  | passes a `kib` KiB string to the host in one call      | refused past the copy cap   |
+//! | `bigcall`  | sets tag `key` to a `kib` KiB string in one host call  | refused past the copy cap   |
 //! | `busy`     | spins for `ms` milliseconds of wall clock, then ok     | ok within budget            |
 
 use std::hint::black_box;
@@ -66,7 +66,8 @@ fn misbehave(args: &Value, invoking: Option<&str>) -> Result<(), AppError> {
         }
         "bigcall" => {
             let kib = args.get("kib").and_then(Value::as_u64).unwrap_or(2048) as usize;
-            tags::set("big", &"x".repeat(kib * 1024))?;
+            let key = args.get("key").and_then(Value::as_str).unwrap_or("big");
+            tags::set(key, &"x".repeat(kib * 1024))?;
             Ok(())
         }
         "shadow-stack" => {
