@@ -255,6 +255,15 @@ fn ingress_batch() -> usize {
     std::env::var("PADDOCK_BENCH_INGRESS_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// Most events of a line per run (`PADDOCK_BENCH_RUN_EVENTS`) and how long
+/// a run takes more (`PADDOCK_BENCH_RUN_FOR_MS`), default the engine's.
+fn run_limits() -> (usize, Duration) {
+    let default = EngineConfig::default();
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let events = var("PADDOCK_BENCH_RUN_EVENTS").map_or(default.run_events, |n| n as usize);
+    (events, var("PADDOCK_BENCH_RUN_FOR_MS").map_or(default.run_for, Duration::from_millis))
+}
+
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
@@ -304,6 +313,8 @@ async fn setup(
         max_queue: 1_000_000,
         max_queue_per_org: per_org,
         ingress_batch: ingress_batch(),
+        run_events: run_limits().0,
+        run_for: run_limits().1,
         ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::new(store, Arc::clone(rt), config).unwrap());
@@ -454,7 +465,12 @@ fn main() {
              (b) raw wasmtime instantiate + handle, {} threads: {wasm:.0} events/s (1 thread: {single:.0}); min {ceiling:.0}",
             engine_threads()
         );
-        println!("rows: concurrency {}, {} publishers", engine_concurrency(), publishers());
+        let (run_events, run_for) = run_limits();
+        println!(
+            "rows: concurrency {}, {} publishers, runs of at most {run_events} events / {run_for:?}",
+            engine_concurrency(),
+            publishers()
+        );
         println!(
             "{:<34} {:>10} {:>12} {:>10} {:>10} {:>10}",
             "scenario", "events", "events/s", "of min", "p50 ms", "p99 ms"

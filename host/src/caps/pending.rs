@@ -3,18 +3,21 @@
 //! wait to commit with it.
 //!
 //! The engine runs a line's queued events back to back (a *run*) and
-//! commits them together, each with its own acknowledgement. The second
+//! commits them as it goes, each with its own acknowledgement. The second
 //! event must see what the first wrote, exactly as if the first had
-//! committed before it ran: [`Pending`] reads through the store and lays
-//! the earlier effects over what it reads, the way the commit will apply
-//! them (aggregate writes in order onto the stored aggregate; messages
-//! added unless their id is taken).
+//! committed before it ran: [`Pending`] lays the earlier effects over what
+//! it reads, the way the commit will apply them (aggregate writes in order
+//! onto the stored aggregate; messages added unless their id is taken).
 //!
-//! An aggregate the run wrote is read from the store once, when the run
-//! first writes it, and kept with the run's writes applied; every other
-//! read goes to the store. Whatever was accepted before an event of the
-//! run was queued is therefore visible to it: the run reads nothing before
-//! it starts, and it starts after its events were queued.
+//! An aggregate or an agent's organisation is read from the store once per
+//! run and kept (with the run's writes applied): the events of a run read
+//! memory, not sled, whose reads wait while the writer commits. This
+//! keeps causality: whatever was accepted before an event of the run was
+//! queued is visible to it, because the run started after its events were
+//! queued and read nothing before it started. A write accepted while the
+//! run goes is seen by the next run (as if it had been accepted a moment
+//! later); the commit applies the run's aggregate writes onto the
+//! aggregate as stored then, so neither write is lost.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,56 +26,64 @@ use super::effects::Effects;
 use super::view::{Read, StateView};
 use crate::model::{Agent, AgentId, Aggregate, ChannelRef, Message, MessageId, OrgId, apply_write_in_place};
 
-/// `base` with a run's earlier effects laid over it.
+/// `base` with a run's earlier effects laid over it, and what the run
+/// read from it.
 pub struct Pending {
     base: Arc<dyn StateView>,
-    laid: Mutex<Laid>,
+    run: Mutex<Run>,
 }
 
-/// What the run's earlier events wrote, as it will stand.
+/// What the run read, with what its earlier events wrote applied.
 #[derive(Default)]
-struct Laid {
-    /// Aggregates the run wrote, with its writes applied.
-    aggregates: HashMap<ChannelRef, Aggregate>,
+struct Run {
+    /// Aggregates read or written (`None`: there is none).
+    aggregates: HashMap<ChannelRef, Option<Aggregate>>,
+    /// Agents' organisations read (`None`: no such agent).
+    orgs: HashMap<AgentId, Option<OrgId>>,
     /// Messages the run created, oldest first.
     messages: Vec<Message>,
 }
 
 impl Pending {
-    /// `base` as it is: nothing laid over it yet.
+    /// `base` as it is: nothing read or laid over it yet.
     pub fn new(base: Arc<dyn StateView>) -> Self {
-        Self { base, laid: Mutex::default() }
+        Self { base, run: Mutex::default() }
     }
 
     /// Lay `effects`, committing at `at_ms`, over the view (after every
     /// effect laid before). Fails if the store cannot be read.
     pub fn lay(&self, effects: &Effects, at_ms: u64) -> Read<()> {
-        let mut laid = self.laid();
+        let mut run = self.run();
         for w in &effects.aggregates {
-            let aggregate = match laid.aggregates.remove(&w.channel) {
-                Some(a) => a,
-                None => self.base.aggregate(&w.channel)?.unwrap_or_else(|| Aggregate {
-                    data: serde_json::Value::Object(Default::default()),
-                    last_updated: None,
-                }),
+            let stored = match run.aggregates.remove(&w.channel) {
+                Some(seen) => seen,
+                None => self.base.aggregate(&w.channel)?,
             };
-            let mut aggregate = aggregate;
+            let mut aggregate = stored.unwrap_or_else(|| Aggregate {
+                data: serde_json::Value::Object(Default::default()),
+                last_updated: None,
+            });
             apply_write_in_place(&mut aggregate.data, &w.data, &w.mode);
             aggregate.last_updated = Some(at_ms);
-            laid.aggregates.insert(w.channel.clone(), aggregate);
+            run.aggregates.insert(w.channel.clone(), Some(aggregate));
         }
-        laid.messages.extend(effects.messages.iter().cloned());
+        run.messages.extend(effects.messages.iter().cloned());
         Ok(())
     }
 
-    fn laid(&self) -> MutexGuard<'_, Laid> {
-        self.laid.lock().unwrap_or_else(|p| p.into_inner())
+    fn run(&self) -> MutexGuard<'_, Run> {
+        self.run.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl StateView for Pending {
     fn agent_org(&self, id: AgentId) -> Read<Option<OrgId>> {
-        self.base.agent_org(id)
+        if let Some(org) = self.run().orgs.get(&id) {
+            return Ok(*org);
+        }
+        let org = self.base.agent_org(id)?;
+        self.run().orgs.insert(id, org);
+        Ok(org)
     }
 
     fn agent(&self, id: AgentId) -> Read<Option<Agent>> {
@@ -88,16 +99,18 @@ impl StateView for Pending {
     }
 
     fn aggregate(&self, channel: &ChannelRef) -> Read<Option<Aggregate>> {
-        match self.laid().aggregates.get(channel) {
-            Some(laid) => Ok(Some(laid.clone())),
-            None => self.base.aggregate(channel),
+        if let Some(seen) = self.run().aggregates.get(channel) {
+            return Ok(seen.clone());
         }
+        let stored = self.base.aggregate(channel)?;
+        self.run().aggregates.insert(channel.clone(), stored.clone());
+        Ok(stored)
     }
 
     fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Read<Vec<Message>> {
         let mut out = self.base.messages(channel, before, limit)?;
-        let laid = self.laid();
-        let fresh = laid.messages.iter().filter(|m| &m.channel == channel && before.is_none_or(|b| m.id < b));
+        let run = self.run();
+        let fresh = run.messages.iter().filter(|m| &m.channel == channel && before.is_none_or(|b| m.id < b));
         // A stored message keeps its id; so does the first of the run's.
         let stored: std::collections::HashSet<MessageId> = out.iter().map(|m| m.id).collect();
         out.extend(fresh.filter(|m| !stored.contains(&m.id)).cloned());
@@ -110,7 +123,7 @@ impl StateView for Pending {
     fn message(&self, channel: &ChannelRef, id: MessageId) -> Read<Option<Message>> {
         match self.base.message(channel, id)? {
             Some(stored) => Ok(Some(stored)),
-            None => Ok(self.laid().messages.iter().find(|m| &m.channel == channel && m.id == id).cloned()),
+            None => Ok(self.run().messages.iter().find(|m| &m.channel == channel && m.id == id).cloned()),
         }
     }
 }
@@ -174,5 +187,58 @@ mod tests {
         let ten = view.message(&ch("log"), 10.into()).unwrap_or_default().map(|m| m.data);
         assert_eq!(ten, Some(json!({ "n": 10 })));
         assert!(view.messages(&ch("levels"), None, 10).unwrap_or_default().is_empty());
+    }
+
+    /// A view that counts its aggregate and organisation reads.
+    struct Counting(MemoryState, std::sync::atomic::AtomicUsize);
+
+    impl Counting {
+        fn count(&self) -> usize {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    impl StateView for Counting {
+        fn agent_org(&self, id: AgentId) -> Read<Option<OrgId>> {
+            self.count();
+            self.0.agent_org(id)
+        }
+        fn agent(&self, id: AgentId) -> Read<Option<Agent>> {
+            self.0.agent(id)
+        }
+        fn agents(&self, org: OrgId, limit: usize) -> Read<Vec<Agent>> {
+            self.0.agents(org, limit)
+        }
+        fn agent_by_serial(&self, org: OrgId, serial: &str) -> Read<Option<Agent>> {
+            self.0.agent_by_serial(org, serial)
+        }
+        fn aggregate(&self, channel: &ChannelRef) -> Read<Option<Aggregate>> {
+            self.count();
+            self.0.aggregate(channel)
+        }
+        fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Read<Vec<Message>> {
+            self.0.messages(channel, before, limit)
+        }
+        fn message(&self, channel: &ChannelRef, id: MessageId) -> Read<Option<Message>> {
+            self.0.message(channel, id)
+        }
+    }
+
+    #[test]
+    fn a_run_reads_each_aggregate_and_organisation_from_the_store_once() {
+        let mut state = MemoryState::default();
+        state.set_aggregate(ch("levels"), json!({ "a": 1 }));
+        let base = Arc::new(Counting(state, Default::default()));
+        let view = Pending::new(Arc::clone(&base) as Arc<dyn StateView>);
+        for _ in 0..3 {
+            assert!(view.aggregate(&ch("levels")).unwrap_or_default().is_some());
+            assert!(view.aggregate(&ch("none")).unwrap_or_default().is_none());
+            assert_eq!(view.agent_org(9.into()).unwrap_or_default(), None);
+        }
+        let write = AggregateWrite { channel: ch("levels"), data: json!({ "b": 2 }), mode: WriteMode::Merge };
+        view.lay(&Effects { aggregates: vec![write], ..Effects::default() }, 7).unwrap_or_else(|e| panic!("{e}"));
+        let levels = view.aggregate(&ch("levels")).unwrap_or_default().map(|a| a.data);
+        assert_eq!(levels, Some(json!({ "a": 1, "b": 2 })), "the write applies to what the run read");
+        assert_eq!(base.count(), 3, "three reads from the store, each once");
     }
 }

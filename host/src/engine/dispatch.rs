@@ -225,14 +225,16 @@ impl Engine {
     }
 
     /// Run a line's head, and the events queued right behind it (a run, see
-    /// [`EngineConfig::run_events`](super::EngineConfig)), then commit what
-    /// ran: each event's acknowledgement with its effects, all in one
-    /// writer cycle, each applied only if the one before it was. Each event of the run reads the state its
-    /// predecessors' effects leave ([`Pending`]), exactly as if each had
-    /// committed before the next ran. The first event that does not end
-    /// well ends the run; it is retried or dead-lettered once the events
-    /// before it are committed.
-    async fn process(&self, head: QueuedEvent) -> Result<(), EngineError> {
+    /// [`EngineConfig::run_events`](super::EngineConfig)), committing what
+    /// ran as it goes: each event's acknowledgement with its effects, each
+    /// applied only if the one before it was. Each event of the run reads
+    /// the state its predecessors' effects leave ([`Pending`]), exactly as
+    /// if each had committed before the next ran, so the run need not wait
+    /// for its commits: what ran is handed to the writer whenever the
+    /// writer is done with the run's previous chunk, and the run goes on
+    /// meanwhile. The first event that does not end well ends the run; it
+    /// is retried or dead-lettered once the events before it are committed.
+    async fn process(self: &Arc<Self>, head: QueuedEvent) -> Result<(), EngineError> {
         let Some(inst) = self.installation(head.install_id) else {
             let reason = match self.store.install(head.install_id)? {
                 Some(rec) => format!("app {:?} is not loaded (redrive once it is back)", rec.app),
@@ -244,10 +246,12 @@ impl Engine {
         let behind = self.store.line_after(&head, now_ms(), run_events - 1)?;
         let started = std::time::Instant::now();
         let view = Arc::new(Pending::new(Arc::new(self.store.clone())));
-        let mut writes: Vec<super::writer::Write> = Vec::new();
+        // What ran and waits for the writer, and the chunk the writer has.
+        let mut chunk: Vec<super::writer::Write> = Vec::new();
+        let mut committing: Option<tokio::task::JoinHandle<Result<bool, EngineError>>> = None;
         let mut failed = None;
         for queued in std::iter::once(head).chain(behind) {
-            if !writes.is_empty() && started.elapsed() > run_for {
+            if started.elapsed() > run_for && !(chunk.is_empty() && committing.is_none()) {
                 break; // the rest waits for the next run
             }
             let span = tracing::info_span!("event", event = %queued.id, attempt = queued.attempt);
@@ -255,7 +259,7 @@ impl Engine {
             match step {
                 Ok(Step::Ran(write)) => {
                     let laid = view.lay(&write.effects, write.now_ms);
-                    writes.push(*write);
+                    chunk.push(*write);
                     if let Err(e) = laid {
                         // The next event cannot see this one's effects: it
                         // waits for the next run.
@@ -268,11 +272,24 @@ impl Engine {
                     break;
                 }
             }
+            if committing.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                if let Some(previous) = committing.take()
+                    && !joined(previous.await)?
+                {
+                    // Something did not commit: what ran after it saw
+                    // effects that are not the state. It stays queued.
+                    return Ok(());
+                }
+                let (engine, writes) = (Arc::clone(self), std::mem::take(&mut chunk));
+                committing = Some(tokio::spawn(async move { engine.commit_run(writes).await }));
+            }
         }
-        if !self.commit_run(writes).await? {
-            // Something before the failed event did not commit: what it
-            // saw is not the state, so its outcome is not recorded (it
-            // stays queued and runs again).
+        let stands = match committing {
+            Some(last) => joined(last.await)?,
+            None => true,
+        };
+        // Whatever ran after something that did not commit stays queued.
+        if !stands || !self.commit_run(chunk).await? {
             return Ok(());
         }
         match failed {
@@ -423,6 +440,12 @@ impl Engine {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// What a run's commit task answered (a task that panicked is a failure:
+/// whether its writes were applied is unknown, so the run stops).
+fn joined(task: Result<Result<bool, EngineError>, tokio::task::JoinError>) -> Result<bool, EngineError> {
+    task.map_err(|e| StoreError::Flush(format!("a run's commit failed: {e}")))?
 }
 
 /// An aggregate-update event carries the aggregate as it is now in `view`
