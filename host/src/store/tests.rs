@@ -434,23 +434,35 @@ fn after_a_write_failure_writes_are_refused_until_the_store_reopens_at_its_last_
     assert_eq!(store.queued().unwrap().len(), 2, "writes work again");
 }
 
+/// A temporary store with agent 1 in organisation 1.
+fn store_with_agent_1() -> Store {
+    let store = Store::temporary().unwrap();
+    let agent = Agent { id: 1.into(), name: "a".into(), serial_number: None, group: None, metadata: json!({}) };
+    store.put_agent(1.into(), agent).unwrap();
+    store
+}
+
+/// Effects merging `{"n": n}` into agent 1's channel `a`.
+fn merge_n(n: i64) -> Effects {
+    let write = AggregateWrite { channel: ch(1, "a"), data: json!({ "n": n }), mode: WriteMode::Merge };
+    Effects { aggregates: vec![write], ..Effects::default() }
+}
+
+/// Effects writing to agent 9, which no store here has.
+fn on_unknown_agent() -> Effects {
+    let write = AggregateWrite { channel: ch(9, "a"), data: json!({"x": 1}), mode: WriteMode::Merge };
+    Effects { aggregates: vec![write], ..Effects::default() }
+}
+
 #[test]
 fn a_batch_is_one_atomic_write_in_which_each_commit_has_its_own_verdict() {
-    let store = Store::temporary().unwrap();
-    let agent =
-        |id: u64| Agent { id: id.into(), name: "a".into(), serial_number: None, group: None, metadata: json!({}) };
-    store.put_agent(1.into(), agent(1)).unwrap();
+    let store = store_with_agent_1();
     let mut rng = fastrand::Rng::with_seed(3);
     let queued = store.enqueue(&event(&mut rng, 1)).unwrap();
     let gone = event(&mut rng, 2);
     let claim = Claim { scope: "wh1".into(), key: "msg_1".into(), expires_ms: 100 };
-    let write = |n: i64| Effects {
-        aggregates: vec![AggregateWrite { channel: ch(1, "a"), data: json!({ "n": n }), mode: WriteMode::Merge }],
-        ..Effects::default()
-    };
-    let (first, second, third) = (write(1), write(2), write(3));
-    let mut bad_agent = Effects::default();
-    bad_agent.aggregates.push(AggregateWrite { channel: ch(9, "a"), data: json!({"x": 1}), mode: WriteMode::Merge });
+    let (first, second, third) = (merge_n(1), merge_n(2), merge_n(3));
+    let bad_agent = on_unknown_agent();
     let c = |ack, effects, claim| Commit {
         ack,
         effects,
@@ -560,20 +572,12 @@ fn a_stale_heads_entry_is_repaired_by_the_pick_and_never_runs_out_of_line() {
 
 #[test]
 fn a_chained_commit_applies_only_if_the_one_before_it_did() {
-    let store = Store::temporary().unwrap();
-    let agent =
-        |id: u64| Agent { id: id.into(), name: "a".into(), serial_number: None, group: None, metadata: json!({}) };
-    store.put_agent(1.into(), agent(1)).unwrap();
+    let store = store_with_agent_1();
     let mut rng = fastrand::Rng::with_seed(5);
     let (one, two, three) = (event(&mut rng, 1), event(&mut rng, 2), event(&mut rng, 3));
     let queued: Vec<QueuedEvent> = [one, two, three].iter().map(|e| store.enqueue(e).unwrap()).collect();
-    let write = |n: i64| Effects {
-        aggregates: vec![AggregateWrite { channel: ch(1, "a"), data: json!({ "n": n }), mode: WriteMode::Merge }],
-        ..Effects::default()
-    };
-    let (first, third, fourth) = (write(1), write(3), write(4));
-    let mut bad_agent = Effects::default();
-    bad_agent.aggregates.push(AggregateWrite { channel: ch(9, "a"), data: json!({"x": 1}), mode: WriteMode::Merge });
+    let (first, third, fourth) = (merge_n(1), merge_n(3), merge_n(4));
+    let bad_agent = on_unknown_agent();
     let c = |ack, effects, chained| Commit {
         ack,
         effects,
