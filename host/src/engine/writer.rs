@@ -3,17 +3,21 @@
 //! Ingress (messages, aggregate writes, invokes, ingestion events,
 //! deployments) and the dispatcher's commits (acknowledgement + effects +
 //! downstream events + summary) are handed to one writer thread as
-//! [`Write`]s; retries, dead letters, redrive, schedule fires and
-//! installation changes as operations ([`Writer::apply`]). Each cycle it takes what waits — in a fair order: one write
-//! per organisation in turn, so a flooding tenant's backlog cannot fill a
-//! cycle ahead of another tenant's write — applies all of it as **one**
-//! atomic write ([`Store::commit_batch`], each write with its own verdict),
-//! runs the operations after it, makes it durable with **one** flush on its own thread, then answers every
-//! waiter at once. Nobody is told "accepted" before the flush that covers
-//! its write; a commit of the dispatcher is answered as soon as it is
-//! applied (an acknowledgement lost in a crash only re-runs the event, and
-//! its effects were not applied either). A write alone is not kept waiting
-//! for company: the writer starts a cycle as soon as anything waits, and
+//! [`Write`]s — a line's run as one job of several ([`Writer::write_run`]),
+//! each applied only if the one before it was; retries, dead letters,
+//! redrive, schedule fires and installation changes as operations
+//! ([`Writer::apply`]). Each cycle it takes what waits — in a fair order:
+//! one job per organisation in turn, at most [`PER_ORG_PER_CYCLE`] writes
+//! of one organisation while others wait, so a flooding tenant's backlog
+//! cannot fill a cycle ahead of another tenant's write — applies all of it
+//! as **one** atomic write ([`Store::commit_batch`], each write with its
+//! own verdict), runs the operations after it, makes it durable with
+//! **one** flush on its own thread, then answers every waiter at once.
+//! Nobody is told "accepted" before the flush that covers its write; a
+//! commit of the dispatcher is answered as soon as it is applied (an
+//! acknowledgement lost in a crash only re-runs the event, and its effects
+//! were not applied either). A write alone is not kept waiting for
+//! company: the writer starts a cycle as soon as anything waits, and
 //! batches grow with the load by themselves.
 
 use std::collections::{HashMap, VecDeque};
