@@ -209,7 +209,9 @@ async fn retried_events_apply_exactly_once_and_in_order() {
 /// Publish `n` counter events on one line, then drain it; returns how many
 /// dispatch rounds that took.
 async fn backlog_rounds(run_events: usize, n: u64) -> (Arc<Engine>, usize) {
-    let config = EngineConfig { retry: fast_retries(), concurrency: 4, run_events, ..EngineConfig::default() };
+    // Runs bounded by count only, however slow the machine.
+    let run_for = Duration::from_secs(10);
+    let config = EngineConfig { retry: fast_retries(), concurrency: 4, run_events, run_for, ..EngineConfig::default() };
     let engine = engine_with(config, "counter").await;
     for i in 0..n {
         engine.publish_message(ch("ticks"), TANK.into(), json!({"n": i})).await.unwrap();
@@ -238,9 +240,8 @@ async fn a_lines_backlog_runs_back_to_back_each_event_on_the_state_the_ones_befo
     assert_eq!(tags["seen"], json!((0..n).collect::<Vec<_>>()), "in line order");
     let summaries = engine.store().invocations(INSTALL.into(), 1000).unwrap();
     assert_eq!(summaries.len() as u64, n, "one invocation and one summary per event");
-    // Runs of up to 8 (each may end early after 5 ms): far fewer rounds
-    // than events.
-    assert!(rounds <= (n / 2) as usize, "{rounds} rounds for {n} events");
+    // Runs of 8: a round each.
+    assert_eq!(rounds, (n / 8) as usize, "{rounds} rounds for {n} events");
     let (_, one_by_one) = backlog_rounds(1, 6).await;
     assert_eq!(one_by_one, 6, "with runs off, one event per round");
 }
