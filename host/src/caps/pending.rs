@@ -111,9 +111,9 @@ impl StateView for Pending {
         let mut out = self.base.messages(channel, before, limit)?;
         let run = self.run();
         let fresh = run.messages.iter().filter(|m| &m.channel == channel && before.is_none_or(|b| m.id < b));
-        // A stored message keeps its id; so does the first of the run's.
-        let stored: std::collections::HashSet<MessageId> = out.iter().map(|m| m.id).collect();
-        out.extend(fresh.filter(|m| !stored.contains(&m.id)).cloned());
+        out.extend(fresh.cloned());
+        // A stored message keeps its id, and so does the first of the
+        // run's: the sort is stable and stored messages come first.
         out.sort_by_key(|m| std::cmp::Reverse(m.id));
         out.dedup_by_key(|m| m.id);
         out.truncate(limit);
