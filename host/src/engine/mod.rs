@@ -17,7 +17,7 @@
 //! | `admission` | the queue's bounds and counts, asked before ingress writes |
 //! | `routing` | which installations an effect raises events for |
 //! | `writer` | the one write path: fair cycles, one atomic write and one flush each |
-//! | `dispatch` | the `Dispatcher` (slots, concurrency, retries): picks due line heads, runs them, commits, retries or buries |
+//! | `dispatch` | the `Dispatcher` (slots, concurrency, retries): picks due line heads, runs each with the events queued behind it (a run), commits, retries or buries |
 //! | `slots` | one event per line in flight, each organisation's share of the slots |
 //! | `retry` | backoff between attempts |
 //! | `schedules` | fires due schedules through the writer |
