@@ -51,6 +51,12 @@ pub fn check_object(value: &Value) -> Result<(), PayloadError> {
     if !value.is_object() {
         return Err(PayloadError::NotObject(kind_of(value)));
     }
+    check_value(value)
+}
+
+/// Check that the keys of every object in `value` (of any type, e.g. a
+/// tag's value) follow the key rule, at every depth.
+pub fn check_value(value: &Value) -> Result<(), PayloadError> {
     check_keys(value, 0).map_err(|bad| match bad {
         BadAt::Key { mut path, key } => {
             path.push("$".into());
@@ -105,9 +111,10 @@ fn check_keys(value: &Value, depth: usize) -> Result<(), BadAt> {
     if depth > MAX_DEPTH {
         return Err(BadAt::TooDeep);
     }
-    let within = |segment: String, r: Result<(), BadAt>| match r {
+    // The segment is named only on the way out of a failure.
+    let within = |segment: &dyn Fn() -> String, r: Result<(), BadAt>| match r {
         Err(BadAt::Key { mut path, key }) => {
-            path.push(segment);
+            path.push(segment());
             Err(BadAt::Key { path, key })
         }
         other => other,
@@ -118,13 +125,13 @@ fn check_keys(value: &Value, depth: usize) -> Result<(), BadAt> {
                 if !is_valid_key(key) {
                     return Err(BadAt::Key { path: Vec::new(), key: key.clone() });
                 }
-                within(format!(".{key}"), check_keys(child, depth + 1))?;
+                within(&|| format!(".{key}"), check_keys(child, depth + 1))?;
             }
             Ok(())
         }
         Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
-                within(format!("[{i}]"), check_keys(child, depth + 1))?;
+                within(&|| format!("[{i}]"), check_keys(child, depth + 1))?;
             }
             Ok(())
         }
