@@ -13,6 +13,11 @@
 //! - `paddock-epoch`:  the same with fuel off (epoch deadline only);
 //! - `paddock-filter`: a reading on another channel, dropped by the app's
 //!   `pre_hook_filter`: the host's fixed cost per event;
+//! - `host-calls`:     the capability work of `paddock`'s event without wasm:
+//!   a session, the context's tags and config as JSON text, the tank app's
+//!   four tag writes, message, connection ping and log line, and the
+//!   session's end (what `paddock` pays on top of `raw-handle` in its
+//!   host calls);
 //! - `fuel-rate`:      fuel burned per ms by the hostile spin loop (calibrates
 //!   `FUEL_PER_MS`).
 //!
@@ -24,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use paddock::caps::{Grant, MemoryState, Reach};
+use paddock::caps::{ConnectionStatus, Grant, LogLevel, MemoryState, NewMessage, Reach, Session};
 use paddock::model::{Agent, ChannelName, ChannelRef, Event, EventId, Message, MessageId, OrgId};
 use paddock::runtime::{Invocation, LoadedApp, Outcome, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
@@ -59,9 +64,10 @@ enum Case {
     Paddock,
     PaddockEpoch,
     PaddockFilter,
+    HostCalls,
 }
 
-const CASES: [Case; 7] = [
+const CASES: [Case; 8] = [
     Case::RawTrivial,
     Case::RawTank,
     Case::RawHandle,
@@ -69,6 +75,7 @@ const CASES: [Case; 7] = [
     Case::Paddock,
     Case::PaddockEpoch,
     Case::PaddockFilter,
+    Case::HostCalls,
 ];
 
 impl Case {
@@ -81,6 +88,7 @@ impl Case {
             Case::Paddock => "paddock",
             Case::PaddockEpoch => "paddock-epoch",
             Case::PaddockFilter => "paddock-filter",
+            Case::HostCalls => "host-calls",
         }
     }
 }
@@ -183,6 +191,7 @@ impl Bench {
                 invoke(&self.epoch_rt, &self.epoch_app, &self.grant, &self.reading, &self.state).await
             }
             Case::PaddockFilter => invoke(&self.rt, &self.app, &self.grant, &self.other, &self.state).await,
+            Case::HostCalls => host_calls(&self.grant, &self.state),
         }
     }
 }
@@ -191,6 +200,27 @@ async fn invoke(rt: &Runtime, app: &LoadedApp, grant: &Grant, event: &Event, sta
     let inv = Invocation { event_id: EventId::generate(), attempt: 1, event: event.clone(), grant: grant.clone() };
     let r = rt.invoke(app, inv, state.clone()).await;
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+}
+
+/// The tank app's host calls for one reading, made on a [`Session`]
+/// directly, with the values the guest passes.
+fn host_calls(grant: &Grant, state: &Arc<MemoryState>) {
+    let mut session = Session::new(grant.clone(), state.clone());
+    let context = (must(session.tags_snapshot()), session.grant().config.to_string());
+    for (key, value) in [("last_level", "50.0"), ("min_level", "30.0"), ("max_level", "80.0"), ("readings", "13")] {
+        must(session.tag_set(key, value, false));
+    }
+    let message = NewMessage {
+        channel: "tank_level".into(),
+        agent_id: None,
+        data: r#"{"distance_mm":1100.0,"level_percent":50.0}"#.into(),
+        timestamp: None,
+        message_id: None,
+    };
+    must(session.create_message(message));
+    must(session.connection_ping(None, ConnectionStatus::PeriodicUnknown, None));
+    session.logs_mut().push(LogLevel::Info, "log", "distance 1100 mm -> level 50.0% (min 30.0, max 80.0)");
+    std::hint::black_box((context, session.finish()));
 }
 
 fn tank_state() -> MemoryState {

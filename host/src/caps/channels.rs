@@ -112,10 +112,22 @@ impl Session {
         f: impl FnOnce(Option<&Aggregate>) -> R,
     ) -> Result<R, ReadError> {
         let mut overlays = self.overlays.borrow_mut();
-        if !overlays.contains_key(channel) {
-            overlays.insert(channel.clone(), self.view.aggregate(channel)?);
+        let i = self.overlay(&mut overlays, channel)?;
+        Ok(f(overlays[i].1.as_ref()))
+    }
+
+    /// Where `channel`'s overlay is in `overlays`, read from the view the
+    /// first time.
+    fn overlay(
+        &self,
+        overlays: &mut Vec<(ChannelRef, Option<Aggregate>)>,
+        channel: &ChannelRef,
+    ) -> Result<usize, ReadError> {
+        if let Some(i) = overlays.iter().position(|(c, _)| c == channel) {
+            return Ok(i);
         }
-        Ok(f(overlays.get(channel).and_then(Option::as_ref)))
+        overlays.push((channel.clone(), self.view.aggregate(channel)?));
+        Ok(overlays.len() - 1)
     }
 
     /// Buffer a message after the caller's policy checks; enforces the caps.
@@ -136,24 +148,23 @@ impl Session {
         Ok(id)
     }
 
-    /// Buffer an aggregate write after the caller's policy checks.
+    /// Buffer an aggregate write after the caller's policy checks. `data`
+    /// is an object whose keys the caller has checked (the guest's through
+    /// [`parse_object`] or [`check_value`](crate::model::check_value), the host's by construction).
     pub(crate) fn push_aggregate(&mut self, channel: ChannelRef, data: Value, mode: WriteMode) -> Result<(), CapError> {
         if self.effects.aggregates.len() >= MAX_AGGREGATE_WRITES {
             return Err(CapError::Limit(format!("at most {MAX_AGGREGATE_WRITES} aggregate writes per invocation")));
         }
-        check_object(&data)?;
+        debug_assert!(check_object(&data).is_ok(), "unchecked aggregate write {data}");
         self.charge(&data)?;
         let now = self.now();
         let mut overlays = self.overlays.borrow_mut();
-        if !overlays.contains_key(&channel) {
-            overlays.insert(channel.clone(), self.view.aggregate(&channel)?);
-        }
-        if let Some(entry) = overlays.get_mut(&channel) {
-            let agg =
-                entry.get_or_insert_with(|| Aggregate { data: Value::Object(Default::default()), last_updated: None });
-            apply_write_in_place(&mut agg.data, &data, &mode);
-            agg.last_updated = Some(now);
-        }
+        let i = self.overlay(&mut overlays, &channel)?;
+        let agg = overlays[i]
+            .1
+            .get_or_insert_with(|| Aggregate { data: Value::Object(Default::default()), last_updated: None });
+        apply_write_in_place(&mut agg.data, &data, &mode);
+        agg.last_updated = Some(now);
         drop(overlays);
         self.effects.aggregates.push(AggregateWrite { channel, data, mode });
         Ok(())

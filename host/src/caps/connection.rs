@@ -75,9 +75,7 @@ impl Session {
 
     /// The agent's `config.offline_after` (seconds) from `doover_connection`.
     fn offline_after_secs(&self) -> Result<u64, ReadError> {
-        Ok(self
-            .aggregate_of(&self.own(well_known::CONNECTION))?
-            .and_then(|a| a.data.pointer("/config/offline_after").and_then(|v| v.as_u64()))
-            .unwrap_or(DEFAULT_OFFLINE_AFTER_SECS))
+        let configured = |a: Option<&crate::model::Aggregate>| a?.data.pointer("/config/offline_after")?.as_u64();
+        Ok(self.with_aggregate(&self.own(well_known::CONNECTION), configured)?.unwrap_or(DEFAULT_OFFLINE_AFTER_SECS))
     }
 }

@@ -29,7 +29,6 @@ pub use pending::Pending;
 pub use view::{MemoryState, Read, ReadError, StateError, StateView};
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::model::{AgentId, Aggregate, ChannelName, ChannelRef, PayloadError, now_ms};
@@ -89,8 +88,9 @@ pub struct Session {
     /// Aggregates read or written in this invocation, with the buffered
     /// writes applied, so that a read borrows instead of replaying the
     /// effect list (tags are read and written several times per event).
-    /// A `RefCell` because reads fill it lazily through `&self`.
-    overlays: RefCell<HashMap<ChannelRef, Option<Aggregate>>>,
+    /// A `RefCell` because reads fill it lazily through `&self`; a list
+    /// because an invocation touches a handful of channels.
+    overlays: RefCell<Vec<(ChannelRef, Option<Aggregate>)>>,
 }
 
 impl Session {

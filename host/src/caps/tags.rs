@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{CapError, MAX_KEY_BYTES, ReadError, Session};
-use crate::model::{ChannelName, ChannelRef, WriteMode, is_valid_key, well_known};
+use crate::model::{ChannelName, ChannelRef, WriteMode, check_value, is_valid_key, well_known};
 
 impl Session {
     /// `tags.get`: this installation's tag.
@@ -20,10 +20,12 @@ impl Session {
         Ok(self.with_aggregate(&self.tag_channel(), |a| a.and_then(|a| a.data.get(app_key)?.get(key).cloned()))?)
     }
 
-    /// All of this installation's tags (for the invocation context).
-    pub fn tags_snapshot(&self) -> Result<Value, ReadError> {
-        let own = |a: Option<&crate::model::Aggregate>| a.and_then(|a| a.data.get(&self.grant.app_key).cloned());
-        Ok(self.with_aggregate(&self.tag_channel(), own)?.unwrap_or_else(|| json!({})))
+    /// All of this installation's tags as JSON text (for the invocation
+    /// context), `{}` when it has none.
+    pub fn tags_snapshot(&self) -> Result<String, ReadError> {
+        let own =
+            |a: Option<&crate::model::Aggregate>| a.and_then(|a| a.data.get(&self.grant.app_key)).map(Value::to_string);
+        Ok(self.with_aggregate(&self.tag_channel(), own)?.unwrap_or_else(|| "{}".into()))
     }
 
     /// `tags.set`: a no-op when the value is unchanged (as in pydoover). With
@@ -32,6 +34,7 @@ impl Session {
         check_key("tag key", key)?;
         let value: Value = serde_json::from_str(value)
             .map_err(|e| CapError::Invalid(format!("tag {key:?} value is not JSON: {e}")))?;
+        check_value(&value)?;
         if value.is_null() {
             return self.tag_delete(key);
         }

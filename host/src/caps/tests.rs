@@ -183,6 +183,18 @@ fn tags_follow_doover_semantics() {
 }
 
 #[test]
+fn a_tag_value_with_a_bad_key_is_refused_before_anything_is_written() {
+    let mut s = session(Reach::OwnAgent);
+    for value in [r#"{"a.b":1}"#, r#"[{"ok":{"sp ace":1}}]"#] {
+        let err = s.tag_set("k", value, true).unwrap_err();
+        assert!(matches!(err, CapError::Invalid(ref m) if m.contains("invalid key")), "{err}");
+    }
+    assert!(s.effects().is_empty(), "neither the tag log message nor the aggregate write is buffered");
+    s.tag_set("k", r#"[{"ok":{"fine":1}}]"#, true).unwrap();
+    assert_eq!(s.effects().aggregates[0].data, json!({"app": {"k": [{"ok": {"fine": 1}}]}}));
+}
+
+#[test]
 fn ui_publish_replaces_only_this_apps_schema() {
     let mut st = state();
     let ui = ChannelRef { agent_id: AgentId::from(HOME), name: ChannelName::new("ui_state").unwrap() };

@@ -23,7 +23,8 @@ pub use markup::escape_markup;
 pub use merge::{WriteMode, apply_diff, apply_diff_in_place, apply_diff_with, apply_write, apply_write_in_place};
 pub use oauth::{STATE_TTL_MS, StateSigner};
 pub use payload::{
-    MAX_DEPTH, PayloadError, check_object, check_payload, is_valid_key, kind_of, parse_object, serialized_len,
+    MAX_DEPTH, PayloadError, check_object, check_payload, check_value, is_valid_key, kind_of, parse_object,
+    serialized_len,
 };
 pub use schedule::{ScheduleError, ScheduleExpr};
 pub use strict_json::{StrictJsonError, parse_strict};

@@ -34,14 +34,15 @@ pub struct Invocation {
     pub grant: Grant,
 }
 
-/// What the host tells the guest about the invocation.
-pub(crate) struct ContextInfo {
+/// What the host tells the guest about the invocation; the state it
+/// reads as JSON text, as the guest receives it.
+pub(crate) struct ContextInfo<'a> {
     pub event_id: EventId,
     pub attempt: u32,
     pub deadline: u64,
-    pub grant: Grant,
-    pub tags: Value,
-    pub connection: Option<Value>,
+    pub grant: &'a Grant,
+    pub tags: String,
+    pub connection: Option<String>,
 }
 
 /// Where a failure happened: instantiation failures that are not traps are
@@ -136,15 +137,16 @@ impl Prepared {
         event_id: EventId,
         attempt: u32,
         limits: &AppLimits,
-    ) -> Result<ContextInfo, ReadError> {
+    ) -> Result<ContextInfo<'_>, ReadError> {
         let session = &self.store.data().session;
         let deadline = now_ms() + u64::try_from(limits.timeout.as_millis()).unwrap_or(u64::MAX);
-        let connection = session.aggregate_of(&session.own(well_known::CONNECTION))?.map(|a| a.data);
+        let connection =
+            session.with_aggregate(&session.own(well_known::CONNECTION), |a| a.map(|a| a.data.to_string()))?;
         Ok(ContextInfo {
             event_id,
             attempt,
             deadline,
-            grant: session.grant().clone(),
+            grant: session.grant(),
             tags: session.tags_snapshot()?,
             connection,
         })

@@ -82,8 +82,8 @@ pub(crate) fn context_to_wit(c: ContextInfo) -> types::Context {
         app_key: c.grant.app_key.clone(),
         app_display_name: c.grant.display_name.clone(),
         deployment_config: c.grant.config.to_string(),
-        tags: c.tags.to_string(),
-        connection: c.connection.map(|v| v.to_string()),
+        tags: c.tags,
+        connection: c.connection,
         invoking_channel: c.grant.invoking_channel.as_ref().map(|ch| ch.name.to_string()),
         oauth: c
             .grant
