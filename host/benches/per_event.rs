@@ -8,6 +8,8 @@
 //! - `raw-handle`:     raw wasmtime, the tank-level component's real `handle`
 //!   on the same reading, with do-nothing host functions (no policy, no
 //!   effects): the guest's own work, which any host pays;
+//! - `raw-filter`:     raw-handle on a reading on another channel, which
+//!   the app's `pre_hook_filter` drops: the guest's own fixed work;
 //! - `native`:         the tank-level logic as native Rust over a JSON state;
 //! - `paddock`:        `Runtime::invoke` of tank-level on a reading (fuel on);
 //! - `paddock-epoch`:  the same with fuel off (epoch deadline only);
@@ -24,6 +26,10 @@
 //! Run: `make bench` (or `cargo bench -p paddock --bench per_event`).
 //! Iterations per case: `PADDOCK_BENCH_ITERS` (default 3000).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: failures should stop loudly")]
+
+/// The allocator the `paddock` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +66,7 @@ enum Case {
     RawTrivial,
     RawTank,
     RawHandle,
+    RawFilter,
     Native,
     Paddock,
     PaddockEpoch,
@@ -67,10 +74,11 @@ enum Case {
     HostCalls,
 }
 
-const CASES: [Case; 8] = [
+const CASES: [Case; 9] = [
     Case::RawTrivial,
     Case::RawTank,
     Case::RawHandle,
+    Case::RawFilter,
     Case::Native,
     Case::Paddock,
     Case::PaddockEpoch,
@@ -84,6 +92,7 @@ impl Case {
             Case::RawTrivial => "raw-trivial",
             Case::RawTank => "raw-tank",
             Case::RawHandle => "raw-handle",
+            Case::RawFilter => "raw-filter",
             Case::Native => "native",
             Case::Paddock => "paddock",
             Case::PaddockEpoch => "paddock-epoch",
@@ -106,6 +115,7 @@ struct Bench {
     raw_tank: InstancePre<stub::Stub>,
     raw_handle: stub::AppPre<stub::Stub>,
     stub_inputs: (stub::paddock::app::types::Context, stub::paddock::app::types::Event),
+    stub_filtered: stub::paddock::app::types::Event,
     app: LoadedApp,
     epoch_app: LoadedApp,
     state: Arc<MemoryState>,
@@ -144,6 +154,7 @@ impl Bench {
             raw_tank,
             raw_handle,
             stub_inputs: stub::inputs(),
+            stub_filtered: stub::message_inputs("tank_level", "{}", "gps", r#"{"distance_mm":1100}"#).1,
             app,
             epoch_app,
             state: Arc::new(tank_state()),
@@ -176,10 +187,11 @@ impl Bench {
                 let mut results = [Val::Bool(false)];
                 must(func.call_async(&mut store, &[], &mut results).await);
             }
-            Case::RawHandle => {
+            Case::RawHandle | Case::RawFilter => {
                 let mut store = self.bare_store();
                 let app = must(self.raw_handle.instantiate_async(&mut store).await);
-                let (ctx, event) = &self.stub_inputs;
+                let (ctx, reading) = &self.stub_inputs;
+                let event = if case == Case::RawHandle { reading } else { &self.stub_filtered };
                 let result = must(app.paddock_app_handler().call_handle(&mut store, ctx, event).await);
                 assert!(result.is_ok());
             }
@@ -371,8 +383,9 @@ fn main() {
                 .as_secs_f64()
         };
         println!(
-            "paddock/raw-handle {:.2}x (Paddock's own overhead for the same guest work); paddock/raw-trivial {:.2}x; paddock/native {:.1}x; fuel on/off {:.2}x",
+            "paddock/raw-handle {:.2}x (Paddock's own overhead for the same guest work); paddock-filter/raw-filter {:.2}x (its fixed part); paddock/raw-trivial {:.2}x; paddock/native {:.1}x; fuel on/off {:.2}x",
             by(Case::Paddock) / by(Case::RawHandle),
+            by(Case::PaddockFilter) / by(Case::RawFilter),
             by(Case::Paddock) / by(Case::RawTrivial),
             by(Case::Paddock) / by(Case::Native),
             by(Case::Paddock) / by(Case::PaddockEpoch)
