@@ -58,6 +58,8 @@ impl Session {
     }
 
     fn write_tag(&mut self, key: &str, value: Value, log: bool) -> Result<(), CapError> {
+        // The installation's key is a key of the patch: checked like the tag's.
+        check_key("app key", &self.grant.app_key)?;
         let patch = json!({ self.grant.app_key.clone(): { key: value } });
         let channel = self.tag_channel();
         if log {

@@ -195,6 +195,16 @@ fn a_tag_value_with_a_bad_key_is_refused_before_anything_is_written() {
 }
 
 #[test]
+fn an_app_key_that_breaks_the_key_rule_writes_no_tag_or_ui_schema() {
+    let mut g = grant(Reach::OwnAgent);
+    g.app_key = "tank.level".into();
+    let mut s = Session::new(g, Arc::new(state()));
+    assert!(matches!(s.tag_set("k", "1", true), Err(CapError::Invalid(ref m)) if m.contains("app key")));
+    assert!(matches!(s.ui_publish("{}"), Err(CapError::Invalid(ref m)) if m.contains("app key")));
+    assert!(s.effects().is_empty());
+}
+
+#[test]
 fn ui_publish_replaces_only_this_apps_schema() {
     let mut st = state();
     let ui = ChannelRef { agent_id: AgentId::from(HOME), name: ChannelName::new("ui_state").unwrap() };

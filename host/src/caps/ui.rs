@@ -10,6 +10,7 @@ impl Session {
     /// `state.children.<app_key>` of `ui_state`, leaving other apps' alone.
     pub fn ui_publish(&mut self, schema: &str) -> Result<(), CapError> {
         let schema = parse_object(schema)?;
+        super::tags::check_key("app key", &self.grant.app_key)?;
         let key = self.grant.app_key.clone();
         let data = json!({ "state": { "children": { key.clone(): schema } } });
         let path = format!("state.children.{key}");

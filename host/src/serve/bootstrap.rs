@@ -115,12 +115,31 @@ pub struct IngestionSpec {
     pub max_body_bytes: Option<usize>,
 }
 
+/// What the file's types cannot say, checked before anything is written:
+/// an installation's app key is a key of its tags and UI subtree, so it
+/// follows the payload key rule (as through the API).
+fn check(boot: &Bootstrap) -> anyhow::Result<()> {
+    for org in &boot.organisations {
+        for i in &org.installations {
+            if !crate::model::is_valid_key(&i.app_key) {
+                bail!(
+                    "organisation {:?}, installation {:?}: app_key must be characters from [a-zA-Z0-9_-]",
+                    org.name,
+                    i.app_key
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Read and apply a bootstrap file; ingestion endpoints may have rates up
 /// to `max_ingest_rate`, as through the API.
 pub async fn apply(engine: &Engine, file: &Path, max_ingest_rate: u32) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
     let boot: Bootstrap =
         toml::from_str(&text).with_context(|| format!("{}: invalid bootstrap file", file.display()))?;
+    check(&boot).with_context(|| format!("{}: invalid bootstrap file", file.display()))?;
     for org in &boot.organisations {
         apply_org(engine, org, max_ingest_rate)
             .await
@@ -204,4 +223,22 @@ async fn apply_org(engine: &Engine, spec: &OrgSpec, max_ingest_rate: u32) -> any
             .with_context(|| format!("ingestion {}", g.id))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_installation_whose_app_key_breaks_the_key_rule_is_refused_before_anything_is_written() {
+        let file = |key: &str| {
+            format!(
+                "[[organisations]]\nname = \"Boot\"\n[[organisations.installations]]\napp = \"webhook\"\napp_key = \"{key}\"\n"
+            )
+        };
+        let parsed = |key: &str| toml::from_str::<super::Bootstrap>(&file(key)).unwrap();
+        assert!(super::check(&parsed("readings_1-a")).is_ok());
+        for bad in ["tank.level", "", "sp ace"] {
+            let err = super::check(&parsed(bad)).unwrap_err().to_string();
+            assert!(err.contains("app_key must be"), "{bad:?}: {err}");
+        }
+    }
 }
