@@ -8,6 +8,8 @@
 //! from the summaries' µs `latency_us`; the commit follows within µs):
 //! - `lines` installations of the counter, one per agent, with `agents`
 //!   agents in the store, events spread over the installations;
+//! - the 100,000-agent row against the 100-agent row, five interleaved
+//!   pairs, the median ratio (`PADDOCK_BENCH_ONLY=agents` alone);
 //! - fairness: tenant B's latency alone, then while tenant A floods
 //!   (`PADDOCK_BENCH_ONLY=fairness`).
 //!
@@ -341,6 +343,36 @@ async fn setup(
     Setup { engine, _dir: dir }
 }
 
+/// One scale row's measurement.
+struct Row {
+    /// Events published and run.
+    events: u64,
+    /// Seconds until every publish was accepted.
+    ingress_s: f64,
+    /// Seconds until every event ran.
+    total_s: f64,
+    /// Acceptance to commit of each event, µs, sorted.
+    latencies: Vec<u64>,
+}
+
+impl Row {
+    /// Events run per second.
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.total_s
+    }
+}
+
+/// `per_line` events on each of `lines` installations (one agent each)
+/// of an organisation with `agents` agents, published by `publishers()`
+/// tasks while the dispatcher runs.
+async fn scale_row(rt: &Arc<Runtime>, app: &Arc<LoadedApp>, lines: u64, agents: u64, per_line: u64) -> Row {
+    let s = setup(rt, app, &[(1, agents, lines)], 1_000_000, engine_concurrency()).await;
+    let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
+    let (ingress_s, total_s) = load(&s.engine, 1, lines, per_line, publishers()).await;
+    dispatcher.abort();
+    Row { events: lines * per_line, ingress_s, total_s, latencies: latencies(&s.engine, 1, lines) }
+}
+
 /// Latencies (µs, acceptance to the end of the invocation) of every
 /// summary of installations in `org`.
 fn latencies(engine: &Engine, org: u64, lines: u64) -> Vec<u64> {
@@ -489,28 +521,41 @@ fn main() {
             (100, 100_000, 8),
         ];
         for (lines, agents, per_line) in scenarios.into_iter().filter(|_| only.is_empty() || only == "scale") {
-            let s = setup(&rt, &app, &[(1, agents, lines)], 1_000_000, engine_concurrency()).await;
-            let dispatcher = tokio::spawn(Arc::clone(&s.engine).run(std::future::pending()));
-            let per_line = per_line * scale();
-            let (ingress, total) = load(&s.engine, 1, lines, per_line, publishers()).await;
-            dispatcher.abort();
-            let lat = latencies(&s.engine, 1, lines);
-            let n = lines * per_line;
+            let row = scale_row(&rt, &app, lines, agents, per_line * scale()).await;
             // One line runs one event at a time: its bound is one thread.
             let one_line = if lines == 1 {
-                format!("; one line: {:.3} of the 1-thread raw rate", n as f64 / total / single)
+                format!("; one line: {:.3} of the 1-thread raw rate", row.rate() / single)
             } else {
                 String::new()
             };
             println!(
                 "{:<34} {:>10} {:>12.0} {:>10.3} {:>10.1} {:>10.1}   (ingress alone {:.0}/s{one_line})",
                 format!("{lines} installations, {agents} agents"),
-                n,
-                n as f64 / total,
-                n as f64 / total / ceiling,
-                ms(percentile(&lat, 0.5)),
-                ms(percentile(&lat, 0.99)),
-                n as f64 / ingress,
+                row.events,
+                row.rate(),
+                row.rate() / ceiling,
+                ms(percentile(&row.latencies, 0.5)),
+                ms(percentile(&row.latencies, 0.99)),
+                row.events as f64 / row.ingress_s,
+            );
+        }
+        // The 100,000-agent row against the 100-agent row, in five
+        // interleaved pairs of rows 3x the default's length: one short row
+        // moves by ±20% with this machine's drift, so one pair's ratio
+        // says little; the median of five does.
+        if only.is_empty() || only == "scale" || only == "agents" {
+            let mut ratios = Vec::new();
+            for _ in 0..5 {
+                let few = scale_row(&rt, &app, 100, 100, 24 * scale()).await.rate();
+                let many = scale_row(&rt, &app, 100, 100_000, 24 * scale()).await.rate();
+                ratios.push(many / few);
+            }
+            let runs: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            ratios.sort_by(f64::total_cmp);
+            println!(
+                "100,000 agents against 100 (100 installations, 2,400 events each, five interleaved pairs): median {:.2} (runs {})",
+                ratios[2],
+                runs.join(", ")
             );
         }
 
