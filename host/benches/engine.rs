@@ -333,7 +333,7 @@ async fn setup(
                 agent_id: agent.into(),
                 app_key: "counter".into(),
                 display_name: "Counter".into(),
-                config: json!({ "track_seen": false }),
+                config: r#"{"track_seen":false}"#.into(),
                 subscriptions: vec![ChannelName::new("ticks").unwrap()],
                 app: Arc::clone(app),
             };

@@ -269,7 +269,7 @@ fn grant(app: &LoadedApp) -> Grant {
         install_id: 2.into(),
         app_key: "tank_level".into(),
         display_name: "North Tank".into(),
-        config: app.manifest.validate_config(&json!({})).unwrap_or_else(|e| panic!("{e:?}")),
+        config: app.manifest.validate_config(&json!({})).unwrap_or_else(|e| panic!("{e:?}")).to_string().into(),
         reach: Reach::OwnAgent,
         invoking_channel: None,
         allow_invoking_channel: false,
@@ -311,7 +311,7 @@ fn us(d: Duration) -> f64 {
 async fn fuel_rate(rt: &Runtime) -> f64 {
     let app = must(rt.load_dir(&repo().join("plugins/hostile")).await);
     let mut g = grant(&app);
-    g.config = json!({});
+    g.config = "{}".into();
     let event = Event::ManualInvoke { organisation_id: OrgId::from(7001), payload: json!({"mode": "loop"}) };
     let mut rates = Vec::new();
     for _ in 0..5 {

@@ -90,7 +90,7 @@ pub fn grant(app: &LoadedApp, config: Value) -> Grant {
         install_id: 2.into(),
         app_key: app.manifest.name.replace('-', "_"),
         display_name: app.manifest.display_name.clone(),
-        config,
+        config: config.to_string().into(),
         reach: if app.manifest.kind == AppKind::Integration { Reach::Organisation } else { Reach::OwnAgent },
         invoking_channel: None,
         allow_invoking_channel: app.manifest.allow_invoking_channel,

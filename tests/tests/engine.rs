@@ -34,7 +34,7 @@ async fn engine_with(config: EngineConfig, app: &str) -> Arc<Engine> {
             agent_id: TANK.into(),
             app_key: app.replace('-', "_"),
             display_name: app.into(),
-            config,
+            config: config.to_string().into(),
             subscriptions: loaded.manifest.subscriptions.clone(),
             app: loaded,
         })
@@ -136,7 +136,7 @@ async fn one_organisation_past_its_share_of_the_queue_is_slowed_and_the_others_a
             agent_id: FOREIGN.into(),
             app_key: "counter".into(),
             display_name: "counter".into(),
-            config: json!({}),
+            config: "{}".into(),
             subscriptions: app.manifest.subscriptions.clone(),
             app,
         })
@@ -353,7 +353,7 @@ async fn a_flooding_tenant_does_not_starve_another() {
             agent_id: (*agent).into(),
             app_key: "counter".into(),
             display_name: "Counter".into(),
-            config: json!({}),
+            config: "{}".into(),
             subscriptions: vec![ChannelName::new("ticks").unwrap()],
             app: Arc::clone(&app),
         };

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{
     AggregateWrite, CapError, MAX_AGGREGATE_WRITES, MAX_EFFECT_BYTES, MAX_LIST_MESSAGES, MAX_MESSAGES,
-    MAX_PAYLOAD_BYTES, ReadError, Session,
+    MAX_PAYLOAD_BYTES, Overlay, ReadError, Session,
 };
 use crate::model::{
     Aggregate, ChannelRef, Message, MessageId, WriteMode, apply_write_in_place, check_object, parse_object, well_known,
@@ -105,29 +105,37 @@ impl Session {
         self.with_aggregate(channel, |a| a.cloned())
     }
 
-    /// Borrow the aggregate with this invocation's writes applied.
+    /// Borrow the aggregate with this invocation's writes applied: read
+    /// from the view the first time, then brought up to date with the
+    /// writes buffered since the last read of it.
     pub(crate) fn with_aggregate<R>(
         &self,
         channel: &ChannelRef,
         f: impl FnOnce(Option<&Aggregate>) -> R,
     ) -> Result<R, ReadError> {
         let mut overlays = self.overlays.borrow_mut();
-        let i = self.overlay(&mut overlays, channel)?;
-        Ok(f(overlays[i].1.as_ref()))
-    }
-
-    /// Where `channel`'s overlay is in `overlays`, read from the view the
-    /// first time.
-    fn overlay(
-        &self,
-        overlays: &mut Vec<(ChannelRef, Option<Aggregate>)>,
-        channel: &ChannelRef,
-    ) -> Result<usize, ReadError> {
-        if let Some(i) = overlays.iter().position(|(c, _)| c == channel) {
-            return Ok(i);
+        let i = match overlays.iter().position(|o| &o.channel == channel) {
+            Some(i) => i,
+            None => {
+                let aggregate = self.view.aggregate(channel)?;
+                overlays.push(Overlay { channel: channel.clone(), aggregate, applied: 0 });
+                overlays.len() - 1
+            }
+        };
+        let overlay = &mut overlays[i];
+        let writes = &self.effects.aggregates;
+        if overlay.applied < writes.len() {
+            let now = self.now();
+            for w in writes[overlay.applied..].iter().filter(|w| w.channel == overlay.channel) {
+                let agg = overlay
+                    .aggregate
+                    .get_or_insert_with(|| Aggregate { data: Value::Object(Default::default()), last_updated: None });
+                apply_write_in_place(&mut agg.data, &w.data, &w.mode);
+                agg.last_updated = Some(now);
+            }
+            overlay.applied = writes.len();
         }
-        overlays.push((channel.clone(), self.view.aggregate(channel)?));
-        Ok(overlays.len() - 1)
+        Ok(f(overlay.aggregate.as_ref()))
     }
 
     /// Buffer a message after the caller's policy checks; enforces the caps.
@@ -157,15 +165,8 @@ impl Session {
         }
         debug_assert!(check_object(&data).is_ok(), "unchecked aggregate write {data}");
         self.charge(&data)?;
-        let now = self.now();
-        let mut overlays = self.overlays.borrow_mut();
-        let i = self.overlay(&mut overlays, &channel)?;
-        let agg = overlays[i]
-            .1
-            .get_or_insert_with(|| Aggregate { data: Value::Object(Default::default()), last_updated: None });
-        apply_write_in_place(&mut agg.data, &data, &mode);
-        agg.last_updated = Some(now);
-        drop(overlays);
+        // Laid over the aggregate when it is next read (`with_aggregate`):
+        // a write nobody reads back costs no read and no merge.
         self.effects.aggregates.push(AggregateWrite { channel, data, mode });
         Ok(())
     }

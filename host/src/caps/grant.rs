@@ -1,8 +1,7 @@
 //! The grant: who an invocation runs as and which agents it may reach.
 
 use std::collections::BTreeSet;
-
-use serde_json::Value;
+use std::sync::Arc;
 
 use super::{ReadError, StateView};
 use crate::model::{AgentId, AppId, ChannelRef, InstallId, OrgId};
@@ -33,8 +32,10 @@ pub struct Grant {
     pub app_key: String,
     /// The installation's display name.
     pub display_name: String,
-    /// The installation's validated configuration.
-    pub config: Value,
+    /// The installation's validated configuration as JSON text, the way
+    /// the guest receives it: serialised once per installation and shared
+    /// by its invocations.
+    pub config: Arc<str>,
     /// Which other agents it may reach.
     pub reach: Reach,
     /// The channel whose change raised the event, if any.

@@ -85,12 +85,21 @@ pub struct Session {
     view: Arc<dyn StateView>,
     effects: Effects,
     logs: LogBuffer,
-    /// Aggregates read or written in this invocation, with the buffered
-    /// writes applied, so that a read borrows instead of replaying the
-    /// effect list (tags are read and written several times per event).
-    /// A `RefCell` because reads fill it lazily through `&self`; a list
-    /// because an invocation touches a handful of channels.
-    overlays: RefCell<Vec<(ChannelRef, Option<Aggregate>)>>,
+    /// Aggregates read in this invocation, each with the buffered writes
+    /// applied up to its last read, so that a read borrows instead of
+    /// replaying the effect list (tags are read and written several times
+    /// per event). A `RefCell` because reads fill it lazily through
+    /// `&self`; a list because an invocation touches a handful of channels.
+    overlays: RefCell<Vec<Overlay>>,
+}
+
+/// One aggregate as this invocation sees it.
+struct Overlay {
+    channel: ChannelRef,
+    /// As read from the view, with `effects.aggregates[..applied]`'s
+    /// writes on this channel laid over it (`None`: there is none).
+    aggregate: Option<Aggregate>,
+    applied: usize,
 }
 
 impl Session {

@@ -41,7 +41,7 @@ fn grant(reach: Reach) -> Grant {
         install_id: InstallId::from(4),
         app_key: "app".into(),
         display_name: "App".into(),
-        config: json!({}),
+        config: "{}".into(),
         reach,
         invoking_channel: Some(ChannelRef {
             agent_id: AgentId::from(HOME),
@@ -249,4 +249,58 @@ fn notifications_check_severity() {
     let m = &s.effects().messages[0];
     assert_eq!(m.channel.name.as_str(), "notifications");
     assert_eq!(m.data["severity"], Value::from(6));
+}
+
+#[test]
+fn each_aggregate_read_sees_its_own_channels_writes_in_order() {
+    let mut s = session(Reach::OwnAgent);
+    s.update_aggregate("a", None, r#"{"x":1,"y":{"z":1}}"#, WriteMode::Merge).unwrap();
+    assert_eq!(s.fetch_aggregate("a", None).unwrap().unwrap().data, json!({"x": 1, "y": {"z": 1}}));
+    s.update_aggregate("b", None, r#"{"k":1}"#, WriteMode::Merge).unwrap();
+    s.update_aggregate("a", None, r#"{"x":null,"y":{"w":2}}"#, WriteMode::Merge).unwrap();
+    s.update_aggregate("b", None, r#"{"only":true}"#, WriteMode::Replace).unwrap();
+    s.update_aggregate("a", None, r#"{"v":3}"#, WriteMode::Merge).unwrap();
+    assert_eq!(s.fetch_aggregate("a", None).unwrap().unwrap().data, json!({"y": {"z": 1, "w": 2}, "v": 3}));
+    assert_eq!(s.fetch_aggregate("b", None).unwrap().unwrap().data, json!({"only": true}));
+    assert_eq!(s.fetch_aggregate("a", None).unwrap().unwrap().data, json!({"y": {"z": 1, "w": 2}, "v": 3}));
+}
+
+/// A view whose aggregates cannot be read.
+struct Unreadable(MemoryState);
+
+impl StateView for Unreadable {
+    fn agent_org(&self, id: AgentId) -> Read<Option<OrgId>> {
+        self.0.agent_org(id)
+    }
+    fn agent(&self, id: AgentId) -> Read<Option<Agent>> {
+        self.0.agent(id)
+    }
+    fn agents(&self, org: OrgId, limit: usize) -> Read<Vec<Agent>> {
+        self.0.agents(org, limit)
+    }
+    fn agent_by_serial(&self, org: OrgId, serial: &str) -> Read<Option<Agent>> {
+        self.0.agent_by_serial(org, serial)
+    }
+    fn aggregate(&self, _: &ChannelRef) -> Read<Option<crate::model::Aggregate>> {
+        Err(ReadError("disk gone".into()))
+    }
+    fn messages(
+        &self,
+        channel: &ChannelRef,
+        before: Option<crate::model::MessageId>,
+        limit: usize,
+    ) -> Read<Vec<crate::model::Message>> {
+        self.0.messages(channel, before, limit)
+    }
+    fn message(&self, channel: &ChannelRef, id: crate::model::MessageId) -> Read<Option<crate::model::Message>> {
+        self.0.message(channel, id)
+    }
+}
+
+#[test]
+fn an_aggregate_write_reads_nothing_until_the_aggregate_is_read() {
+    let mut s = Session::new(grant(Reach::OwnAgent), Arc::new(Unreadable(state())));
+    s.update_aggregate("out", None, r#"{"a":1}"#, WriteMode::Merge).unwrap();
+    assert_eq!(s.effects().aggregates.len(), 1, "buffered without reading the stored aggregate");
+    assert!(matches!(s.fetch_aggregate("out", None), Err(CapError::Unavailable(_))), "the read itself fails");
 }

@@ -122,7 +122,7 @@ fn grant(args: &InvokeArgs, manifest: &Manifest, event: &Event, config: Value, s
         install_id: 1.into(),
         display_name: manifest.display_name.clone(),
         app_key,
-        config,
+        config: config.to_string().into(),
         reach: if manifest.kind == AppKind::Integration { Reach::Organisation } else { Reach::OwnAgent },
         invoking_channel: None,
         allow_invoking_channel: manifest.allow_invoking_channel,

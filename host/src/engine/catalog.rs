@@ -225,7 +225,7 @@ impl Engine {
 
 /// The runnable installation of a record on an app version.
 fn installation(rec: &InstallRecord, app: Arc<LoadedApp>) -> Result<Installation, Vec<String>> {
-    let config = app.manifest.validate_config(&rec.config)?;
+    let config = app.manifest.validate_config(&rec.config)?.to_string().into();
     let subscriptions = app.manifest.subscriptions.clone();
     Ok(Installation {
         id: rec.id,

@@ -2,8 +2,6 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use crate::caps::{Grant, Reach};
 use crate::manifest::AppKind;
 use crate::model::{AgentId, ChannelName, ChannelRef, InstallId, OrgId};
@@ -24,8 +22,8 @@ pub struct Installation {
     pub app_key: String,
     /// Human name.
     pub display_name: String,
-    /// Validated config.
-    pub config: Value,
+    /// Validated config, as JSON text (what every invocation's context carries).
+    pub config: Arc<str>,
     /// Channel names it subscribes to (`dv_proc_subscriptions`).
     pub subscriptions: Vec<ChannelName>,
 }
@@ -48,7 +46,7 @@ impl Installation {
             install_id: self.id,
             app_key: self.app_key.clone(),
             display_name: self.display_name.clone(),
-            config: self.config.clone(),
+            config: Arc::clone(&self.config),
             reach: if self.app.manifest.kind == AppKind::Integration { Reach::Organisation } else { Reach::OwnAgent },
             invoking_channel: None,
             allow_invoking_channel: self.app.manifest.allow_invoking_channel,

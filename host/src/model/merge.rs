@@ -68,11 +68,23 @@ pub fn apply_diff_in_place(target: &mut Value, diff: &Value) {
                 } else if let Some(current) = target.get_mut(key) {
                     apply_diff_in_place(current, change);
                 } else {
-                    target.insert(key.clone(), apply_diff(&Value::Object(Map::new()), change));
+                    target.insert(key.clone(), applied_to_nothing(change));
                 }
             }
         }
         (target, diff) => *target = diff.clone(),
+    }
+}
+
+/// `diff` applied where there is no value yet (which starts as `{}`): a
+/// copy of it without the `null`s of its objects, as [`apply_diff`] of an
+/// empty object would build, in one pass.
+fn applied_to_nothing(diff: &Value) -> Value {
+    match diff {
+        Value::Object(map) => Value::Object(
+            map.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), applied_to_nothing(v))).collect(),
+        ),
+        other => other.clone(),
     }
 }
 

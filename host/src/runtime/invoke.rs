@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::Value;
 use wasmtime::{Store, Trap, WasmBacktrace};
 use wasmtime_wasi::WasiCtxBuilder;
 
@@ -239,7 +238,7 @@ pub(crate) fn probe_grant() -> Grant {
         install_id: 0.into(),
         app_key: "probe".into(),
         display_name: "probe".into(),
-        config: Value::Object(Default::default()),
+        config: "{}".into(),
         reach: Reach::OwnAgent,
         invoking_channel: None,
         allow_invoking_channel: false,
