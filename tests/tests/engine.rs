@@ -410,3 +410,64 @@ async fn a_missed_schedule_fires_once_after_downtime_and_a_disabled_one_never() 
     engine.run_once().await.unwrap();
     assert_eq!(runs(&engine), 1, "a disabled schedule never fires");
 }
+
+/// Who hears a device's message: the processors installed on its agent
+/// and its organisation's integrations, never another agent's processor
+/// or another organisation's integration; an installation replaced by one
+/// of another kind, or deleted, hears as what it is now.
+#[tokio::test]
+async fn a_message_reaches_its_agents_processors_and_its_organisations_integrations_only() {
+    let rt = Arc::new(runtime());
+    let processor = Arc::new(load(&rt, "counter").await);
+    let mut integration = load(&rt, "counter").await;
+    integration.manifest.kind = paddock::manifest::AppKind::Integration;
+    let integration = Arc::new(integration);
+    let store = Store::temporary().unwrap();
+    for (org, id) in [(ORG, TANK), (ORG, TANK2), (FOREIGN_ORG, FOREIGN)] {
+        let agent =
+            Agent { id: id.into(), name: format!("a{id}"), serial_number: None, group: None, metadata: json!({}) };
+        store.put_agent(OrgId::from(org), agent).unwrap();
+    }
+    let engine = Arc::new(Engine::new(store, rt, EngineConfig { concurrency: 4, ..EngineConfig::default() }).unwrap());
+    let install = |id: u64, org: u64, agent: u64, app: &Arc<paddock::runtime::LoadedApp>| Installation {
+        id: id.into(),
+        organisation_id: org.into(),
+        agent_id: agent.into(),
+        app_key: format!("counter_{id}"),
+        display_name: "counter".into(),
+        config: "{}".into(),
+        subscriptions: app.manifest.subscriptions.clone(),
+        app: Arc::clone(app),
+    };
+    // On TANK, on TANK2, on the organisation, on the other organisation.
+    for inst in [
+        install(41, ORG, TANK, &processor),
+        install(42, ORG, TANK2, &processor),
+        install(43, ORG, TANK2, &integration),
+        install(44, FOREIGN_ORG, FOREIGN, &integration),
+    ] {
+        engine.install(inst).await.unwrap();
+    }
+    let ran = |engine: &Engine, id: u64| engine.store().invocations(id.into(), 100).unwrap().len();
+    engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 1})).await.unwrap();
+    drain(&engine).await;
+    assert_eq!([41, 42, 43, 44].map(|id| ran(&engine, id)), [1, 0, 1, 0]);
+
+    // 42 becomes an integration: it now hears TANK too, once.
+    engine.install(install(42, ORG, TANK2, &integration)).await.unwrap();
+    engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 2})).await.unwrap();
+    drain(&engine).await;
+    assert_eq!([41, 42, 43, 44].map(|id| ran(&engine, id)), [2, 1, 2, 0]);
+    // And TANK2's message reaches it once, as the integration it is now.
+    let tank2 = ChannelRef { agent_id: TANK2.into(), name: ChannelName::new("ticks").unwrap() };
+    engine.publish_message(tank2, TANK2.into(), json!({"n": 3})).await.unwrap();
+    drain(&engine).await;
+    assert_eq!([41, 42, 43, 44].map(|id| ran(&engine, id)), [2, 2, 3, 0]);
+
+    // 41 is deleted (it was never stored, only activated): nothing more
+    // reaches it.
+    engine.delete_installation(41.into()).await.unwrap();
+    engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 4})).await.unwrap();
+    drain(&engine).await;
+    assert_eq!([41, 42, 43, 44].map(|id| ran(&engine, id)), [2, 3, 4, 0]);
+}

@@ -1,14 +1,15 @@
 //! Apps and installations: the registry of loaded app versions (swapped
 //! atomically on upgrade) and the durable installations that run them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{Engine, EngineError, Installation};
-use crate::model::{EventId, InstallId, now_ms};
+use crate::manifest::AppKind;
+use crate::model::{AgentId, EventId, InstallId, OrgId, now_ms};
 use crate::runtime::LoadedApp;
 use crate::store::InstallRecord;
 
@@ -46,18 +47,85 @@ pub struct AppStatus {
 /// active installations (each holding the app version it runs).
 #[derive(Default)]
 pub(super) struct Catalog {
-    installs: RwLock<BTreeMap<InstallId, Arc<Installation>>>,
+    installs: RwLock<Installs>,
     apps: RwLock<BTreeMap<String, AppSlot>>,
+}
+
+/// The active installations, by id and by what they can hear: routing
+/// looks up the few installations a write can concern instead of testing
+/// every installation of every organisation against it.
+#[derive(Default)]
+pub(super) struct Installs {
+    by_id: BTreeMap<InstallId, Arc<Installation>>,
+    /// Processors by the agent they are installed on (they hear only it).
+    on_agent: HashMap<(OrgId, AgentId), Vec<Arc<Installation>>>,
+    /// Integrations by organisation (they hear every agent of it).
+    on_org: HashMap<OrgId, Vec<Arc<Installation>>>,
+}
+
+impl Installs {
+    /// The installation `id`.
+    pub fn get(&self, id: &InstallId) -> Option<&Arc<Installation>> {
+        self.by_id.get(id)
+    }
+
+    /// Add `inst`, replacing the installation with its id.
+    pub fn insert(&mut self, inst: Arc<Installation>) {
+        self.remove(inst.id);
+        let hearers = self.hearers(&inst);
+        let at = hearers.partition_point(|i| i.id < inst.id);
+        hearers.insert(at, Arc::clone(&inst));
+        self.by_id.insert(inst.id, inst);
+    }
+
+    /// Remove the installation `id`, if active.
+    pub fn remove(&mut self, id: InstallId) -> Option<Arc<Installation>> {
+        let inst = self.by_id.remove(&id)?;
+        let (org, agent) = (inst.organisation_id, inst.agent_id);
+        let hearers = self.hearers(&inst);
+        hearers.retain(|i| i.id != id);
+        if hearers.is_empty() {
+            match inst.app.manifest.kind {
+                AppKind::Integration => self.on_org.remove(&org),
+                _ => self.on_agent.remove(&(org, agent)),
+            };
+        }
+        Some(inst)
+    }
+
+    /// Keep only the installations for which `keep` holds.
+    pub fn retain(&mut self, keep: impl Fn(&Installation) -> bool) {
+        let gone: Vec<InstallId> = self.by_id.values().filter(|i| !keep(i)).map(|i| i.id).collect();
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
+    /// The installations that may hear a write on `agent` of `org`: the
+    /// processors installed on it, then the organisation's integrations,
+    /// each in id order. (Whether one does depends on its subscriptions and
+    /// hooks: see `routing`.)
+    pub fn hearing(&self, org: OrgId, agent: AgentId) -> impl Iterator<Item = &Arc<Installation>> {
+        let processors = self.on_agent.get(&(org, agent)).into_iter().flatten();
+        processors.chain(self.on_org.get(&org).into_iter().flatten())
+    }
+
+    fn hearers(&mut self, inst: &Installation) -> &mut Vec<Arc<Installation>> {
+        match inst.app.manifest.kind {
+            AppKind::Integration => self.on_org.entry(inst.organisation_id).or_default(),
+            _ => self.on_agent.entry((inst.organisation_id, inst.agent_id)).or_default(),
+        }
+    }
 }
 
 impl Catalog {
     /// The active installations.
-    pub fn installs(&self) -> RwLockReadGuard<'_, BTreeMap<InstallId, Arc<Installation>>> {
+    pub fn installs(&self) -> RwLockReadGuard<'_, Installs> {
         self.installs.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The active installations, to change.
-    pub fn installs_mut(&self) -> RwLockWriteGuard<'_, BTreeMap<InstallId, Arc<Installation>>> {
+    pub fn installs_mut(&self) -> RwLockWriteGuard<'_, Installs> {
         self.installs.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -110,7 +178,7 @@ impl Engine {
     pub fn remove_app(&self, name: &str) {
         self.catalog.apps_mut().remove(name);
         let mut installs = self.catalog.installs_mut();
-        installs.retain(|_, i| i.app.manifest.name != name);
+        installs.retain(|i| i.app.manifest.name != name);
         tracing::info!(app = %name, "app removed");
     }
 
@@ -163,7 +231,7 @@ impl Engine {
     pub async fn delete_installation(&self, id: InstallId) -> Result<bool, EngineError> {
         let org = self.installation(id).map_or(crate::model::OrgId::from(0), |inst| inst.organisation_id);
         let existed = self.writer.apply(org, true, move |store| store.delete_install(id)).await?;
-        self.catalog.installs_mut().remove(&id);
+        self.catalog.installs_mut().remove(id);
         Ok(existed)
     }
 
@@ -186,7 +254,7 @@ impl Engine {
                 Ok(inst) => {
                     let inst = Arc::new(inst);
                     self.register_schedules(&inst)?;
-                    self.catalog.installs_mut().insert(inst.id, inst);
+                    self.catalog.installs_mut().insert(inst);
                     active += 1;
                 }
                 Err(errors) => tracing::error!(install = %rec.id, ?errors, "installation config no longer valid"),

@@ -353,7 +353,7 @@ impl Engine {
     /// a deployment event is queued (durably) and its id returned.
     pub async fn install(&self, installation: Installation) -> Result<Option<EventId>, EngineError> {
         let inst = Arc::new(installation);
-        self.catalog.installs_mut().insert(inst.id, Arc::clone(&inst));
+        self.catalog.installs_mut().insert(Arc::clone(&inst));
         self.register_schedules(&inst)?;
         if !inst.app.hooks.contains(&crate::model::Hook::Deployment) {
             return Ok(None);
@@ -383,8 +383,7 @@ impl Engine {
         depth: u32,
         now: u64,
     ) -> Vec<crate::store::QueuedEvent> {
-        let installs = self.catalog.installs();
-        routing::route(installs.values(), org, effects, source, depth, now)
+        routing::route(&self.catalog.installs(), org, effects, source, depth, now)
     }
 
     fn installation(&self, id: InstallId) -> Option<Arc<Installation>> {

@@ -1,10 +1,9 @@
 //! Routing: which installations an effect concerns, as queued events.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
 use super::Installation;
+use super::catalog::Installs;
 use crate::caps::Effects;
 use crate::model::{AgentId, Aggregate, ChannelRef, Event, EventId, Hook, OrgId, well_known};
 use crate::store::QueuedEvent;
@@ -15,8 +14,13 @@ use crate::store::QueuedEvent;
 /// Skipped: installations without a handler for the event (nothing would be
 /// instantiated anyway), and an installation's own `tag_values` writes,
 /// which never re-trigger it (Doover's rule: the write carries its app key).
-pub fn route<'a>(
-    installs: impl IntoIterator<Item = &'a Arc<Installation>>,
+///
+/// Each effect is offered only to the installations that can hear its
+/// agent ([`Installs::hearing`]), so routing costs what a write concerns,
+/// not the number of installations. Within one line the events keep the
+/// effects' order (messages, then aggregate writes).
+pub fn route(
+    installs: &Installs,
     org: OrgId,
     effects: &Effects,
     source: Option<&Installation>,
@@ -25,14 +29,16 @@ pub fn route<'a>(
 ) -> Vec<QueuedEvent> {
     let author = source.map_or(AgentId::from(0), |s| s.agent_id);
     let mut out = Vec::new();
-    for inst in installs.into_iter().filter(|i| i.organisation_id == org) {
-        for m in &effects.messages {
+    for m in &effects.messages {
+        for inst in installs.hearing(org, m.channel.agent_id) {
             if concerns(inst, &m.channel, &m.data, Hook::MessageCreate) {
                 let event = Event::MessageCreate { organisation_id: org, message: m.clone() };
                 out.push(queued(inst, m.channel.agent_id, &event, depth, now));
             }
         }
-        for w in &effects.aggregates {
+    }
+    for w in &effects.aggregates {
+        for inst in installs.hearing(org, w.channel.agent_id) {
             if concerns(inst, &w.channel, &w.data, Hook::AggregateUpdate) {
                 // The aggregate is read afresh when the event runs (see
                 // `dispatch`), so the subscriber sees the state it acts on.
@@ -51,8 +57,8 @@ pub fn route<'a>(
 }
 
 fn concerns(inst: &Installation, channel: &ChannelRef, data: &Value, hook: Hook) -> bool {
-    let own_tags = channel.name.as_str() == well_known::TAG_VALUES && data.get(&inst.app_key).is_some();
-    inst.app.hooks.contains(&hook) && inst.subscribes_to(channel) && !own_tags
+    let own_tags = || channel.name.as_str() == well_known::TAG_VALUES && data.get(&inst.app_key).is_some();
+    inst.app.hooks.contains(&hook) && inst.subscribes_to(channel) && !own_tags()
 }
 
 /// A fresh queued event for `inst`, in the line of `agent`.
