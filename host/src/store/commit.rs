@@ -10,7 +10,7 @@ use super::queue::{QueuedEvent, insert_queued, remove_queued, tx_error};
 use super::state::AgentRecord;
 use super::{MAX_AGGREGATE_BYTES, Store, StoreError, decode, encode, keys};
 use crate::caps::Effects;
-use crate::model::{Aggregate, apply_write};
+use crate::model::{Aggregate, apply_write_in_place};
 
 /// What one successful invocation (or one ingress request) commits.
 #[derive(Debug, Clone, Copy)]
@@ -173,15 +173,16 @@ impl Tx<'_> {
         let mut merged: Vec<(Vec<u8>, Aggregate)> = Vec::new();
         for w in &c.effects.aggregates {
             let key = keys::aggregate(&w.channel);
-            let old = match merged.iter().rposition(|(k, _)| *k == key) {
+            let mut data = match merged.iter().rposition(|(k, _)| *k == key) {
                 Some(i) => merged[i].1.data.clone(),
                 None => match self.aggregates.get(&key)? {
                     Some(bytes) => decode::<Aggregate>("aggregate", &bytes).map_err(abort)?.data,
                     None => serde_json::Value::Object(Default::default()),
                 },
             };
-            let new = Aggregate { data: apply_write(&old, &w.data, &w.mode), last_updated: Some(c.now_ms) };
-            merged.push((key, new));
+            // Merged in place: the value is this write's own copy.
+            apply_write_in_place(&mut data, &w.data, &w.mode);
+            merged.push((key, Aggregate { data, last_updated: Some(c.now_ms) }));
         }
         let mut encoded = Vec::with_capacity(merged.len());
         for ((key, agg), w) in merged.into_iter().zip(&c.effects.aggregates) {
