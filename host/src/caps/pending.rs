@@ -133,6 +133,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::caps::view::Probed;
     use crate::caps::{AggregateWrite, MemoryState};
     use crate::model::{ChannelName, WriteMode};
 
@@ -189,46 +190,11 @@ mod tests {
         assert!(view.messages(&ch("levels"), None, 10).unwrap_or_default().is_empty());
     }
 
-    /// A view that counts its aggregate and organisation reads.
-    struct Counting(MemoryState, std::sync::atomic::AtomicUsize);
-
-    impl Counting {
-        fn count(&self) -> usize {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        }
-    }
-
-    impl StateView for Counting {
-        fn agent_org(&self, id: AgentId) -> Read<Option<OrgId>> {
-            self.count();
-            self.0.agent_org(id)
-        }
-        fn agent(&self, id: AgentId) -> Read<Option<Agent>> {
-            self.0.agent(id)
-        }
-        fn agents(&self, org: OrgId, limit: usize) -> Read<Vec<Agent>> {
-            self.0.agents(org, limit)
-        }
-        fn agent_by_serial(&self, org: OrgId, serial: &str) -> Read<Option<Agent>> {
-            self.0.agent_by_serial(org, serial)
-        }
-        fn aggregate(&self, channel: &ChannelRef) -> Read<Option<Aggregate>> {
-            self.count();
-            self.0.aggregate(channel)
-        }
-        fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Read<Vec<Message>> {
-            self.0.messages(channel, before, limit)
-        }
-        fn message(&self, channel: &ChannelRef, id: MessageId) -> Read<Option<Message>> {
-            self.0.message(channel, id)
-        }
-    }
-
     #[test]
     fn a_run_reads_each_aggregate_and_organisation_from_the_store_once() {
         let mut state = MemoryState::default();
         state.set_aggregate(ch("levels"), json!({ "a": 1 }));
-        let base = Arc::new(Counting(state, Default::default()));
+        let base = Arc::new(Probed { state, ..Probed::default() });
         let view = Pending::new(Arc::clone(&base) as Arc<dyn StateView>);
         for _ in 0..3 {
             assert!(view.aggregate(&ch("levels")).unwrap_or_default().is_some());
@@ -239,6 +205,6 @@ mod tests {
         view.lay(&Effects { aggregates: vec![write], ..Effects::default() }, 7).unwrap_or_else(|e| panic!("{e}"));
         let levels = view.aggregate(&ch("levels")).unwrap_or_default().map(|a| a.data);
         assert_eq!(levels, Some(json!({ "a": 1, "b": 2 })), "the write applies to what the run read");
-        assert_eq!(base.count(), 3, "three reads from the store, each once");
+        assert_eq!(base.reads(), 3, "three reads from the store, each once");
     }
 }

@@ -265,42 +265,12 @@ fn each_aggregate_read_sees_its_own_channels_writes_in_order() {
     assert_eq!(s.fetch_aggregate("a", None).unwrap().unwrap().data, json!({"y": {"z": 1, "w": 2}, "v": 3}));
 }
 
-/// A view whose aggregates cannot be read.
-struct Unreadable(MemoryState);
-
-impl StateView for Unreadable {
-    fn agent_org(&self, id: AgentId) -> Read<Option<OrgId>> {
-        self.0.agent_org(id)
-    }
-    fn agent(&self, id: AgentId) -> Read<Option<Agent>> {
-        self.0.agent(id)
-    }
-    fn agents(&self, org: OrgId, limit: usize) -> Read<Vec<Agent>> {
-        self.0.agents(org, limit)
-    }
-    fn agent_by_serial(&self, org: OrgId, serial: &str) -> Read<Option<Agent>> {
-        self.0.agent_by_serial(org, serial)
-    }
-    fn aggregate(&self, _: &ChannelRef) -> Read<Option<crate::model::Aggregate>> {
-        Err(ReadError("disk gone".into()))
-    }
-    fn messages(
-        &self,
-        channel: &ChannelRef,
-        before: Option<crate::model::MessageId>,
-        limit: usize,
-    ) -> Read<Vec<crate::model::Message>> {
-        self.0.messages(channel, before, limit)
-    }
-    fn message(&self, channel: &ChannelRef, id: crate::model::MessageId) -> Read<Option<crate::model::Message>> {
-        self.0.message(channel, id)
-    }
-}
-
 #[test]
 fn an_aggregate_write_reads_nothing_until_the_aggregate_is_read() {
-    let mut s = Session::new(grant(Reach::OwnAgent), Arc::new(Unreadable(state())));
+    let view = Arc::new(view::Probed { state: state(), broken: true, ..Default::default() });
+    let mut s = Session::new(grant(Reach::OwnAgent), Arc::clone(&view) as Arc<dyn StateView>);
     s.update_aggregate("out", None, r#"{"a":1}"#, WriteMode::Merge).unwrap();
     assert_eq!(s.effects().aggregates.len(), 1, "buffered without reading the stored aggregate");
     assert!(matches!(s.fetch_aggregate("out", None), Err(CapError::Unavailable(_))), "the read itself fails");
+    assert_eq!(view.reads(), 3, "the reach checks of both calls, then the read");
 }

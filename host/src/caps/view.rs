@@ -196,3 +196,55 @@ impl StateView for MemoryState {
         Ok(self.messages.get(channel).and_then(|m| m.get(&id)).cloned())
     }
 }
+
+/// A [`MemoryState`] that counts its aggregate and organisation reads and,
+/// when `broken`, fails every aggregate read (tests of what reads what).
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Probed {
+    pub state: MemoryState,
+    pub broken: bool,
+    pub reads: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(test)]
+impl Probed {
+    fn count(&self) {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Aggregate and organisation reads so far.
+    pub fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+impl StateView for Probed {
+    fn agent_org(&self, id: AgentId) -> Read<Option<OrgId>> {
+        self.count();
+        self.state.agent_org(id)
+    }
+    fn agent(&self, id: AgentId) -> Read<Option<Agent>> {
+        self.state.agent(id)
+    }
+    fn agents(&self, org: OrgId, limit: usize) -> Read<Vec<Agent>> {
+        self.state.agents(org, limit)
+    }
+    fn agent_by_serial(&self, org: OrgId, serial: &str) -> Read<Option<Agent>> {
+        self.state.agent_by_serial(org, serial)
+    }
+    fn aggregate(&self, channel: &ChannelRef) -> Read<Option<Aggregate>> {
+        self.count();
+        if self.broken {
+            return Err(ReadError("the store cannot be read".into()));
+        }
+        self.state.aggregate(channel)
+    }
+    fn messages(&self, channel: &ChannelRef, before: Option<MessageId>, limit: usize) -> Read<Vec<Message>> {
+        self.state.messages(channel, before, limit)
+    }
+    fn message(&self, channel: &ChannelRef, id: MessageId) -> Read<Option<Message>> {
+        self.state.message(channel, id)
+    }
+}
