@@ -196,11 +196,11 @@ struct Counted<'a> {
 }
 
 impl Counted<'_> {
-    /// The events are durable: keep them counted and wake the dispatcher.
+    /// The events are durable: keep them counted (the writer woke the
+    /// dispatcher when it applied them).
     fn accepted(mut self) {
         self.kept = true;
         self.engine.metrics.accepted(self.n);
-        self.engine.wake.notify_one();
     }
 }
 
@@ -218,8 +218,9 @@ pub struct Engine {
     runtime: Arc<Runtime>,
     /// Apps and installations.
     catalog: catalog::Catalog,
-    /// Signalled when ingress queued work, so the dispatcher starts it now.
-    wake: tokio::sync::Notify,
+    /// Signalled when work was queued (by the writer, as soon as it is
+    /// applied), so the dispatcher starts it now.
+    wake: Arc<tokio::sync::Notify>,
     /// Counters for `/metrics`.
     metrics: Metrics,
     /// Signs OAuth `state`s for apps that handle the callback, with the
@@ -240,13 +241,14 @@ impl Engine {
     /// An engine with no installations over `store` (whose queue it resumes).
     pub fn new(store: Store, runtime: Arc<Runtime>, config: EngineConfig) -> Result<Self, EngineError> {
         let feed = Arc::new(Feed::new(store.feed_mark()?));
-        let writer = writer::Writer::start(store.clone(), config.ingress_batch, Arc::clone(&feed))
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let writer = writer::Writer::start(store.clone(), config.ingress_batch, Arc::clone(&feed), Arc::clone(&wake))
             .map_err(|e| StoreError::Flush(format!("cannot start the writer thread: {e}")))?;
         let engine = Self {
             store,
             runtime,
             catalog: catalog::Catalog::default(),
-            wake: tokio::sync::Notify::new(),
+            wake,
             metrics: Metrics::default(),
             oauth: config.oauth,
             admission: admission::Admission::new(config.max_queue, config.max_queue_per_org),

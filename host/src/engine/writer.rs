@@ -16,9 +16,10 @@
 //! Nobody is told "accepted" before the flush that covers its write; a
 //! commit of the dispatcher is answered as soon as it is applied (an
 //! acknowledgement lost in a crash only re-runs the event, and its effects
-//! were not applied either). A write alone is not kept waiting for
-//! company: the writer starts a cycle as soon as anything waits, and
-//! batches grow with the load by themselves.
+//! were not applied either). The dispatcher is woken as soon as what a
+//! cycle queued is applied, not after the flush. A write alone is not
+//! kept waiting for company: the writer starts a cycle as soon as anything
+//! waits, and batches grow with the load by themselves.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -173,6 +174,9 @@ struct Shared {
     waiting: Mutex<Waiting>,
     ready: Condvar,
     feed: Arc<Feed>,
+    /// The dispatcher's wake-up: signalled once a cycle's writes that
+    /// queue events are applied.
+    queued: Arc<tokio::sync::Notify>,
 }
 
 /// The writer: a handle to its thread, which stops when this is dropped.
@@ -183,9 +187,15 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Start the writer thread over `store`; a cycle takes at most
-    /// `max_batch` writes.
-    pub fn start(store: Store, max_batch: usize, feed: Arc<Feed>) -> std::io::Result<Writer> {
-        let shared = Arc::new(Shared { waiting: Mutex::default(), ready: Condvar::new(), feed });
+    /// `max_batch` writes, and signals `queued` as soon as it applied
+    /// writes that queue events.
+    pub fn start(
+        store: Store,
+        max_batch: usize,
+        feed: Arc<Feed>,
+        queued: Arc<tokio::sync::Notify>,
+    ) -> std::io::Result<Writer> {
+        let shared = Arc::new(Shared { waiting: Mutex::default(), ready: Condvar::new(), feed, queued });
         let (thread_store, thread_shared) = (store.clone(), Arc::clone(&shared));
         std::thread::Builder::new()
             .name("paddock-writer".into())
@@ -277,13 +287,18 @@ fn run(store: &Store, shared: &Shared, max_batch: usize) {
             }
             waiting.take(max_batch)
         };
-        cycle(store, &shared.feed, jobs);
+        cycle(store, shared, jobs);
     }
 }
 
 /// One cycle: the commits as one atomic write, then the operations, then
-/// one flush; each waiter answered once what it needs is done.
-fn cycle(store: &Store, feed: &Feed, jobs: Vec<Job>) {
+/// one flush; each waiter answered once what it needs is done. The
+/// dispatcher is woken as soon as what the cycle queued is applied, not
+/// after the flush: an event may run while the write that queued it is
+/// being made durable, since its own commit comes in a later cycle, which
+/// no flush makes durable before this one (a crash loses both).
+fn cycle(store: &Store, shared: &Shared, jobs: Vec<Job>) {
+    let feed = &shared.feed;
     let mut runs = Vec::new();
     let mut ops = Vec::new();
     for job in jobs {
@@ -314,10 +329,12 @@ fn cycle(store: &Store, feed: &Feed, jobs: Vec<Job>) {
     // refusal but a duplicate (which waits for the claim it met).
     let needs_flush = |v: &Result<(), StoreError>| matches!(v, Ok(()) | Err(StoreError::Duplicate { .. }));
     let mut wrote = false;
+    let mut queued = false;
     let mut runs_after_flush = Vec::new();
     for (writes, durable, done) in runs {
         let run: Vec<Result<(), StoreError>> = verdicts.by_ref().take(writes.len()).collect();
         wrote |= run.iter().any(Result::is_ok);
+        queued |= writes.iter().zip(&run).any(|(w, v)| v.is_ok() && !w.downstream.is_empty());
         if durable && run.iter().any(needs_flush) {
             runs_after_flush.push((run, done));
         } else {
@@ -328,12 +345,17 @@ fn cycle(store: &Store, feed: &Feed, jobs: Vec<Job>) {
     let mut ops_after_flush = Vec::new();
     for (op, durable, done) in ops {
         let verdict = op(store);
+        // An operation may queue (redrive, a schedule's fire).
+        queued |= verdict.is_ok();
         wrote |= verdict.is_ok();
         if durable && needs_flush(&verdict) {
             ops_after_flush.push((verdict, done));
         } else {
             let _ = done.send(verdict);
         }
+    }
+    if queued {
+        shared.queued.notify_one();
     }
     if !wrote && runs_after_flush.is_empty() && ops_after_flush.is_empty() {
         return;
@@ -390,6 +412,50 @@ mod tests {
 
     fn orgs(jobs: &[Job]) -> Vec<u64> {
         jobs.iter().map(|j| j.org.get()).collect()
+    }
+
+    /// An event queued for installation 1 on agent 1 of organisation 1.
+    fn queued_event(id: u64) -> QueuedEvent {
+        let now = crate::model::now_ms();
+        QueuedEvent {
+            id: crate::model::EventId::from(id),
+            organisation_id: OrgId::from(1),
+            install_id: 1.into(),
+            agent_id: 1.into(),
+            event: crate::model::EventEnvelope { op: "on_manual_invoke".into(), d: serde_json::json!({}) },
+            attempt: 1,
+            depth: 0,
+            enqueued_ms: now,
+            enqueued_us: now * 1000,
+            due_ms: now,
+            seq: 0,
+        }
+    }
+
+    #[tokio::test]
+    #[allow(clippy::await_holding_lock, reason = "the held flush is the point: the writer is another thread")]
+    async fn the_dispatcher_is_woken_once_a_queued_event_is_applied_not_once_it_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let queued = Arc::new(tokio::sync::Notify::new());
+        let feed = Arc::new(Feed::new(store.feed_mark().unwrap()));
+        let writer = Writer::start(store.clone(), 256, feed, Arc::clone(&queued)).unwrap();
+        let wait = Duration::from_secs(5);
+
+        // A write that queues nothing wakes nobody.
+        writer.write(Write::ingress(OrgId::from(1), Effects::default(), Vec::new(), None)).await.unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(200), queued.notified()).await.is_err());
+
+        // The disk is slow: the write that queues an event applies, and the
+        // dispatcher hears of it, while its flush (and so its answer) waits.
+        let held = store.hold_flushes();
+        let write = Write::ingress(OrgId::from(1), Effects::default(), vec![queued_event(7)], None);
+        let answer = tokio::spawn(async move { writer.write(write).await });
+        tokio::time::timeout(wait, queued.notified()).await.expect("woken before the flush");
+        assert_eq!(store.queued().unwrap().len(), 1, "the event is in the queue");
+        assert!(!answer.is_finished(), "not accepted before it is durable");
+        drop(held);
+        tokio::time::timeout(wait, answer).await.unwrap().unwrap().unwrap();
     }
 
     #[test]

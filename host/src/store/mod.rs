@@ -355,6 +355,13 @@ impl Store {
         self.failed(reason);
     }
 
+    /// Hold every flush back until the guard is dropped (writes still
+    /// apply): what a slow disk looks like to the writer.
+    #[cfg(test)]
+    pub(crate) fn hold_flushes(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Run a transaction under the shared side of the gate (see `gate`),
     /// unless the store is not writable (then at once, without the gate).
     pub(crate) fn gated<R>(&self, run: impl FnOnce() -> Result<R, StoreError>) -> Result<R, StoreError> {
