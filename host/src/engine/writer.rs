@@ -75,6 +75,7 @@ impl Write {
             ack: self.ack.as_ref(),
             effects: &self.effects,
             downstream: &self.downstream,
+            placed: true,
             now_ms: self.now_ms,
             summary: self.summary.as_ref(),
             claim: self.claim.as_ref(),
@@ -90,8 +91,10 @@ type Op = Box<dyn FnOnce(&Store) -> Result<(), StoreError> + Send>;
 /// Where an operation's verdict goes.
 type Answer = oneshot::Sender<Result<(), StoreError>>;
 
-/// Where a run's verdicts go, one per write.
-type Answers = oneshot::Sender<Vec<Result<(), StoreError>>>;
+/// Where a run's verdicts go, one per write, with the writes themselves:
+/// they are freed by the caller's task, not on the writer's thread, which
+/// every other write waits for.
+type Answers = oneshot::Sender<(Vec<Result<(), StoreError>>, Vec<Write>)>;
 
 enum Work {
     /// Writes applied in order, each only if the one before it was (one
@@ -220,7 +223,8 @@ impl Writer {
         let Some(first) = run.first() else { return Ok(Vec::new()) };
         let (org, durable) = (first.org, first.durable);
         let (done, verdicts) = oneshot::channel();
-        self.submit(Job { org, durable, work: Work::Run(run, done) }, verdicts).await
+        let (verdicts, _writes) = self.submit(Job { org, durable, work: Work::Run(run, done) }, verdicts).await?;
+        Ok(verdicts)
     }
 
     /// Run `op` on the writer (between other writes, never beside them)
@@ -308,7 +312,11 @@ fn cycle(store: &Store, shared: &Shared, jobs: Vec<Job>) {
         }
     }
     let mut fed = !ops.is_empty(); // operations may write the feed too (an agent created)
-    let applied = {
+    // The events each write queues get their places in their lines here,
+    // in the writes the writer owns (the commit would copy them to).
+    let placed =
+        runs.iter_mut().flat_map(|(writes, ..)| writes.iter_mut()).try_for_each(|w| store.place(&mut w.downstream));
+    let applied = placed.and_then(|()| {
         let mut batch: Vec<Commit<'_>> = Vec::new();
         for (writes, ..) in &runs {
             for (i, w) in writes.iter().enumerate() {
@@ -318,7 +326,7 @@ fn cycle(store: &Store, shared: &Shared, jobs: Vec<Job>) {
             }
         }
         store.commit_batch(&batch)
-    };
+    });
     let mut verdicts = match applied {
         Ok(verdicts) => verdicts,
         Err(e) => runs.iter().flat_map(|(writes, ..)| writes.iter().map(|_| Err(replicate(&e)))).collect(),
@@ -336,10 +344,10 @@ fn cycle(store: &Store, shared: &Shared, jobs: Vec<Job>) {
         wrote |= run.iter().any(Result::is_ok);
         queued |= writes.iter().zip(&run).any(|(w, v)| v.is_ok() && !w.downstream.is_empty());
         if durable && run.iter().any(needs_flush) {
-            runs_after_flush.push((run, done));
+            runs_after_flush.push((run, writes, done));
         } else {
             // The caller may have gone away; its writes stand.
-            let _ = done.send(run);
+            let _ = done.send((run, writes));
         }
     }
     let mut ops_after_flush = Vec::new();
@@ -376,8 +384,8 @@ fn cycle(store: &Store, shared: &Shared, jobs: Vec<Job>) {
         (Err(e), v) if needs_flush(&v) => Err(replicate(e)),
         (_, v) => v,
     };
-    for (run, done) in runs_after_flush {
-        let _ = done.send(run.into_iter().map(flush_verdict).collect());
+    for (run, writes, done) in runs_after_flush {
+        let _ = done.send((run.into_iter().map(flush_verdict).collect(), writes));
     }
     for (verdict, done) in ops_after_flush {
         let _ = done.send(flush_verdict(verdict));

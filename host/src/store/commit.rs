@@ -1,6 +1,8 @@
 //! The commit: an invocation's effects, the events they trigger and the
 //! acknowledgement of the event that ran, in one sled transaction.
 
+use std::borrow::Cow;
+
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
@@ -20,8 +22,12 @@ pub struct Commit<'a> {
     pub ack: Option<&'a QueuedEvent>,
     /// What the invocation wrote.
     pub effects: &'a Effects,
-    /// Events the effects trigger, enqueued in the same transaction.
+    /// Events the effects trigger, enqueued in the same transaction, each
+    /// at the end of its line.
     pub downstream: &'a [QueuedEvent],
+    /// Whether `downstream` already holds its places in their lines
+    /// ([`Store::place`]); else the commit draws them, on copies.
+    pub placed: bool,
     /// The commit time, Unix ms (aggregates' `last_updated`).
     pub now_ms: u64,
     /// The invocation's summary, recorded in the same transaction.
@@ -53,6 +59,16 @@ pub struct Claim {
 }
 
 impl Store {
+    /// Give each event its place at the end of its line (its sequence
+    /// number), for a [`Commit`] whose downstream is `placed`.
+    pub fn place(&self, events: &mut [QueuedEvent]) -> Result<(), StoreError> {
+        let t = self.t()?;
+        for e in events {
+            e.seq = t.db.generate_id()?;
+        }
+        Ok(())
+    }
+
     /// Apply a commit atomically: either all of it or none of it.
     ///
     /// - If the acknowledged event is no longer queued (acknowledged by an
@@ -78,12 +94,19 @@ impl Store {
     /// The outer error is the storage failing: then nothing was applied.
     pub fn commit_batch(&self, commits: &[Commit<'_>]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let t = self.t()?;
-        // Sequence numbers are drawn before the transaction so that the
-        // closure, which sled may run more than once on conflicts, writes
-        // the same keys every time.
-        let downstream: Vec<Vec<QueuedEvent>> = commits
+        // Places are drawn before the transaction so that the closure,
+        // which sled may run more than once on conflicts, writes the same
+        // keys every time.
+        let downstream: Vec<Cow<'_, [QueuedEvent]>> = commits
             .iter()
-            .map(|c| c.downstream.iter().map(|e| Ok(QueuedEvent { seq: t.db.generate_id()?, ..e.clone() })).collect())
+            .map(|c| {
+                if c.placed {
+                    return Ok(Cow::Borrowed(c.downstream));
+                }
+                let mut copies = c.downstream.to_vec();
+                self.place(&mut copies)?;
+                Ok(Cow::Owned(copies))
+            })
             .collect::<Result<_, StoreError>>()?;
         // Feed sequence numbers likewise, in commit order.
         let feed_seqs: Vec<Vec<u64>> = commits

@@ -252,6 +252,7 @@ fn run(seed: u64, steps: usize) {
                     ack: Some(&ack),
                     effects: &effects,
                     downstream: &downstream,
+                    placed: false,
                     now_ms: 1,
                     summary: None,
                     claim: None,
@@ -375,6 +376,7 @@ fn a_commit_survives_reopening_after_flush() {
                 ack: Some(&e),
                 effects: &effects,
                 downstream: &[],
+                placed: false,
                 now_ms: 9,
                 summary: None,
                 claim: None,
@@ -399,6 +401,7 @@ fn a_commit_survives_reopening_after_flush() {
         ack: Some(&e),
         effects: &Effects::default(),
         downstream: &[],
+        placed: false,
         now_ms: 10,
         summary: None,
         claim: None,
@@ -467,6 +470,7 @@ fn a_batch_is_one_atomic_write_in_which_each_commit_has_its_own_verdict() {
         ack,
         effects,
         downstream: &[],
+        placed: false,
         now_ms: 5,
         summary: None,
         claim,
@@ -519,6 +523,7 @@ fn the_feed_is_written_with_its_commit_in_order_and_pruned_by_count_and_age() {
             ack: None,
             effects: &effects,
             downstream: &[],
+            placed: false,
             now_ms: 1000 + n,
             summary: None,
             claim: None,
@@ -582,6 +587,7 @@ fn a_chained_commit_applies_only_if_the_one_before_it_did() {
         ack,
         effects,
         downstream: &[],
+        placed: false,
         now_ms: 5,
         summary: None,
         claim: None,
@@ -628,4 +634,34 @@ fn a_lines_run_is_what_queues_behind_its_head_while_due() {
     assert_eq!(ids(store.line_after(&third, 100, 10).unwrap()), [5, 6]);
     assert_eq!(ids(store.line_after(&head, 7, 10).unwrap()), [second.id.get()], "the one after is not due at 7");
     assert!(store.line_after(&head, 4, 10).unwrap().is_empty(), "the next is not due yet");
+}
+
+#[test]
+fn a_placed_commit_queues_its_events_at_the_places_it_was_given() {
+    let store = store_with_agent_1();
+    let mut rng = fastrand::Rng::with_seed(3);
+    // Two events of one line: the first placed before its commit, the
+    // second placed by its commit.
+    let mut first = event(&mut rng, 1);
+    let second = QueuedEvent { id: EventId::from(2), ..first.clone() };
+    store.place(std::slice::from_mut(&mut first)).unwrap();
+    let commit = |downstream: &[QueuedEvent], placed| {
+        store.commit(Commit {
+            ack: None,
+            effects: &Effects::default(),
+            downstream,
+            placed,
+            now_ms: 1,
+            summary: None,
+            claim: None,
+            feed: false,
+            chained: false,
+        })
+    };
+    commit(std::slice::from_ref(&first), true).unwrap();
+    commit(std::slice::from_ref(&second), false).unwrap();
+    let queued = store.queued().unwrap();
+    let place_of = |id: u64| queued.iter().find(|e| e.id == EventId::from(id)).map(|e| e.seq);
+    assert_eq!(place_of(1), Some(first.seq));
+    assert!(place_of(2) > Some(first.seq), "the commit drew the next place: {queued:?}");
 }
