@@ -313,7 +313,7 @@ fn cycle(store: &Store, shared: &Shared, jobs: Vec<Job>) {
     }
     let mut fed = !ops.is_empty(); // operations may write the feed too (an agent created)
     // The events each write queues get their places in their lines here,
-    // in the writes the writer owns (the commit would copy them to).
+    // in the writes the writer owns (else the commit would copy them).
     let placed =
         runs.iter_mut().flat_map(|(writes, ..)| writes.iter_mut()).try_for_each(|w| store.place(&mut w.downstream));
     let applied = placed.and_then(|()| {
