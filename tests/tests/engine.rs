@@ -465,8 +465,9 @@ async fn a_message_reaches_its_agents_processors_and_its_organisations_integrati
     assert_eq!([41, 42, 43, 44].map(|id| ran(&engine, id)), [2, 2, 3, 0]);
 
     // 41 is deleted (it was never stored, only activated): nothing more
-    // reaches it.
-    engine.delete_installation(41.into()).await.unwrap();
+    // reaches it, and a second delete finds nothing.
+    assert!(engine.delete_installation(41.into()).await.unwrap(), "an active installation existed");
+    assert!(!engine.delete_installation(41.into()).await.unwrap(), "deleted already");
     engine.publish_message(ch("ticks"), TANK.into(), json!({"n": 4})).await.unwrap();
     drain(&engine).await;
     assert_eq!([41, 42, 43, 44].map(|id| ran(&engine, id)), [2, 3, 4, 0]);

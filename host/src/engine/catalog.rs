@@ -226,13 +226,14 @@ impl Engine {
         self.activate(rec, app).await
     }
 
-    /// Delete an installation; false if there was none. Its queued events
-    /// are dead-lettered when they come up (reason: no installation).
+    /// Delete an installation, stored or only active; false if there was
+    /// none. Its queued events are dead-lettered when they come up
+    /// (reason: no installation).
     pub async fn delete_installation(&self, id: InstallId) -> Result<bool, EngineError> {
         let org = self.installation(id).map_or(crate::model::OrgId::from(0), |inst| inst.organisation_id);
-        let existed = self.writer.apply(org, true, move |store| store.delete_install(id)).await?;
-        self.catalog.installs_mut().remove(id);
-        Ok(existed)
+        let stored = self.writer.apply(org, true, move |store| store.delete_install(id)).await?;
+        let active = self.catalog.installs_mut().remove(id).is_some();
+        Ok(stored || active)
     }
 
     /// A stored installation.
