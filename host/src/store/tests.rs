@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::*;
 use crate::caps::{AggregateWrite, Effects};
 use crate::model::{
-    Agent, AgentId, ChannelName, ChannelRef, EventEnvelope, EventId, Message, MessageId, OrgId, WriteMode, apply_write,
+    Agent, AgentId, Aggregate, ChannelName, ChannelRef, EventEnvelope, EventId, Message, MessageId, OrgId, WriteMode,
+    apply_write,
 };
 
 const AGENTS: [u64; 4] = [1, 2, 3, 4];
@@ -194,7 +195,7 @@ fn run(seed: u64, steps: usize) {
     let mut model = Model::default();
     let mut next_id = 1u64;
     for step in 0..steps {
-        match rng.u8(0..7) {
+        match rng.u8(0..8) {
             0 => {
                 let id = AGENTS[rng.usize(0..AGENTS.len())];
                 let org = rng.u64(1..3);
@@ -217,37 +218,7 @@ fn run(seed: u64, steps: usize) {
                 model.push(e);
             }
             2 => {
-                let ack = pick_queued(&mut rng, &store, next_id);
-                let mut effects = Effects::default();
-                for _ in 0..rng.usize(0..3) {
-                    let agent = if rng.u8(0..8) == 0 { 99 } else { AGENTS[rng.usize(0..AGENTS.len())] };
-                    let name = CHANNELS[rng.usize(0..CHANNELS.len())];
-                    let id = MessageId::from(rng.u64(1..6));
-                    let data = json!({"m": step});
-                    effects.messages.push(Message {
-                        id,
-                        author_id: agent.into(),
-                        channel: ch(agent, name),
-                        data,
-                        timestamp: None,
-                        attachments: None,
-                    });
-                }
-                for _ in 0..rng.usize(0..3) {
-                    let agent = AGENTS[rng.usize(0..AGENTS.len())];
-                    let name = CHANNELS[rng.usize(0..CHANNELS.len())];
-                    effects.aggregates.push(AggregateWrite {
-                        channel: ch(agent, name),
-                        data: diff(&mut rng, 0),
-                        mode: mode(&mut rng),
-                    });
-                }
-                let downstream: Vec<QueuedEvent> = (0..rng.usize(0..2))
-                    .map(|_| {
-                        next_id += 1;
-                        event(&mut rng, next_id)
-                    })
-                    .collect();
+                let (ack, effects, downstream) = random_commit(&mut rng, &store, &mut next_id, step);
                 let result = store.commit(Commit {
                     ack: Some(&ack),
                     effects: &effects,
@@ -259,39 +230,32 @@ fn run(seed: u64, steps: usize) {
                     feed: false,
                     chained: false,
                 });
-                let queued = model.queue.contains_key(&qkey(&ack));
-                let unknown = effects
-                    .messages
+                expect(&mut model, &ack, &effects, downstream, &result);
+            }
+            7 => {
+                // A batch: one atomic write in which each commit sees the
+                // ones before it (the same aggregates, the same acks) and
+                // has its own verdict.
+                let commits: Vec<_> =
+                    (0..rng.usize(1..5)).map(|_| random_commit(&mut rng, &store, &mut next_id, step)).collect();
+                let batch: Vec<Commit<'_>> = commits
                     .iter()
-                    .map(|m| m.channel.agent_id)
-                    .chain(effects.aggregates.iter().map(|w| w.channel.agent_id))
-                    .find(|a| !model.agents.contains_key(&a.get()));
-                match (queued, unknown) {
-                    (false, _) => assert!(matches!(result, Err(StoreError::NotQueued(_))), "{result:?}"),
-                    (true, Some(a)) => {
-                        assert!(matches!(result, Err(StoreError::UnknownAgent(x)) if x == a), "{result:?}")
-                    }
-                    (true, None) => {
-                        result.unwrap();
-                        model.queue.remove(&qkey(&ack));
-                        for m in &effects.messages {
-                            let name = CHANNELS.iter().find(|n| **n == m.channel.name.as_str()).unwrap();
-                            model
-                                .messages
-                                .entry((m.channel.agent_id.get(), name))
-                                .or_default()
-                                .entry(m.id.get())
-                                .or_insert(m.data.clone());
-                        }
-                        for w in &effects.aggregates {
-                            let name = CHANNELS.iter().find(|n| **n == w.channel.name.as_str()).unwrap();
-                            let entry = model.aggregates.entry((w.channel.agent_id.get(), name)).or_insert(json!({}));
-                            *entry = apply_write(entry, &w.data, &w.mode);
-                        }
-                        for e in downstream {
-                            model.push(e);
-                        }
-                    }
+                    .map(|(ack, effects, downstream)| Commit {
+                        ack: Some(ack),
+                        effects,
+                        downstream,
+                        placed: false,
+                        now_ms: 1,
+                        summary: None,
+                        claim: None,
+                        feed: false,
+                        chained: false,
+                    })
+                    .collect();
+                let verdicts = store.commit_batch(&batch).unwrap();
+                assert_eq!(verdicts.len(), commits.len());
+                for ((ack, effects, downstream), verdict) in commits.iter().zip(&verdicts) {
+                    expect(&mut model, ack, effects, downstream.clone(), verdict);
                 }
             }
             3 => {
@@ -345,6 +309,100 @@ fn run(seed: u64, steps: usize) {
             }
         }
         check(&store, &model);
+    }
+}
+
+/// A random commit: an event to acknowledge (queued or not), a few
+/// messages and aggregate writes (now and then on an unknown agent, or an
+/// aggregate made too large), and events it raises.
+fn random_commit(
+    rng: &mut fastrand::Rng,
+    store: &Store,
+    next_id: &mut u64,
+    step: usize,
+) -> (QueuedEvent, Effects, Vec<QueuedEvent>) {
+    let ack = pick_queued(rng, store, *next_id);
+    let mut effects = Effects::default();
+    for _ in 0..rng.usize(0..3) {
+        let agent = if rng.u8(0..8) == 0 { 99 } else { AGENTS[rng.usize(0..AGENTS.len())] };
+        let name = CHANNELS[rng.usize(0..CHANNELS.len())];
+        let id = MessageId::from(rng.u64(1..6));
+        let data = json!({"m": step});
+        effects.messages.push(Message {
+            id,
+            author_id: agent.into(),
+            channel: ch(agent, name),
+            data,
+            timestamp: None,
+            attachments: None,
+        });
+    }
+    for _ in 0..rng.usize(0..3) {
+        let agent = AGENTS[rng.usize(0..AGENTS.len())];
+        let name = CHANNELS[rng.usize(0..CHANNELS.len())];
+        let data = if rng.u8(0..20) == 0 { json!({"big": "x".repeat(MAX_AGGREGATE_BYTES)}) } else { diff(rng, 0) };
+        effects.aggregates.push(AggregateWrite { channel: ch(agent, name), data, mode: mode(rng) });
+    }
+    let downstream: Vec<QueuedEvent> = (0..rng.usize(0..2))
+        .map(|_| {
+            *next_id += 1;
+            event(rng, *next_id)
+        })
+        .collect();
+    (ack, effects, downstream)
+}
+
+/// Check a commit's verdict against the model, and apply it there when it
+/// was applied: refused if its event is not queued, if it names an
+/// unknown agent, or if an aggregate it leaves is too large.
+fn expect(
+    model: &mut Model,
+    ack: &QueuedEvent,
+    effects: &Effects,
+    downstream: Vec<QueuedEvent>,
+    result: &Result<(), StoreError>,
+) {
+    let queued = model.queue.contains_key(&qkey(ack));
+    let unknown = effects
+        .messages
+        .iter()
+        .map(|m| m.channel.agent_id)
+        .chain(effects.aggregates.iter().map(|w| w.channel.agent_id))
+        .find(|a| !model.agents.contains_key(&a.get()));
+    let mut after = model.aggregates.clone();
+    for w in &effects.aggregates {
+        let name = CHANNELS.iter().find(|n| **n == w.channel.name.as_str()).unwrap();
+        let entry = after.entry((w.channel.agent_id.get(), name)).or_insert(json!({}));
+        *entry = apply_write(entry, &w.data, &w.mode);
+    }
+    let too_large = effects.aggregates.iter().any(|w| {
+        let name = CHANNELS.iter().find(|n| **n == w.channel.name.as_str()).unwrap();
+        let data = after[&(w.channel.agent_id.get(), *name)].clone();
+        serde_json::to_vec(&Aggregate { data, last_updated: Some(1) }).unwrap().len() > MAX_AGGREGATE_BYTES
+    });
+    match (queued, unknown, too_large) {
+        (false, ..) => assert!(matches!(result, Err(StoreError::NotQueued(_))), "{result:?}"),
+        (true, Some(a), _) => {
+            assert!(matches!(result, Err(StoreError::UnknownAgent(x)) if *x == a), "{result:?}")
+        }
+        (true, None, true) => assert!(matches!(result, Err(StoreError::AggregateTooLarge { .. })), "{result:?}"),
+        (true, None, false) => {
+            assert!(result.is_ok(), "{result:?}");
+            model.queue.remove(&qkey(ack));
+            for m in &effects.messages {
+                let name = CHANNELS.iter().find(|n| **n == m.channel.name.as_str()).unwrap();
+                model
+                    .messages
+                    .entry((m.channel.agent_id.get(), name))
+                    .or_default()
+                    .entry(m.id.get())
+                    .or_insert(m.data.clone());
+            }
+            model.aggregates = after;
+            for e in downstream {
+                model.push(e);
+            }
+        }
     }
 }
 
