@@ -172,7 +172,11 @@ impl Session {
     }
 
     fn charge(&mut self, data: &Value) -> Result<(), CapError> {
-        let size = crate::model::serialized_len(data);
+        self.charge_len(crate::model::serialized_len(data))
+    }
+
+    /// Count `size` bytes of writes against the per-invocation caps.
+    pub(super) fn charge_len(&mut self, size: usize) -> Result<(), CapError> {
         check_size(size)?;
         if self.effects.bytes + size > MAX_EFFECT_BYTES {
             return Err(CapError::Limit(format!("at most {MAX_EFFECT_BYTES} bytes of writes per invocation")));

@@ -4,7 +4,9 @@
 use serde_json::{Value, json};
 
 use super::{CapError, MAX_KEY_BYTES, ReadError, Session};
-use crate::model::{ChannelName, ChannelRef, WriteMode, check_value, is_valid_key, well_known};
+use crate::model::{
+    Aggregate, ChannelName, ChannelRef, WriteMode, apply_diff_in_place, check_value, is_valid_key, well_known,
+};
 
 impl Session {
     /// `tags.get`: this installation's tag.
@@ -60,17 +62,81 @@ impl Session {
     fn write_tag(&mut self, key: &str, value: Value, log: bool) -> Result<(), CapError> {
         // The installation's key is a key of the patch: checked like the tag's.
         check_key("app key", &self.grant.app_key)?;
-        let patch = json!({ self.grant.app_key.clone(): { key: value } });
         let channel = self.tag_channel();
         if log {
-            self.push_message(channel.clone(), patch.clone(), None, None)?;
+            let patch = json!({ self.grant.app_key.clone(): { key: value.clone() } });
+            self.push_message(channel.clone(), patch, None, None)?;
         }
+        let Some(value) = self.fold_tag(&channel, key, value)? else { return Ok(()) };
+        let patch = json!({ self.grant.app_key.clone(): { key: value } });
         self.push_aggregate(channel, patch, WriteMode::Merge)
+    }
+
+    /// Fold a tag write into the invocation's last aggregate write when
+    /// that is this installation's tag patch: an invocation's tags then
+    /// reach the `tag_values` aggregate as one write, as pydoover publishes
+    /// them once at the end of an invocation, and the commit merges and
+    /// the monitors see one update instead of one per tag. `None` when
+    /// folded; else the value back, for a write of its own.
+    ///
+    /// Folding is exact: the tag's new value replaces what the patch held
+    /// for it, which is what applying the two writes in turn does, except
+    /// when an object follows a value already in the patch (an object
+    /// merges into what it finds): that one gets a write of its own.
+    fn fold_tag(&mut self, channel: &ChannelRef, key: &str, value: Value) -> Result<Option<Value>, CapError> {
+        let app_key = self.grant.app_key.as_str();
+        let foldable = self.effects.aggregates.last().is_some_and(|last| {
+            let tags = match &last.data {
+                Value::Object(patch) if patch.len() == 1 => patch.get(app_key).and_then(Value::as_object),
+                _ => None,
+            };
+            &last.channel == channel
+                && last.mode == WriteMode::Merge
+                && tags.is_some_and(|tags| !(value.is_object() && tags.contains_key(key)))
+        });
+        if !foldable {
+            return Ok(Some(value));
+        }
+        self.charge_len(tag_patch_len(&self.grant.app_key, key, &value))?;
+        let app_key = &self.grant.app_key;
+        // An aggregate read that has seen the last write sees this one too.
+        let written = self.effects.aggregates.len();
+        let now = self.now();
+        if let Some(overlay) =
+            self.overlays.get_mut().iter_mut().find(|o| &o.channel == channel && o.applied == written)
+        {
+            let aggregate = overlay
+                .aggregate
+                .get_or_insert_with(|| Aggregate { data: Value::Object(Default::default()), last_updated: None });
+            if let Value::Object(data) = &mut aggregate.data {
+                let own = data.entry(app_key.clone()).or_insert_with(|| Value::Object(Default::default()));
+                match (own, &value) {
+                    (Value::Object(own), Value::Null) => drop(own.remove(key)),
+                    // A value that is not an object replaces the tag's.
+                    (Value::Object(own), v) if !v.is_object() => drop(own.insert(key.to_owned(), v.clone())),
+                    (own, v) => apply_diff_in_place(own, &json!({ key: v })),
+                }
+            }
+            aggregate.last_updated = Some(now);
+        }
+        if let Some(Value::Object(tags)) =
+            self.effects.aggregates.last_mut().and_then(|last| last.data.get_mut(app_key))
+        {
+            tags.insert(key.to_owned(), value);
+        }
+        Ok(None)
     }
 
     fn tag_channel(&self) -> ChannelRef {
         ChannelRef { agent_id: self.grant.agent_id, name: ChannelName::from_static(well_known::TAG_VALUES) }
     }
+}
+
+/// The size of `{app_key: {key: value}}` as compact JSON (keys need no
+/// escaping: they are checked), as [`serialized_len`](crate::model::serialized_len) would count it.
+fn tag_patch_len(app_key: &str, key: &str, value: &Value) -> usize {
+    // {"app_key":{"key":value}}
+    app_key.len() + key.len() + crate::model::serialized_len(value) + 10
 }
 
 pub(crate) fn check_key(what: &str, key: &str) -> Result<(), CapError> {

@@ -175,8 +175,14 @@ fn tags_follow_doover_semantics() {
     assert_eq!(s.effects().aggregates[0].data, json!({"app": {"count": 2}}));
     s.tag_delete("count").unwrap();
     assert_eq!(s.tag_get("count").unwrap(), None);
+    assert_eq!(s.effects().aggregates.len(), 1, "an invocation's tag writes fold into one patch");
+    assert_eq!(s.effects().aggregates[0].data, json!({"app": {"count": null}}));
     s.tag_delete("count").unwrap();
-    assert_eq!(s.effects().aggregates.len(), 2, "deleting an absent tag writes nothing");
+    assert_eq!(
+        s.effects().aggregates[0].data,
+        json!({"app": {"count": null}}),
+        "deleting an absent tag writes nothing"
+    );
     assert!(matches!(s.tag_set("bad key", "1", false), Err(CapError::Invalid(_))));
     assert!(matches!(s.tag_set("k", "not json", false), Err(CapError::Invalid(_))));
     assert_eq!(s.tag_get_from("other", "x").unwrap(), None);
@@ -273,4 +279,72 @@ fn an_aggregate_write_reads_nothing_until_the_aggregate_is_read() {
     assert_eq!(s.effects().aggregates.len(), 1, "buffered without reading the stored aggregate");
     assert!(matches!(s.fetch_aggregate("out", None), Err(CapError::Unavailable(_))), "the read itself fails");
     assert_eq!(view.reads(), 3, "the reach checks of both calls, then the read");
+}
+
+/// An invocation's tag writes reach `tag_values` as one patch, as pydoover
+/// publishes an invocation's tags once; a write on another channel in
+/// between, or an object following a value already in the patch (it would
+/// merge into that value), starts a new one.
+#[test]
+fn an_invocations_tag_writes_are_one_aggregate_write() {
+    let mut s = session(Reach::OwnAgent);
+    for (key, value) in [("last", "35.5"), ("min", "30"), ("max", "80"), ("count", "2")] {
+        s.tag_set(key, value, false).unwrap();
+    }
+    let writes = &s.effects().aggregates;
+    assert_eq!(writes.len(), 1);
+    assert_eq!(writes[0].data, json!({"app": {"last": 35.5, "min": 30, "max": 80, "count": 2}}));
+    let unfolded: usize = [("last", "35.5"), ("min", "30"), ("max", "80"), ("count", "2")]
+        .iter()
+        .map(|(k, v)| crate::model::serialized_len(&json!({"app": {*k: serde_json::from_str::<Value>(v).unwrap()}})))
+        .sum();
+    assert_eq!(s.effects().bytes, unfolded, "each tag write is charged as a write of its own");
+
+    s.tag_set("obj", r#"{"a":1}"#, false).unwrap();
+    s.tag_set("obj", r#"{"b":2}"#, false).unwrap();
+    assert_eq!(s.effects().aggregates.len(), 2, "an object after a value of the same tag merges into it");
+    assert_eq!(s.tag_get("obj").unwrap(), Some(json!({"a": 1, "b": 2})));
+
+    s.update_aggregate("out", None, r#"{"n":1}"#, WriteMode::Merge).unwrap();
+    s.tag_set("count", "3", false).unwrap();
+    assert_eq!(s.effects().aggregates.len(), 4, "a write on another channel in between");
+}
+
+/// Folding is exact: random sets and deletes of scalars, lists, objects
+/// and nulls; every read, the committed aggregate and the bytes charged
+/// agree with the writes applied one by one.
+#[test]
+fn folded_tag_writes_end_where_the_writes_one_by_one_do() {
+    let values = ["1", "2", r#""s""#, "[1]", r#"{"a":1}"#, r#"{"b":{"c":2}}"#, r#"{"a":null,"d":4}"#, "null"];
+    for seed in 0..300 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut s = session(Reach::OwnAgent);
+        let mut reference = json!({"app": {"count": 1}});
+        let mut bytes = 0;
+        for _ in 0..rng.usize(1..10) {
+            let key = ["count", "x", "y"][rng.usize(0..3)];
+            let value: Value = if rng.u8(0..6) == 0 {
+                s.tag_delete(key).unwrap();
+                Value::Null
+            } else {
+                let text = values[rng.usize(0..values.len())];
+                s.tag_set(key, text, false).unwrap();
+                serde_json::from_str(text).unwrap()
+            };
+            let current = reference["app"].get(key).cloned();
+            let changes = if value.is_null() { current.is_some() } else { current.as_ref() != Some(&value) };
+            if changes {
+                let patch = json!({"app": {key: value}});
+                bytes += crate::model::serialized_len(&patch);
+                crate::model::apply_diff_in_place(&mut reference, &patch);
+            }
+            assert_eq!(s.tag_get(key).unwrap(), reference["app"].get(key).cloned(), "seed {seed}");
+        }
+        let mut committed = json!({"app": {"count": 1}});
+        for w in &s.effects().aggregates {
+            crate::model::apply_write_in_place(&mut committed, &w.data, &w.mode);
+        }
+        assert_eq!(committed, reference, "seed {seed}");
+        assert_eq!(s.effects().bytes, bytes, "seed {seed}");
+    }
 }
