@@ -2,7 +2,7 @@
 //! acknowledgement of the event that ran, in one sled transaction.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
@@ -13,7 +13,7 @@ use super::queue::{QueuedEvent, insert_queued, remove_queued, tx_error};
 use super::state::AgentRecord;
 use super::{MAX_AGGREGATE_BYTES, Store, StoreError, decode, encode, keys};
 use crate::caps::Effects;
-use crate::model::{Aggregate, ChannelRef, apply_write_in_place};
+use crate::model::{AgentId, Aggregate, ChannelRef, apply_write_in_place};
 
 /// What one successful invocation (or one ingress request) commits.
 #[derive(Debug, Clone, Copy)]
@@ -133,7 +133,7 @@ impl Store {
                             verdicts.push(Err(StoreError::RunBroken));
                             continue;
                         }
-                        let verdict = match trees.check(c, &held)? {
+                        let verdict = match trees.check(c, &mut held)? {
                             Ok(merged) => trees.apply(c, merged, &mut held, downstream, seqs).map(Ok)?,
                             Err(refused) => Err(refused),
                         };
@@ -141,7 +141,7 @@ impl Store {
                     }
                     // Each aggregate the batch changed, once, as its last
                     // applied commit left it.
-                    for (key, (_, bytes)) in held {
+                    for (key, (_, bytes)) in held.aggregates {
                         trees.aggregates.insert(key, bytes)?;
                     }
                     Ok(verdicts)
@@ -178,11 +178,18 @@ struct Tx<'a> {
 /// A step of the transaction: a storage error aborts it all.
 type Step<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
-/// The aggregates a batch's applied commits have changed so far, by key:
-/// the value and its encoding. Read from the store once per batch (a
-/// line's run writes the same aggregates commit after commit), written
-/// back once at its end.
-type Held = HashMap<Vec<u8>, (Aggregate, Vec<u8>)>;
+/// What a batch has learnt of the store so far, so that a line's run,
+/// whose commits write the same aggregates of the same agent one after
+/// another, reads each once.
+#[derive(Default)]
+struct Held {
+    /// The aggregates the batch's applied commits have changed, by key:
+    /// the value and its encoding, written back once at the batch's end.
+    aggregates: HashMap<Vec<u8>, (Aggregate, Vec<u8>)>,
+    /// Agents found in the store (none is removed while a batch is applied:
+    /// the batch is one transaction).
+    agents: HashSet<AgentId>,
+}
 
 /// What a commit's aggregate writes come to, once checked.
 struct Merged {
@@ -197,7 +204,7 @@ impl Tx<'_> {
     /// Every rule of the commit, before any of its writes: the refusal, or
     /// the aggregates it would store. `held` is what the batch's commits
     /// before it left.
-    fn check(&self, c: &Commit<'_>, held: &Held) -> Step<Result<Merged, StoreError>> {
+    fn check(&self, c: &Commit<'_>, held: &mut Held) -> Step<Result<Merged, StoreError>> {
         let abort = ConflictableTransactionError::Abort;
         if let Some(claim) = c.claim
             && let Some(held) = self.seen.get(keys::seen(&claim.scope, &claim.key))?
@@ -210,11 +217,17 @@ impl Tx<'_> {
         {
             return Ok(Err(StoreError::NotQueued(ack.id)));
         }
+        // Each agent written is looked up once per batch (a commit names
+        // its own agent for every message and tag it writes).
         let agents = c.effects.messages.iter().map(|m| m.channel.agent_id);
         for agent in agents.chain(c.effects.aggregates.iter().map(|w| w.channel.agent_id)) {
+            if held.agents.contains(&agent) {
+                continue;
+            }
             if self.agents.get(keys::agent(agent))?.is_none() {
                 return Ok(Err(StoreError::UnknownAgent(agent)));
             }
+            held.agents.insert(agent);
         }
         // Writes to one aggregate apply in order, each on the one before;
         // each aggregate is encoded (and its size checked) once, as the
@@ -226,7 +239,7 @@ impl Tx<'_> {
             let i = match merged.iter().position(|(k, ..)| *k == key) {
                 Some(i) => i,
                 None => {
-                    let data = match held.get(&key) {
+                    let data = match held.aggregates.get(&key) {
                         Some((aggregate, _)) => aggregate.data.clone(),
                         None => match self.aggregates.get(&key)? {
                             Some(bytes) => decode::<Aggregate>("aggregate", &bytes).map_err(abort)?.data,
@@ -286,7 +299,7 @@ impl Tx<'_> {
             }
         }
         for (key, aggregate, bytes) in merged.stored {
-            held.insert(key, (aggregate, bytes));
+            held.aggregates.insert(key, (aggregate, bytes));
         }
         for e in downstream {
             insert_queued(self.queue, self.keyq, e)?;
