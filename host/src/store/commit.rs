@@ -2,7 +2,6 @@
 //! acknowledgement of the event that ran, in one sled transaction.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
@@ -13,7 +12,7 @@ use super::queue::{QueuedEvent, insert_queued, remove_queued, tx_error};
 use super::state::AgentRecord;
 use super::{MAX_AGGREGATE_BYTES, Store, StoreError, decode, encode, keys};
 use crate::caps::Effects;
-use crate::model::{AgentId, Aggregate, ChannelRef, apply_write_in_place};
+use crate::model::{Aggregate, apply_write_in_place};
 
 /// What one successful invocation (or one ingress request) commits.
 #[derive(Debug, Clone, Copy)]
@@ -78,10 +77,8 @@ impl Store {
     /// - A message whose id already exists is skipped, so a client-chosen
     ///   message id makes a write idempotent.
     /// - Aggregate writes apply to the aggregate as stored at commit time.
-    /// - An aggregate that the commit would leave larger than
-    ///   [`MAX_AGGREGATE_BYTES`] makes the whole commit a
-    ///   [`StoreError::AggregateTooLarge`] (its own intermediate states,
-    ///   never stored, are not checked).
+    /// - An aggregate that would grow past [`MAX_AGGREGATE_BYTES`] makes
+    ///   the whole commit a [`StoreError::AggregateTooLarge`].
     /// - A claimed idempotency key still held (unexpired at `now_ms`) makes
     ///   the whole commit a [`StoreError::Duplicate`].
     pub fn commit(&self, c: Commit<'_>) -> Result<(), StoreError> {
@@ -93,9 +90,6 @@ impl Store {
     /// that is refused (not queued, duplicate, unknown agent, too large)
     /// writes nothing and does not stop the others. Each sees the commits
     /// before it in the batch, as if they had been applied one by one.
-    /// An aggregate is read and decoded once per batch and written once,
-    /// as the batch's last applied commit on it leaves it (a line's run
-    /// writes the same tags commit after commit).
     ///
     /// The outer error is the storage failing: then nothing was applied.
     pub fn commit_batch(&self, commits: &[Commit<'_>]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
@@ -126,23 +120,17 @@ impl Store {
             (&t.queue, &t.keyq, &t.aggregates, &t.messages, &t.agents, &t.invocations, &t.seen, &t.feed)
                 .transaction(|(queue, keyq, aggregates, messages, agents, invocations, seen, feed)| {
                     let trees = Tx { queue, keyq, aggregates, messages, agents, invocations, seen, feed };
-                    let mut held = Held::default();
                     let mut verdicts = Vec::with_capacity(commits.len());
                     for ((c, downstream), seqs) in commits.iter().zip(&downstream).zip(&feed_seqs) {
                         if c.chained && verdicts.last().is_some_and(Result::is_err) {
                             verdicts.push(Err(StoreError::RunBroken));
                             continue;
                         }
-                        let verdict = match trees.check(c, &mut held)? {
-                            Ok(merged) => trees.apply(c, merged, &mut held, downstream, seqs).map(Ok)?,
+                        let verdict = match trees.check(c)? {
+                            Ok(aggregates) => trees.apply(c, aggregates, downstream, seqs).map(Ok)?,
                             Err(refused) => Err(refused),
                         };
                         verdicts.push(verdict);
-                    }
-                    // Each aggregate the batch changed, once, as its last
-                    // applied commit left it.
-                    for (key, (_, bytes)) in held.aggregates {
-                        trees.aggregates.insert(key, bytes)?;
                     }
                     Ok(verdicts)
                 })
@@ -178,33 +166,14 @@ struct Tx<'a> {
 /// A step of the transaction: a storage error aborts it all.
 type Step<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
-/// What a batch has learnt of the store so far, so that a line's run,
-/// whose commits write the same aggregates of the same agent one after
-/// another, reads each once.
-#[derive(Default)]
-struct Held {
-    /// The aggregates the batch's applied commits have changed, by key:
-    /// the value and its encoding, written back once at the batch's end.
-    aggregates: HashMap<Vec<u8>, (Aggregate, Vec<u8>)>,
-    /// Agents found in the store (none is removed while a batch is applied:
-    /// the batch is one transaction).
-    agents: HashSet<AgentId>,
-}
-
-/// What a commit's aggregate writes come to, once checked.
-struct Merged {
-    /// Each aggregate it changes, as it leaves it: key, value, encoding.
-    stored: Vec<(Vec<u8>, Aggregate, Vec<u8>)>,
-    /// The aggregate after each of its writes, in order (for the feed;
-    /// empty when the commit is not fed).
-    after_each: Vec<Aggregate>,
-}
+/// The aggregates a commit would store: key, encoded value and the value
+/// itself (for the feed), in order.
+type Stored = Vec<(Vec<u8>, Vec<u8>, Aggregate)>;
 
 impl Tx<'_> {
     /// Every rule of the commit, before any of its writes: the refusal, or
-    /// the aggregates it would store. `held` is what the batch's commits
-    /// before it left.
-    fn check(&self, c: &Commit<'_>, held: &mut Held) -> Step<Result<Merged, StoreError>> {
+    /// the aggregates it would store.
+    fn check(&self, c: &Commit<'_>) -> Step<Result<Stored, StoreError>> {
         let abort = ConflictableTransactionError::Abort;
         if let Some(claim) = c.claim
             && let Some(held) = self.seen.get(keys::seen(&claim.scope, &claim.key))?
@@ -217,74 +186,47 @@ impl Tx<'_> {
         {
             return Ok(Err(StoreError::NotQueued(ack.id)));
         }
-        // Each agent written is looked up once per batch (a commit names
-        // its own agent for every message and tag it writes).
         let agents = c.effects.messages.iter().map(|m| m.channel.agent_id);
         for agent in agents.chain(c.effects.aggregates.iter().map(|w| w.channel.agent_id)) {
-            if held.agents.contains(&agent) {
-                continue;
-            }
             if self.agents.get(keys::agent(agent))?.is_none() {
                 return Ok(Err(StoreError::UnknownAgent(agent)));
             }
-            held.agents.insert(agent);
         }
-        // Writes to one aggregate apply in order, each on the one before;
-        // each aggregate is encoded (and its size checked) once, as the
-        // commit leaves it.
-        let mut merged: Vec<(Vec<u8>, Aggregate, &ChannelRef)> = Vec::new();
-        let mut after_each = Vec::new();
+        // Writes to one aggregate apply in order, each on the one before.
+        let mut merged: Vec<(Vec<u8>, Aggregate)> = Vec::new();
         for w in &c.effects.aggregates {
             let key = keys::aggregate(&w.channel);
-            let i = match merged.iter().position(|(k, ..)| *k == key) {
-                Some(i) => i,
-                None => {
-                    let data = match held.aggregates.get(&key) {
-                        Some((aggregate, _)) => aggregate.data.clone(),
-                        None => match self.aggregates.get(&key)? {
-                            Some(bytes) => decode::<Aggregate>("aggregate", &bytes).map_err(abort)?.data,
-                            None => serde_json::Value::Object(Default::default()),
-                        },
-                    };
-                    merged.push((key, Aggregate { data, last_updated: None }, &w.channel));
-                    merged.len() - 1
-                }
+            let mut data = match merged.iter().rposition(|(k, _)| *k == key) {
+                Some(i) => merged[i].1.data.clone(),
+                None => match self.aggregates.get(&key)? {
+                    Some(bytes) => decode::<Aggregate>("aggregate", &bytes).map_err(abort)?.data,
+                    None => serde_json::Value::Object(Default::default()),
+                },
             };
-            let (_, aggregate, channel) = &mut merged[i];
-            apply_write_in_place(&mut aggregate.data, &w.data, &w.mode);
-            aggregate.last_updated = Some(c.now_ms);
-            *channel = &w.channel;
-            if c.feed {
-                after_each.push(aggregate.clone());
-            }
+            // Merged in place: the value is this write's own copy.
+            apply_write_in_place(&mut data, &w.data, &w.mode);
+            merged.push((key, Aggregate { data, last_updated: Some(c.now_ms) }));
         }
-        let mut stored = Vec::with_capacity(merged.len());
-        for (key, aggregate, channel) in merged {
-            let bytes = encode(&aggregate);
+        let mut encoded = Vec::with_capacity(merged.len());
+        for ((key, agg), w) in merged.into_iter().zip(&c.effects.aggregates) {
+            let bytes = encode(&agg);
             if bytes.len() > MAX_AGGREGATE_BYTES {
-                let channel = format!("{}/{}", channel.agent_id, channel.name);
+                let channel = format!("{}/{}", w.channel.agent_id, w.channel.name);
                 return Ok(Err(StoreError::AggregateTooLarge {
                     channel,
                     bytes: bytes.len(),
                     limit: MAX_AGGREGATE_BYTES,
                 }));
             }
-            stored.push((key, aggregate, bytes));
+            encoded.push((key, bytes, agg));
         }
-        Ok(Ok(Merged { stored, after_each }))
+        Ok(Ok(encoded))
     }
 
     /// The commit's writes, once [`Tx::check`] passed.
-    fn apply(
-        &self,
-        c: &Commit<'_>,
-        merged: Merged,
-        held: &mut Held,
-        downstream: &[QueuedEvent],
-        feed: &[u64],
-    ) -> Step<()> {
+    fn apply(&self, c: &Commit<'_>, aggregates: Stored, downstream: &[QueuedEvent], feed: &[u64]) -> Step<()> {
         if !feed.is_empty() {
-            self.feed_entries(c, &merged.after_each, feed)?;
+            self.feed_entries(c, &aggregates, feed)?;
         }
         if let Some(claim) = c.claim {
             self.seen.insert(keys::seen(&claim.scope, &claim.key), encode(&claim.expires_ms))?;
@@ -298,8 +240,8 @@ impl Tx<'_> {
                 self.messages.insert(key, encode(m))?;
             }
         }
-        for (key, aggregate, bytes) in merged.stored {
-            held.aggregates.insert(key, (aggregate, bytes));
+        for (key, bytes, _) in aggregates {
+            self.aggregates.insert(key, bytes)?;
         }
         for e in downstream {
             insert_queued(self.queue, self.keyq, e)?;
@@ -312,7 +254,7 @@ impl Tx<'_> {
 
     /// The commit's feed entries, numbered `seqs` in order: its messages,
     /// then its aggregate updates (as stored).
-    fn feed_entries(&self, c: &Commit<'_>, after_each: &[Aggregate], seqs: &[u64]) -> Step<()> {
+    fn feed_entries(&self, c: &Commit<'_>, aggregates: &Stored, seqs: &[u64]) -> Step<()> {
         let abort = ConflictableTransactionError::Abort;
         let mut seqs = seqs.iter().copied();
         let owner = |agent: crate::model::AgentId| -> Step<(crate::model::OrgId, Option<String>)> {
@@ -325,7 +267,7 @@ impl Tx<'_> {
             let entry = FeedEntry::message(org, group, m, seq, c.now_ms);
             self.feed.insert(&keys::feed(org, seq), encode(&entry))?;
         }
-        for (stored, w) in after_each.iter().zip(&c.effects.aggregates) {
+        for ((_, _, stored), w) in aggregates.iter().zip(&c.effects.aggregates) {
             let (Some(seq), (org, group)) = (seqs.next(), owner(w.channel.agent_id)?) else { break };
             let entry = FeedEntry::aggregate(org, group, &w.channel, stored, &w.data, seq);
             self.feed.insert(&keys::feed(org, seq), encode(&entry))?;

@@ -369,17 +369,17 @@ fn expect(
         .map(|m| m.channel.agent_id)
         .chain(effects.aggregates.iter().map(|w| w.channel.agent_id))
         .find(|a| !model.agents.contains_key(&a.get()));
+    // Each write applies to the state the one before it left; any state
+    // past the bound refuses the commit.
     let mut after = model.aggregates.clone();
+    let mut too_large = false;
     for w in &effects.aggregates {
         let name = CHANNELS.iter().find(|n| **n == w.channel.name.as_str()).unwrap();
         let entry = after.entry((w.channel.agent_id.get(), name)).or_insert(json!({}));
         *entry = apply_write(entry, &w.data, &w.mode);
+        let stored = Aggregate { data: entry.clone(), last_updated: Some(1) };
+        too_large |= serde_json::to_vec(&stored).unwrap().len() > MAX_AGGREGATE_BYTES;
     }
-    let too_large = effects.aggregates.iter().any(|w| {
-        let name = CHANNELS.iter().find(|n| **n == w.channel.name.as_str()).unwrap();
-        let data = after[&(w.channel.agent_id.get(), *name)].clone();
-        serde_json::to_vec(&Aggregate { data, last_updated: Some(1) }).unwrap().len() > MAX_AGGREGATE_BYTES
-    });
     match (queued, unknown, too_large) {
         (false, ..) => assert!(matches!(result, Err(StoreError::NotQueued(_))), "{result:?}"),
         (true, Some(a), _) => {
