@@ -180,7 +180,12 @@ fn a_webhook_accepted_with_202_survives_a_sigkill_right_after() {
         .to_owned();
     let deadline = Instant::now() + Duration::from_secs(30);
     let seen = loop {
-        let tags = get(node.addr, &format!("/v1/orgs/{org}/agents/{dev}/channels/tag_values/aggregate"));
+        // No aggregate yet (404) until the first replayed event has run.
+        let auth = format!("Bearer {TOKEN}");
+        let path = format!("/v1/orgs/{org}/agents/{dev}/channels/tag_values/aggregate");
+        let r = http::request(node.addr, "GET", &path, &[("authorization", &auth)], b"").unwrap();
+        assert!(matches!(r.status, 200 | 404), "GET {path}: {}", r.text());
+        let tags = if r.status == 200 { r.json() } else { Value::Null };
         let seen: Vec<u64> = tags["data"]["counter"]["seen"]
             .as_array()
             .map(|a| a.iter().map(|v| v.as_u64().unwrap()).collect())

@@ -219,17 +219,7 @@ fn run(seed: u64, steps: usize) {
             }
             2 => {
                 let (ack, effects, downstream) = random_commit(&mut rng, &store, &mut next_id, step);
-                let result = store.commit(Commit {
-                    ack: Some(&ack),
-                    effects: &effects,
-                    downstream: &downstream,
-                    placed: false,
-                    now_ms: 1,
-                    summary: None,
-                    claim: None,
-                    feed: false,
-                    chained: false,
-                });
+                let result = store.commit(plain(&ack, &effects, &downstream));
                 expect(&mut model, &ack, &effects, downstream, &result);
             }
             7 => {
@@ -238,20 +228,8 @@ fn run(seed: u64, steps: usize) {
                 // has its own verdict.
                 let commits: Vec<_> =
                     (0..rng.usize(1..5)).map(|_| random_commit(&mut rng, &store, &mut next_id, step)).collect();
-                let batch: Vec<Commit<'_>> = commits
-                    .iter()
-                    .map(|(ack, effects, downstream)| Commit {
-                        ack: Some(ack),
-                        effects,
-                        downstream,
-                        placed: false,
-                        now_ms: 1,
-                        summary: None,
-                        claim: None,
-                        feed: false,
-                        chained: false,
-                    })
-                    .collect();
+                let batch: Vec<Commit<'_>> =
+                    commits.iter().map(|(ack, effects, downstream)| plain(ack, effects, downstream)).collect();
                 let verdicts = store.commit_batch(&batch).unwrap();
                 assert_eq!(verdicts.len(), commits.len());
                 for ((ack, effects, downstream), verdict) in commits.iter().zip(&verdicts) {
@@ -309,6 +287,22 @@ fn run(seed: u64, steps: usize) {
             }
         }
         check(&store, &model);
+    }
+}
+
+/// A commit of `effects` acknowledging `ack`, queueing `downstream`, at
+/// time 1: no summary, claim, feed or chain.
+fn plain<'a>(ack: &'a QueuedEvent, effects: &'a Effects, downstream: &'a [QueuedEvent]) -> Commit<'a> {
+    Commit {
+        ack: Some(ack),
+        effects,
+        downstream,
+        placed: false,
+        now_ms: 1,
+        summary: None,
+        claim: None,
+        feed: false,
+        chained: false,
     }
 }
 
