@@ -561,3 +561,67 @@ fn a_persistent_monitor_replays_across_a_sigkill_in_order_with_nothing_skipped()
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `request` with a bearer `token`.
+fn call(addr: SocketAddr, method: &str, path: &str, token: &str, body: &Value) -> http::Response {
+    let auth = format!("Bearer {token}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+    http::request(addr, method, path, &headers, &body).unwrap()
+}
+
+/// Administrative writes are answered only once durable: an organisation
+/// and a token created (its secret is shown once), an ingestion endpoint
+/// created (its token too), and a token revoked, each SIGKILLed the
+/// instant its answer is in hand, are all still so after the restart.
+#[test]
+fn administrative_writes_answered_survive_a_sigkill_right_after() {
+    const OPERATOR: &str = "pdo_crash_operator";
+    let root = tempfile::tempdir().unwrap();
+    let (data, plugins) = (root.path().join("data"), root.path().join("plugins"));
+    copy_app(&plugins, "webhook");
+    let bootstrap = root.path().join("bootstrap.toml");
+    std::fs::write(&bootstrap, "").unwrap();
+    let kill = |mut node: Node| {
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+    };
+
+    let node = start(&data, &plugins, &bootstrap);
+    let r = call(node.addr, "POST", "/v1/orgs", OPERATOR, &json!({ "name": "Late" }));
+    kill(node);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let org = r.json()["id"].as_str().unwrap().to_owned();
+
+    let node = start(&data, &plugins, &bootstrap);
+    let r = call(node.addr, "POST", &format!("/v1/orgs/{org}/tokens"), OPERATOR, &json!({ "name": "kept" }));
+    kill(node);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (kept_id, kept) = (r.json()["id"].as_str().unwrap().to_owned(), r.json()["token"].as_str().unwrap().to_owned());
+
+    let node = start(&data, &plugins, &bootstrap);
+    let r = call(node.addr, "GET", &format!("/v1/orgs/{org}"), &kept, &Value::Null);
+    assert_eq!(r.status, 200, "the created organisation and its token survived: {}", r.text());
+    let install = json!({ "app": "webhook", "app_key": "hook", "config": { "target_channel": "ticks" } });
+    let r = call(node.addr, "POST", &format!("/v1/orgs/{org}/installations"), &kept, &install);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let install_id = r.json()["installation"]["id"].clone();
+    let r = call(node.addr, "POST", &format!("/v1/orgs/{org}/ingestions"), &kept, &json!({ "install_id": install_id }));
+    kill(node);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let (endpoint, endpoint_token) =
+        (r.json()["id"].as_str().unwrap().to_owned(), r.json()["token"].as_str().unwrap().to_owned());
+
+    let node = start(&data, &plugins, &bootstrap);
+    let body = json!({ "readings": [] });
+    let r = call(node.addr, "POST", &format!("/v1/ingest/{endpoint}"), &endpoint_token, &body);
+    assert_eq!(r.status, 202, "the created ingestion endpoint survived: {}", r.text());
+    let r = call(node.addr, "DELETE", &format!("/v1/orgs/{org}/tokens/{kept_id}"), OPERATOR, &Value::Null);
+    kill(node);
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    let node = start(&data, &plugins, &bootstrap);
+    let r = call(node.addr, "GET", &format!("/v1/orgs/{org}"), &kept, &Value::Null);
+    assert_eq!(r.status, 401, "the revoked token stayed revoked: {}", r.text());
+    kill(node);
+}

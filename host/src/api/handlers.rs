@@ -79,13 +79,18 @@ pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Re
             let orgs: Vec<OrgRecord> = store.orgs()?.into_iter().filter(|o| scope.is_none_or(|s| s == o.id)).collect();
             Ok(Reply::ok(json!({ "organisations": orgs })))
         }
-        Op::CreateOrg => create_org(api, req),
+        Op::CreateOrg => create_org(api, req).await,
         Op::GetOrg => Ok(Reply::ok(store.org(org()?)?)),
         Op::ListTokens => Ok(Reply::ok(json!({ "tokens": store.tokens(Some(org()?))? }))),
-        Op::CreateToken => create_token(api, req, org()?),
+        Op::CreateToken => create_token(api, req, org()?).await,
         Op::RevokeToken => {
             let id = req.params.get("token").cloned().unwrap_or_default();
-            if store.revoke_token(Some(org()?), &id)? { Ok(Reply::no_content()) } else { Err(not_found("token", &id)) }
+            if !store.revoke_token(Some(org()?), &id)? {
+                return Err(not_found("token", &id));
+            }
+            // A revocation answered is one that holds across a crash.
+            store.flush().await?;
+            Ok(Reply::no_content())
         }
         Op::ListAgents => {
             let limit = limit(req)?;
@@ -179,6 +184,7 @@ pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Re
             }
             if req.route.op == Op::DeleteDeadLetter {
                 store.delete_dead_letter(id)?;
+                store.flush().await?;
                 return Ok(Reply::no_content());
             }
             api.engine.redrive(id).await?;
@@ -194,12 +200,13 @@ pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Re
                 .collect();
             Ok(Reply::ok(json!({ "ingestions": list })))
         }
-        Op::CreateIngestion => create_ingestion(api, req, org()?),
+        Op::CreateIngestion => create_ingestion(api, req, org()?).await,
         Op::DeleteIngestion => {
             let id: IngestionId = req.param("ingestion")?;
             match store.ingestion(id)? {
                 Some(r) if r.organisation_id == org()? => {
                     store.delete_ingestion(id)?;
+                    store.flush().await?;
                     Ok(Reply::no_content())
                 }
                 _ => Err(not_found("ingestion endpoint", &id)),
@@ -286,9 +293,15 @@ struct NewOrg {
     name: String,
 }
 
-fn create_org(api: &Api, req: &Request) -> Result<Reply, ApiError> {
+/// Administrative writes (organisations, tokens, ingestion endpoints) go
+/// straight to the store, beside the writer; each is answered only once a
+/// flush has made it durable: a token's secret is shown once, and a
+/// revoked token must stay revoked.
+async fn create_org(api: &Api, req: &Request) -> Result<Reply, ApiError> {
     let body: NewOrg = req.json()?;
-    Ok(Reply::json(StatusCode::CREATED, tenants::provision_org(api.engine.store(), OrgId::generate(), &body.name)?))
+    let rec = tenants::provision_org(api.engine.store(), OrgId::generate(), &body.name)?;
+    api.engine.store().flush().await?;
+    Ok(Reply::json(StatusCode::CREATED, rec))
 }
 
 #[derive(Deserialize)]
@@ -297,11 +310,12 @@ struct NewToken {
     name: String,
 }
 
-fn create_token(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+async fn create_token(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let body: NewToken = req.json()?;
     let secret = tenants::new_secret("pdk_")?;
     let id = EventId::generate().to_string();
     let rec = tenants::add_token(api.engine.store(), Some(org), id, &body.name, &secret.0)?;
+    api.engine.store().flush().await?;
     Ok(Reply::json(StatusCode::CREATED, json!({ "id": rec.id, "name": rec.name, "token": secret.0 })))
 }
 
@@ -409,7 +423,7 @@ struct NewIngestion {
     mini_token: bool,
 }
 
-fn create_ingestion(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
+async fn create_ingestion(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let body: NewIngestion = req.json()?;
     let store = api.engine.store();
     match api.engine.installation_record(body.install_id)? {
@@ -433,6 +447,7 @@ fn create_ingestion(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiEr
         mini_token: mini.as_ref().map(|m| m.0.as_str()),
     };
     let rec = tenants::add_ingestion(store, settings, owner, api.config.max_ingest_rate)?;
+    store.flush().await?;
     let mut view = ingestion_view(api, &rec);
     view["token"] = json!(token.0);
     if let Some(m) = mini {

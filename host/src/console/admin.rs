@@ -100,6 +100,7 @@ pub async fn dead_letter_action(
         console.engine.redrive(id).await.map_err(|e| failed(&e))?;
     } else {
         store.delete_dead_letter(id).map_err(|e| failed(&e))?;
+        store.flush().await.map_err(|e| failed(&e))?;
     }
     Ok(Page::redirect(&format!("/console/orgs/{org}/dead-letters")))
 }
@@ -163,7 +164,12 @@ fn ingestion_body(console: &Console<'_>, s: &Session, org: OrgId, created: Optio
 }
 
 /// `POST /console/orgs/{org}/ingestions`: the token is shown once.
-pub fn create_ingestion(console: &Console<'_>, req: &Request<'_>, s: &Session, raw_org: &str) -> Result<Page, Page> {
+pub async fn create_ingestion(
+    console: &Console<'_>,
+    req: &Request<'_>,
+    s: &Session,
+    raw_org: &str,
+) -> Result<Page, Page> {
     let (org, name) = org_of(console, s, raw_org)?;
     let refused = |m: String| error_page(console, Some(s), StatusCode::BAD_REQUEST, &m);
     let install: InstallId = req
@@ -193,6 +199,8 @@ pub fn create_ingestion(console: &Console<'_>, req: &Request<'_>, s: &Session, r
     };
     let rec = tenants::add_ingestion(console.engine.store(), settings, owner, console.max_ingest_rate)
         .map_err(|e| refused(e.to_string()))?;
+    // Its token is shown once: only once it is durable.
+    console.engine.store().flush().await.map_err(|e| refused(e.to_string()))?;
     let created = format!(
         r#"<section class="created"><p>Endpoint <code>{}/v1/ingest/{}</code> created. Its token is shown this once:</p><p><code class="secret">{}</code></p></section>"#,
         esc(console.public_url),
@@ -211,16 +219,17 @@ pub fn create_ingestion(console: &Console<'_>, req: &Request<'_>, s: &Session, r
 }
 
 /// `POST /console/orgs/{org}/ingestions/{id}/delete`.
-pub fn delete_ingestion(console: &Console<'_>, s: &Session, raw_org: &str, raw_id: &str) -> Result<Page, Page> {
+pub async fn delete_ingestion(console: &Console<'_>, s: &Session, raw_org: &str, raw_id: &str) -> Result<Page, Page> {
     let (org, _) = org_of(console, s, raw_org)?;
     let id: IngestionId = raw_id.parse().map_err(|_| not_found(console, Some(s)))?;
     let store = console.engine.store();
     if store.ingestion(id).ok().flatten().is_none_or(|r| r.organisation_id != org) {
         return Err(not_found(console, Some(s)));
     }
-    store
-        .delete_ingestion(id)
-        .map_err(|e| error_page(console, Some(s), StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
+    let failed =
+        |e: crate::store::StoreError| error_page(console, Some(s), StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+    store.delete_ingestion(id).map_err(failed)?;
+    store.flush().await.map_err(failed)?;
     Ok(Page::redirect(&format!("/console/orgs/{org}/ingestions")))
 }
 

@@ -69,12 +69,14 @@ pub async fn handle(console: &Console<'_>, req: Request<'_>) -> Page {
         (&Method::GET, ["console", "orgs", org, "ingestions"]) => {
             signed_in(console, &req).and_then(|s| admin::ingestions(console, &s, org))
         }
-        (&Method::POST, ["console", "orgs", org, "ingestions"]) => {
-            signed_in(console, &req).and_then(|s| admin::create_ingestion(console, &req, &s, org))
-        }
-        (&Method::POST, ["console", "orgs", org, "ingestions", id, "delete"]) => {
-            signed_in(console, &req).and_then(|s| admin::delete_ingestion(console, &s, org, id))
-        }
+        (&Method::POST, ["console", "orgs", org, "ingestions"]) => match signed_in(console, &req) {
+            Ok(s) => admin::create_ingestion(console, &req, &s, org).await,
+            Err(e) => Err(e),
+        },
+        (&Method::POST, ["console", "orgs", org, "ingestions", id, "delete"]) => match signed_in(console, &req) {
+            Ok(s) => admin::delete_ingestion(console, &s, org, id).await,
+            Err(e) => Err(e),
+        },
         (&Method::GET, ["console", "orgs", org, "monitors"]) => {
             signed_in(console, &req).and_then(|s| admin::monitors(console, &s, org))
         }

@@ -360,7 +360,14 @@ pub async fn run(
     let reserve = config.store.reserve_mb.saturating_mul(1 << 20);
     let cache = config.store.cache_mb.max(1).saturating_mul(1 << 20);
     let store = Store::open_with(&config.data.join("store"), reserve, cache).context("opening the store")?;
-    ensure_operator_token(&store, config.operator_token.clone())?;
+    let generated = ensure_operator_token(&store, config.operator_token.clone())?;
+    // Durable before it is shown, or used: a token shown once and lost in
+    // a crash could never be used, and a replaced one must stay replaced.
+    store.flush().await.context("making the operator token durable")?;
+    if let Some(secret) = generated {
+        eprintln!("paddock: generated the operator token (shown once; set {OPERATOR_TOKEN_ENV} to choose your own):");
+        eprintln!("    {secret}");
+    }
     let signer = Arc::new(StateSigner::new(host_secret(&config.data)?));
     let runtime = Arc::new(Runtime::new(runtime_config).context("starting the runtime")?);
     // Bound before anything serves, so the public URL (and with it the
@@ -484,8 +491,8 @@ async fn shutdown_signal(stop: impl std::future::Future<Output = ()>) {
 
 /// Make sure an operator token exists: the configured one (stored by hash;
 /// it replaces any other), or — on first start with none — a generated
-/// one, printed once.
-fn ensure_operator_token(store: &Store, configured: Option<String>) -> anyhow::Result<()> {
+/// one, returned to be shown once (after the caller's flush).
+fn ensure_operator_token(store: &Store, configured: Option<String>) -> anyhow::Result<Option<String>> {
     let configured = configured.or_else(|| std::env::var(OPERATOR_TOKEN_ENV).ok()).filter(|t| !t.is_empty());
     if let Some(token) = configured {
         // The configured token is the only operator token: a replaced one
@@ -500,16 +507,14 @@ fn ensure_operator_token(store: &Store, configured: Option<String>) -> anyhow::R
         if store.token(&hash)?.is_none() {
             tenants::add_token(store, None, id, "operator", &token)?;
         }
-        return Ok(());
+        return Ok(None);
     }
     if !store.tokens(None)?.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let secret = tenants::new_secret("pdo_")?;
     tenants::add_token(store, None, "operator-generated".into(), "operator", &secret.0)?;
-    eprintln!("paddock: generated the operator token (shown once; set {OPERATOR_TOKEN_ENV} to choose your own):");
-    eprintln!("    {}", secret.0);
-    Ok(())
+    Ok(Some(secret.0))
 }
 
 /// The host secret (signs OAuth states): 32 random bytes in
@@ -569,16 +574,17 @@ mod tests {
     #[test]
     fn a_configured_operator_token_replaces_any_other_and_none_keeps_what_exists() {
         let store = Store::temporary().unwrap();
-        ensure_operator_token(&store, None).unwrap();
-        assert_eq!(store.tokens(None).unwrap().len(), 1, "generated on first start");
-        ensure_operator_token(&store, Some("first".into())).unwrap();
+        let generated = ensure_operator_token(&store, None).unwrap().expect("generated on first start");
+        assert!(store.token(&hash_secret(&generated)).unwrap().is_some(), "the token shown is the one stored");
+        assert_eq!(store.tokens(None).unwrap().len(), 1);
+        assert_eq!(ensure_operator_token(&store, Some("first".into())).unwrap(), None, "a configured one is not shown");
         assert!(store.token(&hash_secret("first")).unwrap().is_some());
         assert_eq!(store.tokens(None).unwrap().len(), 1, "the generated one is gone");
         ensure_operator_token(&store, Some("second".into())).unwrap();
         assert!(store.token(&hash_secret("first")).unwrap().is_none(), "a replaced token stops working");
         assert!(store.token(&hash_secret("second")).unwrap().is_some());
-        ensure_operator_token(&store, None).unwrap();
-        assert_eq!(store.tokens(None).unwrap().len(), 1, "nothing generated while one exists");
+        assert_eq!(ensure_operator_token(&store, None).unwrap(), None, "nothing generated while one exists");
+        assert_eq!(store.tokens(None).unwrap().len(), 1);
     }
 
     #[test]
