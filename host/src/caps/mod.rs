@@ -91,6 +91,10 @@ pub struct Session {
     /// per event). A `RefCell` because reads fill it lazily through
     /// `&self`; a list because an invocation touches a handful of channels.
     overlays: RefCell<Vec<Overlay>>,
+    /// At most the size of the last aggregate write when it is this
+    /// installation's tag patch (`tags::fold_tag` keeps it under a
+    /// payload's bound).
+    tag_patch_bytes: usize,
 }
 
 /// One aggregate as this invocation sees it.
@@ -105,7 +109,14 @@ struct Overlay {
 impl Session {
     /// A session for `grant` over `view`, with empty buffers.
     pub fn new(grant: Grant, view: Arc<dyn StateView>) -> Self {
-        Self { grant, view, effects: Effects::default(), logs: LogBuffer::default(), overlays: RefCell::default() }
+        Self {
+            grant,
+            view,
+            effects: Effects::default(),
+            logs: LogBuffer::default(),
+            overlays: RefCell::default(),
+            tag_patch_bytes: 0,
+        }
     }
 
     /// Who is invoking and what it may touch.

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{CapError, MAX_KEY_BYTES, ReadError, Session};
+use super::{CapError, MAX_KEY_BYTES, MAX_PAYLOAD_BYTES, ReadError, Session};
 use crate::model::{
     Aggregate, ChannelName, ChannelRef, WriteMode, apply_diff_in_place, check_value, is_valid_key, well_known,
 };
@@ -68,8 +68,11 @@ impl Session {
             self.push_message(channel.clone(), patch, None, None)?;
         }
         let Some(value) = self.fold_tag(&channel, key, value)? else { return Ok(()) };
+        let bytes = tag_patch_len(&self.grant.app_key, key, crate::model::serialized_len(&value));
         let patch = json!({ self.grant.app_key.clone(): { key: value } });
-        self.push_aggregate(channel, patch, WriteMode::Merge)
+        self.push_aggregate(channel, patch, WriteMode::Merge)?;
+        self.tag_patch_bytes = bytes;
+        Ok(())
     }
 
     /// Fold a tag write into the invocation's last aggregate write when
@@ -82,22 +85,28 @@ impl Session {
     /// Folding is exact: the tag's new value replaces what the patch held
     /// for it, which is what applying the two writes in turn does, except
     /// when an object follows a value already in the patch (an object
-    /// merges into what it finds): that one gets a write of its own.
+    /// merges into what it finds): that one gets a write of its own. So
+    /// does a tag that would grow the patch past a payload's bound.
     fn fold_tag(&mut self, channel: &ChannelRef, key: &str, value: Value) -> Result<Option<Value>, CapError> {
         let app_key = self.grant.app_key.as_str();
-        let foldable = self.effects.aggregates.last().is_some_and(|last| {
-            let tags = match &last.data {
-                Value::Object(patch) if patch.len() == 1 => patch.get(app_key).and_then(Value::as_object),
-                _ => None,
-            };
-            &last.channel == channel
-                && last.mode == WriteMode::Merge
-                && tags.is_some_and(|tags| !(value.is_object() && tags.contains_key(key)))
-        });
+        // `,"key":value` at most (less when it replaces a value).
+        let value_bytes = crate::model::serialized_len(&value);
+        let grown = self.tag_patch_bytes + key.len() + value_bytes + 4;
+        let foldable = grown <= MAX_PAYLOAD_BYTES
+            && self.effects.aggregates.last().is_some_and(|last| {
+                let tags = match &last.data {
+                    Value::Object(patch) if patch.len() == 1 => patch.get(app_key).and_then(Value::as_object),
+                    _ => None,
+                };
+                &last.channel == channel
+                    && last.mode == WriteMode::Merge
+                    && tags.is_some_and(|tags| !(value.is_object() && tags.contains_key(key)))
+            });
         if !foldable {
             return Ok(Some(value));
         }
-        self.charge_len(tag_patch_len(&self.grant.app_key, key, &value))?;
+        self.charge_len(tag_patch_len(&self.grant.app_key, key, value_bytes))?;
+        self.tag_patch_bytes = grown;
         let app_key = &self.grant.app_key;
         // An aggregate read that has seen the last write sees this one too.
         let written = self.effects.aggregates.len();
@@ -132,11 +141,12 @@ impl Session {
     }
 }
 
-/// The size of `{app_key: {key: value}}` as compact JSON (keys need no
-/// escaping: they are checked), as [`serialized_len`](crate::model::serialized_len) would count it.
-fn tag_patch_len(app_key: &str, key: &str, value: &Value) -> usize {
+/// The size of `{app_key: {key: value}}` as compact JSON, for a value of
+/// `value_bytes` (keys need no escaping: they are checked), as
+/// [`serialized_len`](crate::model::serialized_len) would count it.
+fn tag_patch_len(app_key: &str, key: &str, value_bytes: usize) -> usize {
     // {"app_key":{"key":value}}
-    app_key.len() + key.len() + crate::model::serialized_len(value) + 10
+    app_key.len() + key.len() + value_bytes + 10
 }
 
 pub(crate) fn check_key(what: &str, key: &str) -> Result<(), CapError> {

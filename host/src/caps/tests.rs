@@ -348,3 +348,22 @@ fn folded_tag_writes_end_where_the_writes_one_by_one_do() {
         assert_eq!(s.effects().bytes, bytes, "seed {seed}");
     }
 }
+
+/// A folded patch stays within a payload's bound: tags that would grow it
+/// past 256 KiB start a new patch, and the result is the same.
+#[test]
+fn a_folded_tag_patch_stays_within_a_payloads_bound() {
+    let mut s = session(Reach::OwnAgent);
+    let big = format!("\"{}\"", "a".repeat(100 * 1024));
+    for key in ["t1", "t2", "t3", "t4", "t5"] {
+        s.tag_set(key, &big, false).unwrap();
+    }
+    let writes = &s.effects().aggregates;
+    assert_eq!(writes.len(), 3, "two 100 KiB tags per patch");
+    for w in writes {
+        assert!(crate::model::serialized_len(&w.data) <= MAX_PAYLOAD_BYTES);
+    }
+    for key in ["t1", "t2", "t3", "t4", "t5"] {
+        assert_eq!(s.tag_get(key).unwrap().unwrap().as_str().map(str::len), Some(100 * 1024));
+    }
+}
