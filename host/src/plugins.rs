@@ -217,11 +217,18 @@ pub async fn install_upload(
     if manifest.name != name {
         return Err(PluginError::NameMismatch { manifest: manifest.name, url: name.to_owned() });
     }
+    // Each file reaches the disk before the rename that publishes it, so
+    // that a machine crash leaves the old app or the new one, never an
+    // empty file under the app's name.
+    let write_synced = |path: &Path, bytes: &[u8]| -> Result<(), PluginError> {
+        let mut file = std::fs::File::create(path).map_err(|e| io(path, e))?;
+        std::io::Write::write_all(&mut file, bytes).and_then(|()| file.sync_all()).map_err(|e| io(path, e))
+    };
     let write = || -> Result<(), PluginError> {
         std::fs::create_dir_all(&staging).map_err(|e| io(&staging, e))?;
-        std::fs::write(&manifest_path, manifest_toml).map_err(|e| io(&manifest_path, e))?;
+        write_synced(&manifest_path, manifest_toml.as_bytes())?;
         // `component` is inside `staging`: `Manifest::parse` saw to that.
-        std::fs::write(&manifest.component, component).map_err(|e| io(&manifest.component, e))
+        write_synced(&manifest.component, component)
     };
     let loaded = match write() {
         Ok(()) => load_off_thread(Arc::clone(runtime), staging.clone()).await.map_err(PluginError::from),
@@ -241,6 +248,9 @@ pub async fn install_upload(
         std::fs::rename(&target, &aside).map_err(|e| public(io(&target, e)))?;
     }
     std::fs::rename(&staging, &target).map_err(|e| public(io(&target, e)))?;
+    // The rename itself is durable once the plugins directory is: only
+    // then is the upload answered.
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| public(io(dir, e)))?;
     let _ = std::fs::remove_dir_all(&aside);
     // The staged manifest pointed into the staging directory: reload from
     // the final place so the serving app names real paths (cached compile).
