@@ -200,7 +200,9 @@ pub async fn create_ingestion(
     let rec = tenants::add_ingestion(console.engine.store(), settings, owner, console.max_ingest_rate)
         .map_err(|e| refused(e.to_string()))?;
     // Its token is shown once: only once it is durable.
-    console.engine.store().flush().await.map_err(|e| refused(e.to_string()))?;
+    let unavailable =
+        |e: crate::store::StoreError| error_page(console, Some(s), StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+    console.engine.store().flush().await.map_err(unavailable)?;
     let created = format!(
         r#"<section class="created"><p>Endpoint <code>{}/v1/ingest/{}</code> created. Its token is shown this once:</p><p><code class="secret">{}</code></p></section>"#,
         esc(console.public_url),
