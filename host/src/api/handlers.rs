@@ -84,12 +84,11 @@ pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Re
         Op::ListTokens => Ok(Reply::ok(json!({ "tokens": store.tokens(Some(org()?))? }))),
         Op::CreateToken => create_token(api, req, org()?).await,
         Op::RevokeToken => {
-            let id = req.params.get("token").cloned().unwrap_or_default();
-            if !store.revoke_token(Some(org()?), &id)? {
+            let (org, id) = (org()?, req.params.get("token").cloned().unwrap_or_default());
+            let token = id.clone();
+            if !api.engine.administer(org, move |store| Ok(store.revoke_token(Some(org), &token)?)).await? {
                 return Err(not_found("token", &id));
             }
-            // A revocation answered is one that holds across a crash.
-            store.flush().await?;
             Ok(Reply::no_content())
         }
         Op::ListAgents => {
@@ -183,8 +182,7 @@ pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Re
                 return Err(not_found("dead letter", &id));
             }
             if req.route.op == Op::DeleteDeadLetter {
-                store.delete_dead_letter(id)?;
-                store.flush().await?;
+                api.engine.administer(org()?, move |store| Ok(store.delete_dead_letter(id)?)).await?;
                 return Ok(Reply::no_content());
             }
             api.engine.redrive(id).await?;
@@ -205,8 +203,7 @@ pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Re
             let id: IngestionId = req.param("ingestion")?;
             match store.ingestion(id)? {
                 Some(r) if r.organisation_id == org()? => {
-                    store.delete_ingestion(id)?;
-                    store.flush().await?;
+                    api.engine.administer(r.organisation_id, move |store| Ok(store.delete_ingestion(id)?)).await?;
                     Ok(Reply::no_content())
                 }
                 _ => Err(not_found("ingestion endpoint", &id)),
@@ -293,14 +290,13 @@ struct NewOrg {
     name: String,
 }
 
-/// Administrative writes (organisations, tokens, ingestion endpoints) go
-/// straight to the store, beside the writer; each is answered only once a
-/// flush has made it durable: a token's secret is shown once, and a
-/// revoked token must stay revoked.
+/// Administrative writes (organisations, tokens, ingestion endpoints) run
+/// on the writer ([`Engine::administer`](crate::engine::Engine::administer)):
+/// each is answered only once durable.
 async fn create_org(api: &Api, req: &Request) -> Result<Reply, ApiError> {
     let body: NewOrg = req.json()?;
-    let rec = tenants::provision_org(api.engine.store(), OrgId::generate(), &body.name)?;
-    api.engine.store().flush().await?;
+    let id = OrgId::generate();
+    let rec = api.engine.administer(id, move |store| tenants::provision_org(store, id, &body.name)).await?;
     Ok(Reply::json(StatusCode::CREATED, rec))
 }
 
@@ -314,8 +310,9 @@ async fn create_token(api: &Api, req: &Request, org: OrgId) -> Result<Reply, Api
     let body: NewToken = req.json()?;
     let secret = tenants::new_secret("pdk_")?;
     let id = EventId::generate().to_string();
-    let rec = tenants::add_token(api.engine.store(), Some(org), id, &body.name, &secret.0)?;
-    api.engine.store().flush().await?;
+    let token = secret.0.clone();
+    let rec =
+        api.engine.administer(org, move |store| tenants::add_token(store, Some(org), id, &body.name, &token)).await?;
     Ok(Reply::json(StatusCode::CREATED, json!({ "id": rec.id, "name": rec.name, "token": secret.0 })))
 }
 
@@ -425,7 +422,6 @@ struct NewIngestion {
 
 async fn create_ingestion(api: &Api, req: &Request, org: OrgId) -> Result<Reply, ApiError> {
     let body: NewIngestion = req.json()?;
-    let store = api.engine.store();
     match api.engine.installation_record(body.install_id)? {
         Some(r) if r.organisation_id == org => {}
         _ => return Err(not_found("installation", &body.install_id)),
@@ -439,15 +435,21 @@ async fn create_ingestion(api: &Api, req: &Request, org: OrgId) -> Result<Reply,
         rate_per_s: body.rate_per_s,
         max_body_bytes: body.max_body_bytes,
     };
-    let owner = tenants::IngestionOwner {
-        id: IngestionId::generate(),
-        organisation_id: org,
-        install_id: body.install_id,
-        token: &token.0,
-        mini_token: mini.as_ref().map(|m| m.0.as_str()),
-    };
-    let rec = tenants::add_ingestion(store, settings, owner, api.config.max_ingest_rate)?;
-    store.flush().await?;
+    let (id, install_id, max_rate) = (IngestionId::generate(), body.install_id, api.config.max_ingest_rate);
+    let (secret, mini_secret) = (token.0.clone(), mini.as_ref().map(|m| m.0.clone()));
+    let rec = api
+        .engine
+        .administer(org, move |store| {
+            let owner = tenants::IngestionOwner {
+                id,
+                organisation_id: org,
+                install_id,
+                token: &secret,
+                mini_token: mini_secret.as_deref(),
+            };
+            tenants::add_ingestion(store, settings, owner, max_rate)
+        })
+        .await?;
     let mut view = ingestion_view(api, &rec);
     view["token"] = json!(token.0);
     if let Some(m) = mini {

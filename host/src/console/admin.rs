@@ -99,8 +99,7 @@ pub async fn dead_letter_action(
     if redrive {
         console.engine.redrive(id).await.map_err(|e| failed(&e))?;
     } else {
-        store.delete_dead_letter(id).map_err(|e| failed(&e))?;
-        store.flush().await.map_err(|e| failed(&e))?;
+        console.engine.administer(org, move |store| Ok(store.delete_dead_letter(id)?)).await.map_err(|e| failed(&e))?;
     }
     Ok(Page::redirect(&format!("/console/orgs/{org}/dead-letters")))
 }
@@ -190,19 +189,17 @@ pub async fn create_ingestion(
         rate_per_s: rate,
         max_body_bytes: None,
     };
-    let owner = tenants::IngestionOwner {
-        id: IngestionId::generate(),
-        organisation_id: org,
-        install_id: install,
-        token: &token.0,
-        mini_token: None,
+    let (id, max_rate, secret) = (IngestionId::generate(), console.max_ingest_rate, token.0.clone());
+    // On the writer: its token is shown once, so only once it is durable.
+    let add = move |store: &crate::store::Store| {
+        let owner =
+            tenants::IngestionOwner { id, organisation_id: org, install_id: install, token: &secret, mini_token: None };
+        tenants::add_ingestion(store, settings, owner, max_rate)
     };
-    let rec = tenants::add_ingestion(console.engine.store(), settings, owner, console.max_ingest_rate)
-        .map_err(|e| refused(e.to_string()))?;
-    // Its token is shown once: only once it is durable.
-    let unavailable =
-        |e: crate::store::StoreError| error_page(console, Some(s), StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
-    console.engine.store().flush().await.map_err(unavailable)?;
+    let rec = console.engine.administer(org, add).await.map_err(|e| match e {
+        tenants::AdminError::Store(e) => error_page(console, Some(s), StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        e => refused(e.to_string()),
+    })?;
     let created = format!(
         r#"<section class="created"><p>Endpoint <code>{}/v1/ingest/{}</code> created. Its token is shown this once:</p><p><code class="secret">{}</code></p></section>"#,
         esc(console.public_url),
@@ -224,14 +221,11 @@ pub async fn create_ingestion(
 pub async fn delete_ingestion(console: &Console<'_>, s: &Session, raw_org: &str, raw_id: &str) -> Result<Page, Page> {
     let (org, _) = org_of(console, s, raw_org)?;
     let id: IngestionId = raw_id.parse().map_err(|_| not_found(console, Some(s)))?;
-    let store = console.engine.store();
-    if store.ingestion(id).ok().flatten().is_none_or(|r| r.organisation_id != org) {
+    if console.engine.store().ingestion(id).ok().flatten().is_none_or(|r| r.organisation_id != org) {
         return Err(not_found(console, Some(s)));
     }
-    let failed =
-        |e: crate::store::StoreError| error_page(console, Some(s), StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
-    store.delete_ingestion(id).map_err(failed)?;
-    store.flush().await.map_err(failed)?;
+    let deleted = console.engine.administer(org, move |store| Ok(store.delete_ingestion(id)?)).await;
+    deleted.map_err(|e| error_page(console, Some(s), StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
     Ok(Page::redirect(&format!("/console/orgs/{org}/ingestions")))
 }
 

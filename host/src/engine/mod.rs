@@ -276,6 +276,20 @@ impl Engine {
         &self.store
     }
 
+    /// Run an administrative write of `org` (an organisation, a token, an
+    /// ingestion endpoint, a dead letter removed) on the writer: between
+    /// its cycles' other writes, and answered only once the flush after it
+    /// made it durable (a token's secret is shown once; a revoked token
+    /// must stay revoked). `op` is one write; what it refuses writes
+    /// nothing and is returned as it is.
+    pub async fn administer<T: Send + 'static>(
+        &self,
+        org: crate::model::OrgId,
+        op: impl FnOnce(&Store) -> Result<T, crate::tenants::AdminError> + Send + 'static,
+    ) -> Result<T, crate::tenants::AdminError> {
+        self.writer.apply(org, true, move |store| Ok(op(store))).await?
+    }
+
     /// Create an agent in `org` (its serial number must be free there),
     /// through the writer: durable when this returns, and on the monitor
     /// feed (`Agent`, `DeviceCore`) if the organisation has monitors.
