@@ -528,12 +528,20 @@ fn host_secret(data: &Path) -> anyhow::Result<Vec<u8>> {
     }
     let mut key = vec![0u8; 32];
     getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random numbers: {e}"))?;
-    std::fs::write(&file, &key).with_context(|| format!("{}: cannot write", file.display()))?;
+    // Readable by the owner only from the moment it exists (not chmod-ed
+    // after the write), and on disk before anything is signed with it.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
-        let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
     }
+    let written = options.open(&file).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, &key)?;
+        f.sync_all()
+    });
+    written.with_context(|| format!("{}: cannot write", file.display()))?;
     Ok(key)
 }
 
@@ -585,6 +593,20 @@ mod tests {
         assert!(store.token(&hash_secret("second")).unwrap().is_some());
         assert_eq!(ensure_operator_token(&store, None).unwrap(), None, "nothing generated while one exists");
         assert_eq!(store.tokens(None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_host_key_is_made_once_readable_by_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = host_secret(dir.path()).unwrap();
+        assert_eq!(key.len(), 32);
+        assert_eq!(host_secret(dir.path()).unwrap(), key, "kept across starts");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.path().join("host.key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 
     #[test]
