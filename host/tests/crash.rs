@@ -64,8 +64,7 @@ fn start(data: &Path, plugins: &Path, bootstrap: &Path) -> Node {
 }
 
 fn get(addr: SocketAddr, path: &str) -> Value {
-    let auth = format!("Bearer {TOKEN}");
-    let r = http::request(addr, "GET", path, &[("authorization", &auth)], b"").unwrap();
+    let r = call(addr, "GET", path, TOKEN, &Value::Null);
     assert_eq!(r.status, 200, "GET {path}: {}", r.text());
     r.json()
 }
@@ -181,9 +180,8 @@ fn a_webhook_accepted_with_202_survives_a_sigkill_right_after() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let seen = loop {
         // No aggregate yet (404) until the first replayed event has run.
-        let auth = format!("Bearer {TOKEN}");
         let path = format!("/v1/orgs/{org}/agents/{dev}/channels/tag_values/aggregate");
-        let r = http::request(node.addr, "GET", &path, &[("authorization", &auth)], b"").unwrap();
+        let r = call(node.addr, "GET", &path, TOKEN, &Value::Null);
         assert!(matches!(r.status, 200 | 404), "GET {path}: {}", r.text());
         let tags = if r.status == 200 { r.json() } else { Value::Null };
         let seen: Vec<u64> = tags["data"]["counter"]["seen"]

@@ -67,8 +67,8 @@ impl Session {
             let patch = json!({ self.grant.app_key.clone(): { key: value.clone() } });
             self.push_message(channel.clone(), patch, None, None)?;
         }
-        let Some(value) = self.fold_tag(&channel, key, value)? else { return Ok(()) };
-        let bytes = tag_patch_len(&self.grant.app_key, key, crate::model::serialized_len(&value));
+        let Some((value, value_bytes)) = self.fold_tag(&channel, key, value)? else { return Ok(()) };
+        let bytes = tag_patch_len(&self.grant.app_key, key, value_bytes);
         let patch = json!({ self.grant.app_key.clone(): { key: value } });
         self.push_aggregate(channel, patch, WriteMode::Merge)?;
         self.tag_patch_bytes = bytes;
@@ -80,14 +80,15 @@ impl Session {
     /// reach the `tag_values` aggregate as one write, as pydoover publishes
     /// them once at the end of an invocation, and the commit merges and
     /// the monitors see one update instead of one per tag. `None` when
-    /// folded; else the value back, for a write of its own.
+    /// folded; else the value back with its serialized size, for a write
+    /// of its own.
     ///
     /// Folding is exact: the tag's new value replaces what the patch held
     /// for it, which is what applying the two writes in turn does, except
     /// when an object follows a value already in the patch (an object
     /// merges into what it finds): that one gets a write of its own. So
     /// does a tag that would grow the patch past a payload's bound.
-    fn fold_tag(&mut self, channel: &ChannelRef, key: &str, value: Value) -> Result<Option<Value>, CapError> {
+    fn fold_tag(&mut self, channel: &ChannelRef, key: &str, value: Value) -> Result<Option<(Value, usize)>, CapError> {
         let app_key = self.grant.app_key.as_str();
         // `,"key":value` at most (less when it replaces a value).
         let value_bytes = crate::model::serialized_len(&value);
@@ -103,7 +104,7 @@ impl Session {
                     && tags.is_some_and(|tags| !(value.is_object() && tags.contains_key(key)))
             });
         if !foldable {
-            return Ok(Some(value));
+            return Ok(Some((value, value_bytes)));
         }
         self.charge_len(tag_patch_len(&self.grant.app_key, key, value_bytes))?;
         self.tag_patch_bytes = grown;

@@ -277,7 +277,7 @@ impl Engine {
     }
 
     /// Run an administrative write of `org` (an organisation, a token, an
-    /// ingestion endpoint, a dead letter removed) on the writer: between
+    /// agent, an ingestion endpoint, a dead letter removed) on the writer: between
     /// its cycles' other writes, and answered only once the flush after it
     /// made it durable (a token's secret is shown once; a revoked token
     /// must stay revoked). `op` is one write; what it refuses writes
@@ -307,9 +307,9 @@ impl Engine {
         let (stored, watched) = (agent.clone(), self.feed.is_watched(org));
         let put = move |store: &Store| {
             let seq = if watched { Some(store.feed_mark()?) } else { None };
-            store.put_agent_fed(org, stored, seq)
+            Ok(store.put_agent_fed(org, stored, seq)?)
         };
-        self.writer.apply(org, true, put).await?;
+        self.administer(org, put).await?;
         Ok(agent)
     }
 
