@@ -472,3 +472,35 @@ async fn a_message_reaches_its_agents_processors_and_its_organisations_integrati
     drain(&engine).await;
     assert_eq!([41, 42, 43, 44].map(|id| ran(&engine, id)), [2, 3, 4, 0]);
 }
+
+#[tokio::test]
+async fn retention_keeps_the_newest_messages_and_summaries_through_the_writer() {
+    let engine = engine(fast_retries()).await;
+    let store = engine.store();
+    let org = paddock::store::OrgRecord { id: ORG.into(), name: "o".into(), agent_id: TANK.into(), created_ms: 0 };
+    store.put_org(&org).unwrap();
+    let mut rec = paddock::engine::new_record("counter", ORG.into(), TANK.into(), "counter", "counter", json!({}));
+    rec.id = INSTALL.into();
+    store.put_install(&rec).unwrap();
+    for n in 0..6 {
+        engine.publish_message(ch("ticks"), TANK.into(), json!({"n": n})).await.unwrap();
+    }
+    drain(&engine).await;
+    let inv = ch(&format!("dv-proc-inv-{INSTALL}"));
+    assert_eq!(store.list_messages(&inv, None, 10).unwrap().len(), 6);
+
+    let channels = store.list_channels(TANK.into()).unwrap();
+    let count = |name: &str| store.list_messages(&ch(name), None, 100).unwrap().len();
+    let past: usize = channels.iter().map(|name| count(name).saturating_sub(2)).sum();
+    assert!(past >= 8, "ticks and dv-proc-inv have 4 past the bound each: {channels:?}");
+
+    assert_eq!(engine.prune(2, 3).await.unwrap(), past + 3, "the messages past the bound and 3 summaries");
+    assert!(channels.iter().all(|name| count(name) <= 2), "every channel keeps its newest two");
+    let newest: Vec<i64> =
+        store.list_messages(&ch("ticks"), None, 10).unwrap().iter().map(|m| m.data["n"].as_i64().unwrap()).collect();
+    assert_eq!(newest, [5, 4], "the newest two ticks");
+    assert_eq!(store.list_messages(&inv, None, 10).unwrap().len(), 2);
+    assert_eq!(store.invocations(INSTALL.into(), 10).unwrap().len(), 3);
+    assert_eq!(tags(&engine)["count"], json!(6), "state is not retention's business");
+    assert_eq!(engine.prune(2, 3).await.unwrap(), 0, "nothing more past the bounds");
+}

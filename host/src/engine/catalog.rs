@@ -244,7 +244,7 @@ impl Engine {
     /// Activate every stored installation whose app is serving (at start,
     /// after the apps are loaded). Returns how many were activated; the
     /// others wait for their app.
-    pub fn restore(&self) -> Result<usize, EngineError> {
+    pub async fn restore(&self) -> Result<usize, EngineError> {
         let mut active = 0;
         for rec in self.store.installs()? {
             let Some(app) = self.app(&rec.app) else {
@@ -254,7 +254,7 @@ impl Engine {
             match installation(&rec, app) {
                 Ok(inst) => {
                     let inst = Arc::new(inst);
-                    self.register_schedules(&inst)?;
+                    self.register_schedules(&inst).await?;
                     self.catalog.installs_mut().insert(inst);
                     active += 1;
                 }
@@ -262,27 +262,6 @@ impl Engine {
             }
         }
         Ok(active)
-    }
-
-    /// Retention: keep the newest `messages` per channel and `invocations`
-    /// summaries per installation; drop expired idempotency keys. Returns
-    /// how many records were removed.
-    pub fn prune(&self, messages: usize, invocations: usize) -> Result<usize, EngineError> {
-        let mut removed = 0;
-        for org in self.store.orgs()? {
-            for agent in self.store.list_agents(org.id, usize::MAX)? {
-                for name in self.store.list_channels(agent.id)? {
-                    let Ok(name) = crate::model::ChannelName::new(name) else { continue };
-                    removed +=
-                        self.store.prune_channel(&crate::model::ChannelRef { agent_id: agent.id, name }, messages)?;
-                }
-            }
-        }
-        for rec in self.store.installs()? {
-            removed += self.store.prune_invocations(rec.id, invocations)?;
-        }
-        removed += self.store.forget_expired(now_ms())?;
-        Ok(removed)
     }
 
     /// Run `rec` on `app` from now on (with a deployment event).

@@ -21,6 +21,7 @@
 //! | `slots` | one event per line in flight, each organisation's share of the slots |
 //! | `retry` | backoff between attempts |
 //! | `schedules` | fires due schedules through the writer |
+//! | `retention` | removes what is past its bounds through the writer |
 //! | `catalog` | the `Catalog` of apps and installations: load, install, hot reload |
 //! | `feed` | which organisations the monitor feed covers, and its durable head |
 //! | `metrics` | counters for `/metrics` |
@@ -31,6 +32,7 @@ mod dispatch;
 mod feed;
 mod installation;
 mod metrics;
+mod retention;
 mod retry;
 mod routing;
 mod schedules;
@@ -370,7 +372,7 @@ impl Engine {
     pub async fn install(&self, installation: Installation) -> Result<Option<EventId>, EngineError> {
         let inst = Arc::new(installation);
         self.catalog.installs_mut().insert(Arc::clone(&inst));
-        self.register_schedules(&inst)?;
+        self.register_schedules(&inst).await?;
         if !inst.app.hooks.contains(&crate::model::Hook::Deployment) {
             return Ok(None);
         }

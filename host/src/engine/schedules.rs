@@ -7,9 +7,10 @@ use crate::store::ScheduleState;
 impl Engine {
     /// Register `inst`'s manifest schedules. A schedule whose expression,
     /// time zone and switch are unchanged keeps its id and next fire time;
-    /// a changed one is re-planned from now.
-    pub(super) fn register_schedules(&self, inst: &Installation) -> Result<(), EngineError> {
+    /// a changed one is re-planned from now, through the writer.
+    pub(super) async fn register_schedules(&self, inst: &Installation) -> Result<(), EngineError> {
         let now = now_ms();
+        let mut changed = Vec::new();
         for spec in &inst.app.manifest.schedules {
             let existing = self.store.get_schedule(inst.id, &spec.name)?;
             let unchanged = existing.as_ref().is_some_and(|s| {
@@ -29,7 +30,11 @@ impl Engine {
                 disabled: spec.disabled,
                 next_fire_ms: expr.next_after(now),
             };
-            self.store.put_schedule(&state)?;
+            changed.push(state);
+        }
+        if !changed.is_empty() {
+            let put = move |store: &crate::store::Store| changed.iter().try_for_each(|s| store.put_schedule(s));
+            self.writer.apply(inst.organisation_id, true, put).await?;
         }
         Ok(())
     }
@@ -57,13 +62,8 @@ impl Engine {
         let fire = move |store: &crate::store::Store| {
             let mut fired = Vec::new();
             for (org, state, next, queued) in plan {
-                match queued {
-                    None => store.put_schedule(&ScheduleState { next_fire_ms: next, ..state })?,
-                    Some(queued) => {
-                        if store.fire_schedule(&state, &queued, next)? {
-                            fired.push(org);
-                        }
-                    }
+                if store.fire_schedule(&state, queued.as_ref(), next)? && queued.is_some() {
+                    fired.push(org);
                 }
             }
             Ok(fired)

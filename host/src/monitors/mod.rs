@@ -424,11 +424,12 @@ impl Monitors {
         Some(ViewGuard(Arc::clone(self), org))
     }
 
-    /// Retention sweep: every organisation's feed to its bounds, and
+    /// Retention sweep: every organisation's feed to its bounds (removed
+    /// through the writer), and
     /// organisations whose last view closed more than [`VIEW_GRACE`] ago
     /// (and that have no monitors) off the feed. Returns how many entries
     /// were removed.
-    pub fn prune(&self) -> Result<usize, StoreError> {
+    pub async fn prune(&self) -> Result<usize, StoreError> {
         let idle: Vec<OrgId> = {
             let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
             let idle: Vec<OrgId> =
@@ -448,7 +449,8 @@ impl Monitors {
         orgs.dedup();
         let mut removed = 0;
         for org in orgs {
-            removed += self.store.prune_feed(org, self.config.retention_events, older)?;
+            let stale = self.store.stale_feed(org, self.config.retention_events, older)?;
+            removed += self.engine.remove_stale(org, stale).await?;
         }
         Ok(removed)
     }

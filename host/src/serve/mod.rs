@@ -396,7 +396,7 @@ pub async fn run(
     } else {
         tracing::warn!(dir = %config.plugins.display(), "no plugins directory; no apps loaded");
     }
-    let restored = engine.restore()?;
+    let restored = engine.restore().await?;
     tracing::info!(restored, "installations restored");
     if let Some(file) = &config.bootstrap {
         bootstrap::apply(&engine, file, config.max_ingest_rate).await?;
@@ -547,7 +547,7 @@ fn host_secret(data: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// Retention: every minute, prune messages past the per-channel limit,
 /// summaries past the per-installation limit, expired idempotency keys and
-/// the monitor feed past its bounds.
+/// the monitor feed past its bounds, through the writer like every write.
 async fn maintain(
     engine: Arc<Engine>,
     monitors: Arc<Monitors>,
@@ -560,17 +560,14 @@ async fn maintain(
             () = &mut stop => return,
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
-        let (engine, monitors) = (Arc::clone(&engine), Arc::clone(&monitors));
-        let config = config.clone();
-        let pruned = tokio::task::spawn_blocking(move || {
-            let pruned = engine.prune(config.messages_per_channel, config.invocations_per_installation)?;
-            Ok::<_, anyhow::Error>(pruned + monitors.prune()?)
-        })
-        .await;
+        let pruned = match engine.prune(config.messages_per_channel, config.invocations_per_installation).await {
+            Ok(n) => monitors.prune().await.map(|m| n + m),
+            Err(e) => Err(e),
+        };
         match pruned {
-            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "retention pruned records"),
-            Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
-            _ => {}
+            Ok(n) if n > 0 => tracing::info!(removed = n, "retention pruned records"),
+            Err(e) => tracing::error!(error = %e, "retention failed"),
+            Ok(_) => {}
         }
     }
 }

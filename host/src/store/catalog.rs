@@ -236,18 +236,4 @@ impl Store {
             None => Ok(false),
         }
     }
-
-    /// Drop idempotency keys that expired before `now_ms`; returns how many.
-    pub fn forget_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
-        let t = self.t()?;
-        let mut dropped = 0;
-        for entry in t.seen.iter() {
-            let (k, v) = entry?;
-            if decode::<u64>("idempotency key", &v)? <= now_ms {
-                t.seen.remove(k)?;
-                dropped += 1;
-            }
-        }
-        Ok(dropped)
-    }
 }

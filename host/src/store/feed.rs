@@ -208,22 +208,6 @@ impl Store {
         Ok(last.and_then(|(k, _)| k.get(8..16).and_then(|s| s.try_into().ok()).map(u64::from_be_bytes)))
     }
 
-    /// Retention: keep `org`'s newest `keep` entries and none committed
-    /// before `older_than_ms`. Returns how many were removed.
-    pub fn prune_feed(&self, org: OrgId, keep: usize, older_than_ms: u64) -> Result<usize, StoreError> {
-        let t = self.t()?;
-        let mut removed = 0;
-        for (i, entry) in t.feed.scan_prefix(org.get().to_be_bytes()).rev().enumerate() {
-            let (key, value) = entry?;
-            let old = || decode::<FeedEntry>("feed entry", &value).is_ok_and(|e| e.at_ms < older_than_ms);
-            if i >= keep || old() {
-                t.feed.remove(key)?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
     /// A number greater than every feed sequence number drawn so far: what
     /// is durable after a flush is the feed up to below it.
     pub fn feed_mark(&self) -> Result<u64, StoreError> {

@@ -79,18 +79,6 @@ impl Store {
         })
     }
 
-    /// Keep only an installation's newest `keep` summaries (retention);
-    /// returns how many were removed.
-    pub fn prune_invocations(&self, install: InstallId, keep: usize) -> Result<usize, StoreError> {
-        let t = self.t()?;
-        let mut removed = 0;
-        for entry in t.invocations.scan_prefix(install.get().to_be_bytes()).rev().skip(keep) {
-            t.invocations.remove(entry?.0)?;
-            removed += 1;
-        }
-        Ok(removed)
-    }
-
     /// One event's summaries (every attempt) for an installation.
     pub fn event_invocations(&self, install: InstallId, event: EventId) -> Result<Vec<InvocationSummary>, StoreError> {
         let t = self.t()?;

@@ -17,6 +17,7 @@ mod keys;
 mod monitors;
 mod queue;
 mod recovery;
+mod retention;
 mod schedules;
 mod state;
 
@@ -26,6 +27,7 @@ pub use feed::{FeedEntry, FeedKind, FeedOp};
 pub use invocations::InvocationSummary;
 pub use monitors::{HttpTarget, MonitorRecord, MonitorSpec, MonitorState, MonitorStatus, Transport};
 pub use queue::{DeadLetter, QueuedEvent};
+pub use retention::Stale;
 pub use schedules::ScheduleState;
 
 use std::path::{Path, PathBuf};

@@ -49,14 +49,23 @@ impl Store {
         t.schedules.iter().map(|e| decode("schedule", &e?.1)).collect()
     }
 
-    /// Fire `s`: enqueue `event` and move its next fire time to `next`, in
-    /// one transaction, only if the stored state still has the fire time the
-    /// caller saw (so two dispatchers cannot fire it twice). Returns whether
-    /// it fired.
-    pub fn fire_schedule(&self, s: &ScheduleState, event: &QueuedEvent, next: Option<u64>) -> Result<bool, StoreError> {
+    /// Fire `s`: enqueue `event` (if any: an app without the schedule hook
+    /// has none) and move its next fire time to `next`, in one transaction,
+    /// only if the stored state still has the fire time the caller saw (so
+    /// a schedule cannot fire twice, and a fire planned before the schedule
+    /// was changed cannot undo the change). Returns whether it fired.
+    pub fn fire_schedule(
+        &self,
+        s: &ScheduleState,
+        event: Option<&QueuedEvent>,
+        next: Option<u64>,
+    ) -> Result<bool, StoreError> {
         let t = self.t()?;
         let key = keys::schedule(s.install_id, &s.name);
-        let event = QueuedEvent { seq: t.db.generate_id()?, ..event.clone() };
+        let event = match event {
+            Some(e) => Some(QueuedEvent { seq: t.db.generate_id()?, ..e.clone() }),
+            None => None,
+        };
         let updated = ScheduleState { next_fire_ms: next, ..s.clone() };
         let fired = self.gated(|| {
             (&t.schedules, &t.queue, &t.keyq)
@@ -70,13 +79,15 @@ impl Store {
                         return Ok(false);
                     }
                     schedules.insert(key.as_slice(), encode(&updated))?;
-                    insert_queued(queue, keyq, &event)?;
+                    if let Some(event) = &event {
+                        insert_queued(queue, keyq, event)?;
+                    }
                     Ok(true)
                 })
                 .map_err(tx_error)
         })?;
-        if fired {
-            t.heads().queued(&event);
+        if fired && let Some(event) = &event {
+            t.heads().queued(event);
         }
         Ok(fired)
     }

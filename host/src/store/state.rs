@@ -94,18 +94,6 @@ impl Store {
         t.messages.get(keys::message(ch, id))?.map(|v| decode("message", &v)).transpose()
     }
 
-    /// Keep only the newest `keep` messages of a channel (retention);
-    /// returns how many were removed.
-    pub fn prune_channel(&self, ch: &ChannelRef, keep: usize) -> Result<usize, StoreError> {
-        let t = self.t()?;
-        let mut removed = 0;
-        for entry in t.messages.scan_prefix(keys::channel_messages(ch)).rev().skip(keep) {
-            t.messages.remove(entry?.0)?;
-            removed += 1;
-        }
-        Ok(removed)
-    }
-
     /// The names of an agent's channels (those with an aggregate or a
     /// message), sorted.
     pub fn list_channels(&self, agent: AgentId) -> Result<Vec<String>, StoreError> {

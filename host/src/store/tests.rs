@@ -590,8 +590,9 @@ fn the_feed_is_written_with_its_commit_in_order_and_pruned_by_count_and_age() {
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(store.feed(org, all[0].seq, u64::MAX, 100).unwrap().len(), 2, "after a cursor");
     assert_eq!(store.feed(OrgId::from(ORG + 1), 0, u64::MAX, 100).unwrap().len(), 0, "per organisation");
-    assert_eq!(store.prune_feed(org, 2, 0).unwrap(), 1, "by count: the oldest goes");
-    assert_eq!(store.prune_feed(org, 10, 1003).unwrap(), 1, "by age: committed before 1003");
+    let prune = |keep, older| store.remove_stale(&store.stale_feed(org, keep, older).unwrap()).unwrap();
+    assert_eq!(prune(2, 0), 1, "by count: the oldest goes");
+    assert_eq!(prune(10, 1003), 1, "by age: committed before 1003");
     let left: Vec<u64> =
         store.feed(org, 0, u64::MAX, 100).unwrap().iter().map(|e| e.body["data"]["n"].as_u64().unwrap()).collect();
     assert_eq!(left, [4]);
@@ -716,4 +717,110 @@ fn a_placed_commit_queues_its_events_at_the_places_it_was_given() {
     let place_of = |id: u64| queued.iter().find(|e| e.id == EventId::from(id)).map(|e| e.seq);
     assert_eq!(place_of(1), Some(first.seq));
     assert!(place_of(2) > Some(first.seq), "the commit drew the next place: {queued:?}");
+}
+
+#[test]
+fn retention_removes_the_oldest_records_and_never_a_key_claimed_again_since_it_was_found() {
+    let store = store_with_agent_1();
+    let message = |n: u64| Message {
+        id: MessageId::from(n),
+        author_id: AgentId::from(1),
+        channel: ch(1, "a"),
+        data: json!({ "n": n }),
+        timestamp: None,
+        attachments: None,
+    };
+    let claim = |key: &str, expires_ms| Claim { scope: "wh1".into(), key: key.into(), expires_ms };
+    let commit = |effects: &Effects, claim: Option<&Claim>, now_ms| {
+        let c = Commit {
+            ack: None,
+            effects,
+            downstream: &[],
+            placed: false,
+            now_ms,
+            summary: None,
+            claim,
+            feed: false,
+            chained: false,
+        };
+        store.commit(c).unwrap();
+    };
+    for n in 1..=5 {
+        let effects = Effects { messages: vec![message(n)], ..Effects::default() };
+        let key = format!("k{n}");
+        commit(&effects, Some(&claim(&key, 100 * n)), n);
+    }
+    let summary = |event: u64| InvocationSummary {
+        event_id: event.into(),
+        install_id: 7.into(),
+        op: "on_manual_invoke".into(),
+        status: "success".into(),
+        skip_reason: None,
+        outcome: json!({}),
+        duration_ms: 0.0,
+        fuel: 0,
+        attempt: 1,
+        error: None,
+        logs: json!({}),
+        queued_ms: 0,
+        at_ms: event,
+        latency_us: 0,
+    };
+    for event in 1..=4 {
+        store.put_invocation(&summary(event)).unwrap();
+    }
+
+    let stale = store.stale_messages(&ch(1, "a"), 2).unwrap();
+    assert_eq!(stale.len(), 3);
+    assert_eq!(store.remove_stale(&stale).unwrap(), 3);
+    let left: Vec<u64> = store.list_messages(&ch(1, "a"), None, 10).unwrap().iter().map(|m| m.id.get()).collect();
+    assert_eq!(left, [5, 4], "the newest two");
+    assert_eq!(store.remove_stale(&stale).unwrap(), 0, "removed already: nothing more");
+
+    let parts = store.stale_summaries(7.into(), 1).unwrap().split(2);
+    assert_eq!(parts.iter().map(Stale::len).collect::<Vec<_>>(), [2, 1]);
+    assert_eq!(parts.iter().map(|p| store.remove_stale(p).unwrap()).sum::<usize>(), 3);
+    let left: Vec<u64> = store.invocations(7.into(), 10).unwrap().iter().map(|s| s.event_id.get()).collect();
+    assert_eq!(left, [4]);
+
+    // Found expired at 250: k1 and k2. Before the removal runs, k1 is
+    // claimed again (with the message it guards): it must stay.
+    let expired = store.expired_claims(250).unwrap();
+    assert_eq!(expired.len(), 2);
+    let effects = Effects { messages: vec![message(6)], ..Effects::default() };
+    commit(&effects, Some(&claim("k1", 900)), 260);
+    assert_eq!(store.remove_stale(&expired).unwrap(), 1, "only k2");
+    assert!(store.is_claimed("wh1", "k1", 300).unwrap(), "the new claim still guards");
+    assert!(!store.is_claimed("wh1", "k2", 0).unwrap(), "k2 is gone");
+    let later = store.expired_claims(1000).unwrap();
+    assert_eq!(store.remove_stale(&later).unwrap(), 4, "k1, k3, k4, k5");
+}
+
+#[test]
+fn a_schedule_fire_planned_before_a_change_neither_fires_nor_undoes_it() {
+    let store = Store::temporary().unwrap();
+    let old = ScheduleState {
+        id: 5.into(),
+        install_id: 7.into(),
+        name: "tick".into(),
+        expression: "rate(1 minute)".into(),
+        timezone: None,
+        disabled: false,
+        next_fire_ms: Some(100),
+    };
+    store.put_schedule(&old).unwrap();
+    // Planned from `old`; then the app changed the schedule.
+    let changed = ScheduleState { expression: "rate(1 hour)".into(), next_fire_ms: Some(3_600_000), ..old.clone() };
+    store.put_schedule(&changed).unwrap();
+    let mut rng = fastrand::Rng::with_seed(1);
+    let queued = event(&mut rng, 1);
+    assert!(!store.fire_schedule(&old, Some(&queued), Some(160)).unwrap());
+    assert!(!store.fire_schedule(&old, None, Some(160)).unwrap(), "without the hook too");
+    assert_eq!(store.get_schedule(7.into(), "tick").unwrap(), Some(changed.clone()));
+    assert!(store.queued().unwrap().is_empty());
+    // A fire planned from the current state moves it (and queues nothing
+    // without an event).
+    assert!(store.fire_schedule(&changed, None, Some(7_200_000)).unwrap());
+    assert_eq!(store.get_schedule(7.into(), "tick").unwrap().unwrap().next_fire_ms, Some(7_200_000));
+    assert!(store.queued().unwrap().is_empty());
 }
