@@ -291,7 +291,7 @@ pub fn stream(monitors: &std::sync::Arc<Monitors>, req: &Request, org: OrgId) ->
             Err(e) => {
                 tracing::info!(monitor = rec.id, error = %e, "a monitor stream upgrade failed");
                 if let Ok(Some(state)) = monitors.store().monitor_state(rec.id) {
-                    let _ = monitors.end_session(rec.id, generation, &state);
+                    let _ = monitors.end_session(&rec, generation, &state).await;
                 }
             }
         }

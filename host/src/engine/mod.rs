@@ -292,6 +292,19 @@ impl Engine {
         self.writer.apply(org, true, move |store| Ok(op(store))).await?
     }
 
+    /// Run `op`, a write of `org`'s that is not the engine's own (a
+    /// monitor's record or delivery cursor), on the writer in `org`'s turn:
+    /// answered once applied, or (`durable`) once the flush after it made
+    /// it durable.
+    pub async fn write_op<T: Send + 'static>(
+        &self,
+        org: crate::model::OrgId,
+        durable: bool,
+        op: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.writer.apply(org, durable, op).await
+    }
+
     /// Create an agent in `org` (its serial number must be free there),
     /// through the writer: durable when this returns, and on the monitor
     /// feed (`Agent`, `DeviceCore`) if the organisation has monitors.

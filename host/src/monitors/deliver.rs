@@ -100,7 +100,7 @@ pub async fn run(
     sink: &mut impl Sink,
     (status, live_from): (MonitorStatus, Option<u64>),
 ) -> (End, MonitorState) {
-    let mut session = match Session::start(monitors, rec, generation, status, live_from) {
+    let mut session = match Session::start(monitors, rec, generation, status, live_from).await {
         Ok(s) => s,
         Err(e) => return (End::Store(e), MonitorState::new(0)),
     };
@@ -122,7 +122,7 @@ pub async fn connected(
     let live = (MonitorStatus::Active, Some(connected_at));
     let (end, mut state) = run(monitors, rec, generation, stop, sink, live).await;
     state.status = disconnected(rec);
-    if let Err(e) = monitors.end_session(rec.id, generation, &state) {
+    if let Err(e) = monitors.end_session(rec, generation, &state).await {
         tracing::warn!(monitor = rec.id, error = %e, "saving a monitor's state failed");
     }
     end
@@ -146,7 +146,7 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn start(
+    async fn start(
         monitors: &'a Monitors,
         rec: &'a MonitorRecord,
         generation: u64,
@@ -175,7 +175,7 @@ impl<'a> Session<'a> {
             state.last_connect_ms = Some(now_ms());
         }
         if rec.id != super::EPHEMERAL {
-            monitors.save_if_current(rec.id, generation, &state)?;
+            monitors.save_if_current(rec, generation, &state).await?;
         }
         let scanned = state.cursor;
         Ok(Session {
@@ -284,7 +284,7 @@ impl<'a> Session<'a> {
         if self.rec.id == super::EPHEMERAL {
             return Ok(());
         }
-        match self.monitors.save_if_current(self.rec.id, self.generation, &self.state) {
+        match self.monitors.save_if_current(self.rec, self.generation, &self.state).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(End::Stopped),
             Err(e) => Err(End::Store(e)),

@@ -95,13 +95,13 @@ async fn run(
         status = if now.saturating_sub(since) >= limit { MonitorStatus::Disabled } else { MonitorStatus::Connecting };
         state.status = status;
         tracing::info!(monitor = rec.id, organisation = %rec.org, %reason, ?backoff, ?status, "HTTP monitor delivery failed");
-        match monitors.save_if_current(rec.id, generation, &state) {
+        match monitors.save_if_current(&rec, generation, &state).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => tracing::warn!(monitor = rec.id, error = %e, "saving a monitor's state failed"),
         }
         if status == MonitorStatus::Disabled {
-            let _ = monitors.end_session(rec.id, generation, &state);
+            let _ = monitors.end_session(&rec, generation, &state).await;
             let message = format!(
                 "Monitor {} ({}) failed for too long and is disabled: {reason}. Reset it to resume.",
                 rec.id, target.url

@@ -151,13 +151,38 @@ struct Live {
     stop: watch::Sender<bool>,
 }
 
+/// The live sessions by monitor. A write that changes a monitor closes
+/// its session and writes under this lock, and a session saves its state
+/// only if it is still live under it: both run on the writer, so a closing
+/// session can never undo the change, whichever reaches the writer first.
+#[derive(Clone, Default)]
+struct Sessions(Arc<Mutex<HashMap<u32, Live>>>);
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Live>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Close monitor `id`'s session and run `write` before any session
+    /// can save its state again.
+    fn closing<R>(&self, id: u32, write: impl FnOnce() -> R) -> R {
+        let mut live = self.lock();
+        if let Some(old) = live.remove(&id) {
+            let _ = old.stop.send(true);
+        }
+        write()
+    }
+}
+
 /// The monitors: their records, live sessions and delivery.
 pub struct Monitors {
     engine: Arc<Engine>,
     store: Store,
     feed: Arc<Feed>,
     config: MonitorConfig,
-    live: Mutex<HashMap<u32, Live>>,
+    /// Live sessions by monitor: checked and changed by the writer's
+    /// operations that save a monitor (see [`Sessions`]).
+    live: Sessions,
     generation: AtomicU64,
     /// Ephemeral views per organisation: how many are open, and when the
     /// last one closed (they count against `max_sessions`, and keep their
@@ -187,7 +212,7 @@ impl Monitors {
             store,
             feed,
             config,
-            live: Mutex::default(),
+            live: Sessions::default(),
             generation: AtomicU64::new(0),
             views: Mutex::default(),
         });
@@ -229,8 +254,8 @@ impl Monitors {
         self.feed.watch_org(org);
         let cursor = self.feed.head().saturating_sub(1);
         let rec = MonitorRecord { id: 0, org, created_ms: now_ms(), spec };
-        let id = self.store.create_monitor(rec.clone(), cursor)?;
-        self.store.flush().await?;
+        let stored = rec.clone();
+        let id = self.engine.write_op(org, true, move |store| store.create_monitor(stored, cursor)).await?;
         let rec = MonitorRecord { id, ..rec };
         http::start(self, rec.clone(), http::Start::Stored);
         Ok((rec, MonitorState::new(cursor)))
@@ -266,8 +291,9 @@ impl Monitors {
         let (old, _) = self.get(org, id)?;
         let rec = MonitorRecord { id, org, created_ms: old.created_ms, spec };
         let state = MonitorState::new(self.feed.head().saturating_sub(1));
-        self.closing_session(id, || self.store.update_monitor(&rec, &state))?;
-        self.store.flush().await?;
+        let (live, stored) = (self.live.clone(), rec.clone());
+        let update = move |store: &Store| live.closing(id, || store.update_monitor(&stored, &state));
+        self.engine.write_op(org, true, update).await?;
         http::start(self, rec.clone(), http::Start::Stored);
         Ok(rec)
     }
@@ -277,8 +303,9 @@ impl Monitors {
     pub async fn reset(self: &Arc<Self>, org: OrgId, id: u32) -> Result<(MonitorRecord, MonitorState), MonitorError> {
         let (rec, _) = self.get(org, id)?;
         let state = MonitorState::new(self.feed.head().saturating_sub(1));
-        self.closing_session(id, || self.store.update_monitor(&rec, &state))?;
-        self.store.flush().await?;
+        let (live, stored, reset) = (self.live.clone(), rec.clone(), state.clone());
+        let update = move |store: &Store| live.closing(id, || store.update_monitor(&stored, &reset));
+        self.engine.write_op(org, true, update).await?;
         http::start(self, rec.clone(), http::Start::Stored);
         Ok((rec, state))
     }
@@ -286,19 +313,19 @@ impl Monitors {
     /// Delete a monitor; its live session is closed.
     pub async fn delete(&self, org: OrgId, id: u32) -> Result<(), MonitorError> {
         self.get(org, id)?;
-        self.closing_session(id, || self.store.delete_monitor(id))?;
+        let live = self.live.clone();
+        self.engine.write_op(org, true, move |store| live.closing(id, || store.delete_monitor(id))).await?;
         let viewed = self.views.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&org);
         if !viewed && self.store.monitors(Some(org))?.is_empty() {
             self.feed.unwatch_org(org);
         }
-        self.store.flush().await?;
         Ok(())
     }
 
     /// Start a session for monitor `id`, closing any older one (newest
     /// wins). Returns its generation and the receiver that says stop.
     pub(crate) fn open_session(&self, id: u32) -> Option<(u64, watch::Receiver<bool>)> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.lock();
         if !live.contains_key(&id) && live.len() >= self.config.max_sessions {
             return None;
         }
@@ -311,34 +338,44 @@ impl Monitors {
     }
 
     /// A session ended: save its final state and forget it, unless a
-    /// newer one took over or the monitor was changed meanwhile.
-    pub(crate) fn end_session(&self, id: u32, generation: u64, state: &MonitorState) -> Result<(), StoreError> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.get(&id).is_some_and(|l| l.generation == generation) {
-            live.remove(&id);
-            self.store.put_monitor_state(id, state)?;
-        }
-        Ok(())
-    }
-
-    /// Close monitor `id`'s session and run `write` before any session can
-    /// save its state again (so a closing session cannot undo `write`).
-    fn closing_session<R>(&self, id: u32, write: impl FnOnce() -> R) -> R {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = live.remove(&id) {
-            let _ = old.stop.send(true);
-        }
-        write()
+    /// newer one took over or the monitor was changed meanwhile (checked
+    /// when the writer runs the save).
+    pub(crate) async fn end_session(
+        &self,
+        rec: &MonitorRecord,
+        generation: u64,
+        state: &MonitorState,
+    ) -> Result<(), StoreError> {
+        let (live, id, state) = (self.live.clone(), rec.id, state.clone());
+        let save = move |store: &Store| {
+            let mut live = live.lock();
+            if live.get(&id).is_some_and(|l| l.generation == generation) {
+                live.remove(&id);
+                store.put_monitor_state(id, &state)?;
+            }
+            Ok(())
+        };
+        self.engine.write_op(rec.org, false, save).await
     }
 
     /// Save a session's delivery state, if it is still the monitor's live
-    /// session and the monitor still exists. Returns whether it was saved.
-    fn save_if_current(&self, id: u32, generation: u64, state: &MonitorState) -> Result<bool, StoreError> {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.get(&id).is_none_or(|l| l.generation != generation) {
-            return Ok(false);
-        }
-        self.store.put_monitor_state(id, state)
+    /// session (and so the monitor still exists) when the writer runs the
+    /// save. Returns whether it was saved.
+    async fn save_if_current(
+        &self,
+        rec: &MonitorRecord,
+        generation: u64,
+        state: &MonitorState,
+    ) -> Result<bool, StoreError> {
+        let (live, id, state) = (self.live.clone(), rec.id, state.clone());
+        let save = move |store: &Store| {
+            let live = live.lock();
+            if live.get(&id).is_none_or(|l| l.generation != generation) {
+                return Ok(false);
+            }
+            store.put_monitor_state(id, &state)
+        };
+        self.engine.write_op(rec.org, false, save).await
     }
 
     /// Raise a notification on `org`'s own agent (a monitor disabled).
@@ -399,7 +436,7 @@ impl Monitors {
     /// Live sessions now (ephemeral views included).
     pub fn sessions(&self) -> usize {
         let views: usize = self.views.lock().unwrap_or_else(|p| p.into_inner()).values().map(|v| v.0).sum();
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).len() + views
+        self.live.lock().len() + views
     }
 
     /// A page about to open a view of `org` was rendered: put the

@@ -117,8 +117,9 @@ async fn session<S: Stream>(monitors: Arc<Monitors>, mut stream: S, peer: Socket
     // The response goes out alone, before any publish (a TLS client
     // would otherwise not see the publish until the next record).
     if respond(&mut stream, STATUS_OK, config.write_timeout).await.is_err() {
-        let state = monitors.store.monitor_state(rec.id).ok().flatten();
-        let _ = state.map(|s| monitors.end_session(rec.id, generation, &s));
+        if let Ok(Some(state)) = monitors.store.monitor_state(rec.id) {
+            let _ = monitors.end_session(&rec, generation, &state).await;
+        }
         return;
     }
     tracing::info!(%peer, monitor = rec.id, organisation = %rec.org, "push session open");
