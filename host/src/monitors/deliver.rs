@@ -143,6 +143,8 @@ struct Session<'a> {
     replay_until: u64,
     /// When the oldest pending event was first seen.
     since: Option<Instant>,
+    /// The last delivered batch's save, while the writer has it.
+    saving: Option<tokio::task::JoinHandle<Result<bool, StoreError>>>,
 }
 
 impl<'a> Session<'a> {
@@ -188,6 +190,7 @@ impl<'a> Session<'a> {
             scanned,
             replay_until: if rec.spec.persistent { head } else { 0 },
             since: None,
+            saving: None,
         })
     }
 
@@ -284,10 +287,20 @@ impl<'a> Session<'a> {
         if self.rec.id == super::EPHEMERAL {
             return Ok(());
         }
-        match self.monitors.save_if_current(self.rec, self.generation, &self.state).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(End::Stopped),
-            Err(e) => Err(End::Store(e)),
+        self.saved().await?;
+        self.saving = Some(self.monitors.save_soon(self.rec, self.generation, &self.state));
+        Ok(())
+    }
+
+    /// The verdict of the last batch's save: a session no longer live
+    /// stops.
+    async fn saved(&mut self) -> Result<(), End> {
+        let Some(saving) = self.saving.take() else { return Ok(()) };
+        match saving.await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(End::Stopped),
+            Ok(Err(e)) => Err(End::Store(e)),
+            Err(e) => Err(End::Gone(format!("saving the monitor's state was lost: {e}"))),
         }
     }
 

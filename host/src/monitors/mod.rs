@@ -367,15 +367,39 @@ impl Monitors {
         generation: u64,
         state: &MonitorState,
     ) -> Result<bool, StoreError> {
-        let (live, id, state) = (self.live.clone(), rec.id, state.clone());
-        let save = move |store: &Store| {
+        self.engine.write_op(rec.org, false, self.save_op(rec.id, generation, state)).await
+    }
+
+    /// [`Monitors::save_if_current`] handed to the writer now, its verdict
+    /// awaited later: a session delivers its next batch while the writer
+    /// saves the last one's cursor (a later write of the monitor's, also
+    /// the writer's, is applied after it).
+    fn save_soon(
+        &self,
+        rec: &MonitorRecord,
+        generation: u64,
+        state: &MonitorState,
+    ) -> tokio::task::JoinHandle<Result<bool, StoreError>> {
+        let (engine, org, save) = (Arc::clone(&self.engine), rec.org, self.save_op(rec.id, generation, state));
+        tokio::spawn(async move { engine.write_op(org, false, save).await })
+    }
+
+    /// The writer's operation that saves `state` if `generation` is still
+    /// monitor `id`'s live session.
+    fn save_op(
+        &self,
+        id: u32,
+        generation: u64,
+        state: &MonitorState,
+    ) -> impl FnOnce(&Store) -> Result<bool, StoreError> + Send + 'static {
+        let (live, state) = (self.live.clone(), state.clone());
+        move |store: &Store| {
             let live = live.lock();
             if live.get(&id).is_none_or(|l| l.generation != generation) {
                 return Ok(false);
             }
             store.put_monitor_state(id, &state)
-        };
-        self.engine.write_op(rec.org, false, save).await
+        }
     }
 
     /// Raise a notification on `org`'s own agent (a monitor disabled).
