@@ -503,4 +503,37 @@ async fn retention_keeps_the_newest_messages_and_summaries_through_the_writer() 
     assert_eq!(store.invocations(INSTALL.into(), 10).unwrap().len(), 3);
     assert_eq!(tags(&engine)["count"], json!(6), "state is not retention's business");
     assert_eq!(engine.prune(2, 3).await.unwrap(), 0, "nothing more past the bounds");
+
+    // A channel far past its bound is swept a bounded part at a time, to
+    // the end.
+    let bulk = ch("bulk");
+    for part in 0..10u64 {
+        let messages = (0..500)
+            .map(|i| paddock::model::Message {
+                id: (1_000_000 + part * 500 + i).into(),
+                author_id: TANK.into(),
+                channel: bulk.clone(),
+                data: json!({ "i": part * 500 + i }),
+                timestamp: None,
+                attachments: None,
+            })
+            .collect();
+        let effects = paddock::caps::Effects { messages, ..Default::default() };
+        let commit = paddock::store::Commit {
+            ack: None,
+            effects: &effects,
+            downstream: &[],
+            placed: false,
+            now_ms: 1,
+            summary: None,
+            claim: None,
+            feed: false,
+            chained: false,
+        };
+        store.commit(commit).unwrap();
+    }
+    assert_eq!(engine.prune(2, 3).await.unwrap(), 4_998);
+    let left: Vec<i64> =
+        store.list_messages(&bulk, None, 10).unwrap().iter().map(|m| m.data["i"].as_i64().unwrap()).collect();
+    assert_eq!(left, [4_999, 4_998]);
 }

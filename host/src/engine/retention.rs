@@ -11,6 +11,10 @@ use crate::store::{Stale, StoreError};
 /// long.
 const REMOVED_PER_OPERATION: usize = 256;
 
+/// Most stale records read at once: what a sweep holds in memory, however
+/// far past its bounds a channel (say) is.
+const FOUND_AT_ONCE: usize = 4096;
+
 impl Engine {
     /// Retention: keep the newest `messages` per channel and `invocations`
     /// summaries per installation; drop expired idempotency keys. Each
@@ -23,19 +27,39 @@ impl Engine {
             for agent in self.store.list_agents(org.id, usize::MAX)? {
                 for name in self.store.list_channels(agent.id)? {
                     let Ok(name) = ChannelName::new(name) else { continue };
-                    let stale = self.store.stale_messages(&ChannelRef { agent_id: agent.id, name }, messages)?;
-                    removed += self.remove_stale(org.id, stale).await?;
+                    let ch = ChannelRef { agent_id: agent.id, name };
+                    removed += self.sweep(org.id, |most| self.store.stale_messages(&ch, messages, most)).await?;
                 }
                 // The reads above block this task's thread: a little at a time.
                 tokio::task::yield_now().await;
             }
             for rec in installs.iter().filter(|rec| rec.organisation_id == org.id) {
-                removed += self.remove_stale(org.id, self.store.stale_summaries(rec.id, invocations)?).await?;
+                removed += self.sweep(org.id, |most| self.store.stale_summaries(rec.id, invocations, most)).await?;
             }
         }
-        let expired = self.store.expired_claims(now_ms())?;
-        removed += self.remove_stale(OrgId::from(0), expired).await?;
+        let now = now_ms();
+        removed += self.sweep(OrgId::from(0), |most| self.store.expired_claims(now, most)).await?;
         Ok(removed)
+    }
+
+    /// Remove what `find` finds, [`FOUND_AT_ONCE`] records at a time,
+    /// until it finds fewer (or none of them could be removed). Returns
+    /// how many were removed.
+    pub async fn sweep(
+        &self,
+        org: OrgId,
+        find: impl Fn(usize) -> Result<Stale, StoreError>,
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        loop {
+            let stale = find(FOUND_AT_ONCE)?;
+            let found = stale.len();
+            let now = self.remove_stale(org, stale).await?;
+            removed += now;
+            if found < FOUND_AT_ONCE || now == 0 {
+                return Ok(removed);
+            }
+        }
     }
 
     /// Remove `stale` records of `org` through the writer, at most
@@ -43,9 +67,6 @@ impl Engine {
     /// removed.
     pub async fn remove_stale(&self, org: OrgId, stale: Stale) -> Result<usize, StoreError> {
         let mut removed = 0;
-        if stale.is_empty() {
-            return Ok(0);
-        }
         for part in stale.split(REMOVED_PER_OPERATION) {
             removed += self.writer.apply(org, false, move |store| store.remove_stale(&part)).await?;
         }

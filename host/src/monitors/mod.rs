@@ -510,8 +510,8 @@ impl Monitors {
         orgs.dedup();
         let mut removed = 0;
         for org in orgs {
-            let stale = self.store.stale_feed(org, self.config.retention_events, older)?;
-            removed += self.engine.remove_stale(org, stale).await?;
+            let (store, keep) = (&self.store, self.config.retention_events);
+            removed += self.engine.sweep(org, |most| store.stale_feed(org, keep, older, most)).await?;
         }
         Ok(removed)
     }

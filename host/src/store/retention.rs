@@ -49,23 +49,25 @@ impl Stale {
 }
 
 impl Store {
-    /// A channel's messages past its newest `keep`.
-    pub fn stale_messages(&self, ch: &ChannelRef, keep: usize) -> Result<Stale, StoreError> {
+    /// A channel's messages past its newest `keep`, at most `most` (the
+    /// newest of them).
+    pub fn stale_messages(&self, ch: &ChannelRef, keep: usize, most: usize) -> Result<Stale, StoreError> {
         let t = self.t()?;
-        let found = t.messages.scan_prefix(keys::channel_messages(ch)).keys().rev().skip(keep);
+        let found = t.messages.scan_prefix(keys::channel_messages(ch)).keys().rev().skip(keep).take(most);
         Ok(Stale { kind: Kind::Messages, keys: found.collect::<Result<_, _>>()? })
     }
 
-    /// An installation's invocation summaries past its newest `keep`.
-    pub fn stale_summaries(&self, install: InstallId, keep: usize) -> Result<Stale, StoreError> {
+    /// An installation's invocation summaries past its newest `keep`, at
+    /// most `most`.
+    pub fn stale_summaries(&self, install: InstallId, keep: usize, most: usize) -> Result<Stale, StoreError> {
         let t = self.t()?;
-        let found = t.invocations.scan_prefix(install.get().to_be_bytes()).keys().rev().skip(keep);
+        let found = t.invocations.scan_prefix(install.get().to_be_bytes()).keys().rev().skip(keep).take(most);
         Ok(Stale { kind: Kind::Summaries, keys: found.collect::<Result<_, _>>()? })
     }
 
     /// `org`'s monitor feed entries past its newest `keep`, and those
-    /// committed before `older_than_ms`.
-    pub fn stale_feed(&self, org: OrgId, keep: usize, older_than_ms: u64) -> Result<Stale, StoreError> {
+    /// committed before `older_than_ms`, at most `most`.
+    pub fn stale_feed(&self, org: OrgId, keep: usize, older_than_ms: u64, most: usize) -> Result<Stale, StoreError> {
         let t = self.t()?;
         let mut found = Vec::new();
         for (i, entry) in t.feed.scan_prefix(org.get().to_be_bytes()).rev().enumerate() {
@@ -73,19 +75,25 @@ impl Store {
             let old = || decode::<super::FeedEntry>("feed entry", &value).is_ok_and(|e| e.at_ms < older_than_ms);
             if i >= keep || old() {
                 found.push(key);
+                if found.len() >= most {
+                    break;
+                }
             }
         }
         Ok(Stale { kind: Kind::Feed, keys: found })
     }
 
-    /// Idempotency keys expired at `now_ms`.
-    pub fn expired_claims(&self, now_ms: u64) -> Result<Stale, StoreError> {
+    /// Idempotency keys expired at `now_ms`, at most `most`.
+    pub fn expired_claims(&self, now_ms: u64, most: usize) -> Result<Stale, StoreError> {
         let t = self.t()?;
         let mut found = Vec::new();
         for entry in t.seen.iter() {
             let (key, held) = entry?;
             if decode::<u64>("idempotency key", &held)? <= now_ms {
                 found.push(key);
+                if found.len() >= most {
+                    break;
+                }
             }
         }
         Ok(Stale { kind: Kind::Claims { now_ms }, keys: found })

@@ -590,7 +590,7 @@ fn the_feed_is_written_with_its_commit_in_order_and_pruned_by_count_and_age() {
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(store.feed(org, all[0].seq, u64::MAX, 100).unwrap().len(), 2, "after a cursor");
     assert_eq!(store.feed(OrgId::from(ORG + 1), 0, u64::MAX, 100).unwrap().len(), 0, "per organisation");
-    let prune = |keep, older| store.remove_stale(&store.stale_feed(org, keep, older).unwrap()).unwrap();
+    let prune = |keep, older| store.remove_stale(&store.stale_feed(org, keep, older, 100).unwrap()).unwrap();
     assert_eq!(prune(2, 0), 1, "by count: the oldest goes");
     assert_eq!(prune(10, 1003), 1, "by age: committed before 1003");
     let left: Vec<u64> =
@@ -770,14 +770,15 @@ fn retention_removes_the_oldest_records_and_never_a_key_claimed_again_since_it_w
         store.put_invocation(&summary(event)).unwrap();
     }
 
-    let stale = store.stale_messages(&ch(1, "a"), 2).unwrap();
+    assert_eq!(store.stale_messages(&ch(1, "a"), 2, 1).unwrap().len(), 1, "at most as many as asked");
+    let stale = store.stale_messages(&ch(1, "a"), 2, 10).unwrap();
     assert_eq!(stale.len(), 3);
     assert_eq!(store.remove_stale(&stale).unwrap(), 3);
     let left: Vec<u64> = store.list_messages(&ch(1, "a"), None, 10).unwrap().iter().map(|m| m.id.get()).collect();
     assert_eq!(left, [5, 4], "the newest two");
     assert_eq!(store.remove_stale(&stale).unwrap(), 0, "removed already: nothing more");
 
-    let parts = store.stale_summaries(7.into(), 1).unwrap().split(2);
+    let parts = store.stale_summaries(7.into(), 1, 10).unwrap().split(2);
     assert_eq!(parts.iter().map(Stale::len).collect::<Vec<_>>(), [2, 1]);
     assert_eq!(parts.iter().map(|p| store.remove_stale(p).unwrap()).sum::<usize>(), 3);
     let left: Vec<u64> = store.invocations(7.into(), 10).unwrap().iter().map(|s| s.event_id.get()).collect();
@@ -785,14 +786,14 @@ fn retention_removes_the_oldest_records_and_never_a_key_claimed_again_since_it_w
 
     // Found expired at 250: k1 and k2. Before the removal runs, k1 is
     // claimed again (with the message it guards): it must stay.
-    let expired = store.expired_claims(250).unwrap();
+    let expired = store.expired_claims(250, 10).unwrap();
     assert_eq!(expired.len(), 2);
     let effects = Effects { messages: vec![message(6)], ..Effects::default() };
     commit(&effects, Some(&claim("k1", 900)), 260);
     assert_eq!(store.remove_stale(&expired).unwrap(), 1, "only k2");
     assert!(store.is_claimed("wh1", "k1", 300).unwrap(), "the new claim still guards");
     assert!(!store.is_claimed("wh1", "k2", 0).unwrap(), "k2 is gone");
-    let later = store.expired_claims(1000).unwrap();
+    let later = store.expired_claims(1000, 10).unwrap();
     assert_eq!(store.remove_stale(&later).unwrap(), 4, "k1, k3, k4, k5");
 }
 
