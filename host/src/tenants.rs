@@ -105,14 +105,22 @@ impl NewAgent {
 /// Create an agent in `org`; a serial number already taken there is
 /// refused.
 pub fn add_agent(store: &Store, org: OrgId, new: NewAgent) -> Result<Agent, AdminError> {
-    if let Some(serial) = &new.serial_number
+    let agent = new.into_agent();
+    put_new_agent(store, org, agent.clone(), None)?;
+    Ok(agent)
+}
+
+/// Store `agent`, new in `org`, with its monitor feed entry numbered
+/// `feed_seq` if any; a serial number already taken there is refused. The
+/// check and the write are one step of one writer (the engine runs this
+/// as its operation), so two creations cannot both take a serial number.
+pub fn put_new_agent(store: &Store, org: OrgId, agent: Agent, feed_seq: Option<u64>) -> Result<(), AdminError> {
+    if let Some(serial) = &agent.serial_number
         && store.agent_by_serial(org, serial)?.is_some()
     {
         return Err(AdminError::SerialTaken(serial.clone()));
     }
-    let agent = new.into_agent();
-    store.put_agent(org, agent.clone())?;
-    Ok(agent)
+    Ok(store.put_agent_fed(org, agent, feed_seq)?)
 }
 
 /// Store a token whose secret is `secret` (only its hash is kept), for

@@ -537,3 +537,26 @@ async fn retention_keeps_the_newest_messages_and_summaries_through_the_writer() 
         store.list_messages(&bulk, None, 10).unwrap().iter().map(|m| m.data["i"].as_i64().unwrap()).collect();
     assert_eq!(left, [4_999, 4_998]);
 }
+
+#[tokio::test]
+async fn agents_created_at_once_with_one_serial_number_are_one_agent_and_one_refusal() {
+    let engine = engine(fast_retries()).await;
+    for round in 0..20 {
+        let serial = format!("SN-{round}");
+        let with_serial = || paddock::tenants::NewAgent {
+            name: "pump".into(),
+            serial_number: Some(serial.clone()),
+            group: None,
+            metadata: None,
+        };
+        let (a, b) =
+            tokio::join!(engine.add_agent(ORG.into(), with_serial()), engine.add_agent(ORG.into(), with_serial()));
+        let refused = [&a, &b]
+            .iter()
+            .filter(|r| matches!(r, Err(paddock::tenants::AdminError::SerialTaken(s)) if *s == serial))
+            .count();
+        assert_eq!((a.is_ok() as usize + b.is_ok() as usize, refused), (1, 1), "round {round}: {a:?} {b:?}");
+        let kept = engine.store().agent_by_serial(ORG.into(), &serial).unwrap().expect("indexed");
+        assert_eq!(Some(kept.id), [a, b].into_iter().find_map(Result::ok).map(|agent| agent.id));
+    }
+}

@@ -618,3 +618,29 @@ fn an_http_monitor_whose_runner_starts_late_misses_nothing_committed_after_its_c
     assert_eq!(got.len(), 1, "the event committed before the runner first ran was delivered");
     assert_eq!(data_n(&got[0]), 7);
 }
+
+/// Monitors created at once cannot pass the organisation's bound: the
+/// writer counts them with each creation.
+#[tokio::test]
+async fn monitors_created_at_once_stop_at_the_organisations_bound() {
+    use paddock::engine::{Engine, EngineConfig};
+    use paddock::model::OrgId;
+    use paddock::monitors::{MonitorConfig, MonitorError, Monitors};
+    use paddock::store::{MonitorSpec, Store, Transport};
+
+    let store = Store::temporary().unwrap();
+    let org = OrgId::from(4343);
+    paddock::tenants::provision_org(&store, org, "Acme").unwrap();
+    let engine = Arc::new(Engine::new(store, Arc::new(paddock_tests::runtime()), EngineConfig::default()).unwrap());
+    let monitors = Monitors::new(engine, MonitorConfig { max_per_org: 3, ..MonitorConfig::default() }).unwrap();
+    let mut creating = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let monitors = Arc::clone(&monitors);
+        creating.spawn(async move { monitors.create(org, MonitorSpec::new("DataPoint".into(), Transport::Tcp)).await });
+    }
+    let all = creating.join_all().await;
+    let made = all.iter().filter(|r| r.is_ok()).count();
+    let refused = all.iter().filter(|r| matches!(r, Err(MonitorError::TooMany(3)))).count();
+    assert_eq!((made, refused), (3, 5), "{all:?}");
+    assert_eq!(monitors.list(org).unwrap().len(), 3);
+}

@@ -313,16 +313,11 @@ impl Engine {
         org: crate::model::OrgId,
         new: crate::tenants::NewAgent,
     ) -> Result<crate::model::Agent, crate::tenants::AdminError> {
-        if let Some(serial) = &new.serial_number
-            && self.store.agent_by_serial(org, serial)?.is_some()
-        {
-            return Err(crate::tenants::AdminError::SerialTaken(serial.clone()));
-        }
         let agent = new.into_agent();
         let (stored, watched) = (agent.clone(), self.feed.is_watched(org));
         let put = move |store: &Store| {
             let seq = if watched { Some(store.feed_mark()?) } else { None };
-            Ok(store.put_agent_fed(org, stored, seq)?)
+            crate::tenants::put_new_agent(store, org, stored, seq)
         };
         self.administer(org, put).await?;
         Ok(agent)

@@ -42,10 +42,10 @@ impl Engine {
         Ok(removed)
     }
 
-    /// Remove what `find` finds, [`FOUND_AT_ONCE`] records at a time,
+    /// Remove what `find` finds, at most 4,096 records at a time,
     /// until it finds fewer (or none of them could be removed). Returns
     /// how many were removed.
-    pub async fn sweep(
+    pub(crate) async fn sweep(
         &self,
         org: OrgId,
         find: impl Fn(usize) -> Result<Stale, StoreError>,
@@ -62,10 +62,10 @@ impl Engine {
         }
     }
 
-    /// Remove `stale` records of `org` through the writer, at most
-    /// [`REMOVED_PER_OPERATION`] per operation. Returns how many were
+    /// Remove `stale` records of `org` through the writer, at most 256
+    /// per operation (so one cannot make a cycle long). Returns how many were
     /// removed.
-    pub async fn remove_stale(&self, org: OrgId, stale: Stale) -> Result<usize, StoreError> {
+    async fn remove_stale(&self, org: OrgId, stale: Stale) -> Result<usize, StoreError> {
         let mut removed = 0;
         for part in stale.split(REMOVED_PER_OPERATION) {
             removed += self.writer.apply(org, false, move |store| store.remove_stale(&part)).await?;

@@ -254,8 +254,14 @@ impl Monitors {
         self.feed.watch_org(org);
         let cursor = self.feed.head().saturating_sub(1);
         let rec = MonitorRecord { id: 0, org, created_ms: now_ms(), spec };
-        let stored = rec.clone();
-        let id = self.engine.write_op(org, true, move |store| store.create_monitor(stored, cursor)).await?;
+        let (stored, most) = (rec.clone(), self.config.max_per_org);
+        // Counted again by the writer, with the write: two creations at
+        // once cannot both take the last place.
+        let create = move |store: &Store| match store.monitors(Some(org))?.len() {
+            count if count >= most => Ok(Err(MonitorError::TooMany(count))),
+            _ => store.create_monitor(stored, cursor).map(Ok),
+        };
+        let id = self.engine.write_op(org, true, create).await??;
         let rec = MonitorRecord { id, ..rec };
         http::start(self, rec.clone(), http::Start::Stored);
         Ok((rec, MonitorState::new(cursor)))
