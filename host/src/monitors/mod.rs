@@ -299,7 +299,10 @@ impl Monitors {
         let state = MonitorState::new(self.feed.head().saturating_sub(1));
         let (live, stored) = (self.live.clone(), rec.clone());
         let update = move |store: &Store| live.closing(id, || store.update_monitor(&stored, &state));
-        self.engine.write_op(org, true, update).await?;
+        // Deleted since it was read: not brought back.
+        if !self.engine.write_op(org, true, update).await? {
+            return Err(MonitorError::NotFound(id));
+        }
         http::start(self, rec.clone(), http::Start::Stored);
         Ok(rec)
     }
@@ -311,7 +314,9 @@ impl Monitors {
         let state = MonitorState::new(self.feed.head().saturating_sub(1));
         let (live, stored, reset) = (self.live.clone(), rec.clone(), state.clone());
         let update = move |store: &Store| live.closing(id, || store.update_monitor(&stored, &reset));
-        self.engine.write_op(org, true, update).await?;
+        if !self.engine.write_op(org, true, update).await? {
+            return Err(MonitorError::NotFound(id));
+        }
         http::start(self, rec.clone(), http::Start::Stored);
         Ok((rec, state))
     }

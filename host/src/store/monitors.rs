@@ -228,16 +228,20 @@ impl Store {
     }
 
     /// Replace a monitor's configuration and reset its state (Device
-    /// Cloud: any update resets the monitor) to `state`.
-    pub fn update_monitor(&self, rec: &MonitorRecord, state: &MonitorState) -> Result<(), StoreError> {
+    /// Cloud: any update resets the monitor) to `state`; false (and
+    /// nothing written) if the monitor is gone.
+    pub fn update_monitor(&self, rec: &MonitorRecord, state: &MonitorState) -> Result<bool, StoreError> {
         let t = self.t()?;
         let key = rec.id.to_be_bytes();
         self.gated(|| {
             (&t.monitors, &t.monitor_state)
                 .transaction(|(monitors, states)| {
+                    if monitors.get(key)?.is_none() {
+                        return Ok(false);
+                    }
                     monitors.insert(&key, encode(rec))?;
                     states.insert(&key, encode(state))?;
-                    Ok(())
+                    Ok(true)
                 })
                 .map_err(tx_error)
         })

@@ -825,3 +825,20 @@ fn a_schedule_fire_planned_before_a_change_neither_fires_nor_undoes_it() {
     assert_eq!(store.get_schedule(7.into(), "tick").unwrap().unwrap().next_fire_ms, Some(7_200_000));
     assert!(store.queued().unwrap().is_empty());
 }
+
+#[test]
+fn a_deleted_monitor_is_not_brought_back_by_an_update_read_before_the_delete() {
+    let store = Store::temporary().unwrap();
+    let rec = MonitorRecord {
+        id: 0,
+        org: OrgId::from(1),
+        created_ms: 0,
+        spec: MonitorSpec::new("DataPoint".into(), Transport::Tcp),
+    };
+    let id = store.create_monitor(rec.clone(), 0).unwrap();
+    let read = MonitorRecord { id, ..rec };
+    assert!(store.update_monitor(&read, &MonitorState::new(5)).unwrap());
+    assert!(store.delete_monitor(id).unwrap());
+    assert!(!store.update_monitor(&read, &MonitorState::new(7)).unwrap(), "gone: refused");
+    assert!(store.monitor(id).unwrap().is_none() && store.monitor_state(id).unwrap().is_none());
+}
