@@ -148,15 +148,24 @@ pub async fn apply(engine: &Engine, file: &Path, max_ingest_rate: u32) -> anyhow
     Ok(())
 }
 
+/// Apply one organisation of the file. Every write goes through the
+/// writer (`Engine::administer`), like the API's: what already exists (an
+/// organisation by name, a token by secret, an agent by serial number, an
+/// installation by agent and app key) is kept, so applying twice changes
+/// nothing.
 async fn apply_org(engine: &Engine, spec: &OrgSpec, max_ingest_rate: u32) -> anyhow::Result<()> {
     let store = engine.store();
     let org = match store.orgs()?.into_iter().find(|o| o.name == spec.name) {
         Some(o) => o,
-        None => tenants::provision_org(store, OrgId::generate(), &spec.name)?,
+        None => {
+            let (id, name) = (OrgId::generate(), spec.name.clone());
+            engine.administer(id, move |store| tenants::provision_org(store, id, &name)).await?
+        }
     };
     for t in &spec.tokens {
         if store.token(&hash_secret(&t.secret))?.is_none() {
-            tenants::add_token(store, Some(org.id), format!("boot-{}", t.name), &t.name, &t.secret)?;
+            let (id, name, secret) = (format!("boot-{}", t.name), t.name.clone(), t.secret.clone());
+            engine.administer(org.id, move |store| tenants::add_token(store, Some(org.id), id, &name, &secret)).await?;
         }
     }
     for a in &spec.agents {
@@ -167,7 +176,7 @@ async fn apply_org(engine: &Engine, spec: &OrgSpec, max_ingest_rate: u32) -> any
                 group: None,
                 metadata: a.metadata.clone(),
             };
-            tenants::add_agent(store, org.id, new)?;
+            engine.add_agent(org.id, new).await?;
         }
     }
     let installs = store.installs()?;
@@ -194,7 +203,7 @@ async fn apply_org(engine: &Engine, spec: &OrgSpec, max_ingest_rate: u32) -> any
             // The app may be missing or broken now: the record waits for it.
             Err(crate::engine::EngineError::UnknownApp(app)) => {
                 tracing::warn!(%app, install = %rec.app_key, "bootstrap: app not loaded; installation stored for later");
-                store.put_install(&rec)?;
+                engine.administer(org.id, move |store| Ok(store.put_install(&rec)?)).await?;
             }
             Err(e) => return Err(e).with_context(|| format!("installation {:?}", i.app_key)),
         }
@@ -212,15 +221,14 @@ async fn apply_org(engine: &Engine, spec: &OrgSpec, max_ingest_rate: u32) -> any
             rate_per_s: g.rate_per_s,
             max_body_bytes: g.max_body_bytes,
         };
-        let owner = IngestionOwner {
-            id: IngestionId::from(g.id),
-            organisation_id: org.id,
-            install_id: install.id,
-            token: &g.token,
-            mini_token: g.mini_token.as_deref(),
+        let (id, install_id, token, mini) =
+            (IngestionId::from(g.id), install.id, g.token.clone(), g.mini_token.clone());
+        let add = move |store: &crate::store::Store| {
+            let owner =
+                IngestionOwner { id, organisation_id: org.id, install_id, token: &token, mini_token: mini.as_deref() };
+            tenants::add_ingestion(store, settings, owner, max_ingest_rate)
         };
-        tenants::add_ingestion(store, settings, owner, max_ingest_rate)
-            .with_context(|| format!("ingestion {}", g.id))?;
+        engine.administer(org.id, add).await.with_context(|| format!("ingestion {}", g.id))?;
     }
     Ok(())
 }
