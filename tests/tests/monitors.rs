@@ -649,3 +649,48 @@ async fn monitors_created_at_once_stop_at_the_organisations_bound() {
     assert_eq!((made, refused), (3, 5), "{all:?}");
     assert_eq!(monitors.list(org).unwrap().len(), 3);
 }
+
+/// The bootstrap file's writes go through the engine's write path: an
+/// agent it creates in an organisation that already has a monitor is on
+/// that organisation's feed.
+#[test]
+fn an_agent_the_bootstrap_file_creates_is_on_a_watching_organisations_feed() {
+    use paddock::model::OrgId;
+    use paddock::store::{MonitorRecord, MonitorSpec, Store, Transport};
+
+    let data = tempfile::tempdir().unwrap();
+    let (org, monitor) = {
+        // Where `paddock serve` keeps its store in its data directory.
+        let store = Store::open(&data.path().join("store")).unwrap();
+        let org = paddock::tenants::provision_org(&store, OrgId::generate(), "Acme").unwrap();
+        let spec = MonitorSpec { persistent: true, ..MonitorSpec::new("DeviceCore".into(), Transport::Tcp) };
+        let rec = MonitorRecord { id: 0, org: org.id, created_ms: 0, spec };
+        let id = store.create_monitor(rec, 0).unwrap();
+        store.flush_blocking().unwrap();
+        (org.id, id)
+    };
+    let file = data.path().join("bootstrap.toml");
+    std::fs::write(
+        &file,
+        "[[organisations]]\nname = \"Acme\"\ntokens = [{ name = \"t\", secret = \"pdk_acme\" }]\n\
+         [[organisations.agents]]\nname = \"Pump\"\nserial_number = \"P-9\"\n",
+    )
+    .unwrap();
+    let dir = data.path().to_path_buf();
+    let s = Server::start(plugins_with(&[]), |c| {
+        c.data = dir;
+        c.bootstrap = Some(file);
+    });
+    let path = format!("/v1/orgs/{org}/monitors/{monitor}/history?start_time=-5m");
+    let history = s.call("GET", &path, Some("pdk_acme"), None);
+    assert_eq!(history.status, 200, "{}", history.text());
+    let list = history.json()["list"].clone();
+    let agents: Vec<&Value> = list.as_array().unwrap().iter().filter(|m| m.get("Agent").is_some()).collect();
+    assert_eq!(agents.len(), 1, "{list}");
+    assert_eq!(
+        (agents[0]["Agent"]["name"].as_str(), agents[0]["Agent"]["serial_number"].as_str()),
+        (Some("Pump"), Some("P-9"))
+    );
+    drop(s); // before the directory it writes to
+    drop(data);
+}

@@ -388,6 +388,9 @@ pub async fn run(
     };
     let engine = Engine::new(store.clone(), runtime, engine_config)?;
     let engine = Arc::new(engine);
+    // Before anything is written: organisations with monitors are on the
+    // feed from the first write (the bootstrap file's agents included).
+    let monitors = Monitors::new(Arc::clone(&engine), config.monitors.to_config(runtime_allow_private))?;
 
     let plugins = Plugins::new(Arc::clone(&engine), config.plugins.clone());
     if config.plugins.is_dir() {
@@ -416,7 +419,6 @@ pub async fn run(
         body_timeout: Duration::from_millis(config.http.body_timeout_ms.max(1)),
         ..ApiConfig::default()
     };
-    let monitors = Monitors::new(Arc::clone(&engine), config.monitors.to_config(runtime_allow_private))?;
     let push = match config.push_listen {
         Some(at) => Some(bind_push(at, "monitor push listener").await?),
         None => None,
