@@ -519,18 +519,7 @@ async fn retention_keeps_the_newest_messages_and_summaries_through_the_writer() 
             })
             .collect();
         let effects = paddock::caps::Effects { messages, ..Default::default() };
-        let commit = paddock::store::Commit {
-            ack: None,
-            effects: &effects,
-            downstream: &[],
-            placed: false,
-            now_ms: 1,
-            summary: None,
-            claim: None,
-            feed: false,
-            chained: false,
-        };
-        store.commit(commit).unwrap();
+        store.commit(paddock::store::Commit::of(&effects, 1)).unwrap();
     }
     assert_eq!(engine.prune(2, 3).await.unwrap(), 4_998);
     let left: Vec<i64> =

@@ -58,6 +58,25 @@ pub struct Claim {
     pub expires_ms: u64,
 }
 
+impl<'a> Commit<'a> {
+    /// A commit of `effects` alone at `now_ms`, as ingress writes them: no
+    /// acknowledgement, nothing downstream, no summary or claim, not on the
+    /// feed, not chained. Set the rest with struct update syntax.
+    pub fn of(effects: &'a Effects, now_ms: u64) -> Commit<'a> {
+        Commit {
+            ack: None,
+            effects,
+            downstream: &[],
+            placed: false,
+            now_ms,
+            summary: None,
+            claim: None,
+            feed: false,
+            chained: false,
+        }
+    }
+}
+
 impl Store {
     /// Give each event its place at the end of its line (its sequence
     /// number), for a [`Commit`] whose downstream is `placed`.

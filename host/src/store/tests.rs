@@ -293,17 +293,7 @@ fn run(seed: u64, steps: usize) {
 /// A commit of `effects` acknowledging `ack`, queueing `downstream`, at
 /// time 1: no summary, claim, feed or chain.
 fn plain<'a>(ack: &'a QueuedEvent, effects: &'a Effects, downstream: &'a [QueuedEvent]) -> Commit<'a> {
-    Commit {
-        ack: Some(ack),
-        effects,
-        downstream,
-        placed: false,
-        now_ms: 1,
-        summary: None,
-        claim: None,
-        feed: false,
-        chained: false,
-    }
+    Commit { ack: Some(ack), downstream, ..Commit::of(effects, 1) }
 }
 
 /// A random commit: an event to acknowledge (queued or not), a few
@@ -423,19 +413,7 @@ fn a_commit_survives_reopening_after_flush() {
         store.enqueue(&e).unwrap();
         let mut effects = Effects::default();
         effects.aggregates.push(AggregateWrite { channel: ch(1, "a"), data: json!({"n": 1}), mode: WriteMode::Merge });
-        store
-            .commit(Commit {
-                ack: Some(&e),
-                effects: &effects,
-                downstream: &[],
-                placed: false,
-                now_ms: 9,
-                summary: None,
-                claim: None,
-                feed: false,
-                chained: false,
-            })
-            .unwrap();
+        store.commit(Commit { ack: Some(&e), ..Commit::of(&effects, 9) }).unwrap();
         tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(store.flush()).unwrap();
         e
     };
@@ -449,17 +427,7 @@ fn a_commit_survives_reopening_after_flush() {
         Some((json!({"n": 1}), Some(9)))
     );
     assert!(store.queued().unwrap().is_empty());
-    let again = store.commit(Commit {
-        ack: Some(&e),
-        effects: &Effects::default(),
-        downstream: &[],
-        placed: false,
-        now_ms: 10,
-        summary: None,
-        claim: None,
-        feed: false,
-        chained: false,
-    });
+    let again = store.commit(Commit { ack: Some(&e), ..Commit::of(&Effects::default(), 10) });
     assert!(matches!(again, Err(StoreError::NotQueued(_))), "an acknowledged event cannot commit twice");
 }
 
@@ -518,17 +486,7 @@ fn a_batch_is_one_atomic_write_in_which_each_commit_has_its_own_verdict() {
     let claim = Claim { scope: "wh1".into(), key: "msg_1".into(), expires_ms: 100 };
     let (first, second, third) = (merge_n(1), merge_n(2), merge_n(3));
     let bad_agent = on_unknown_agent();
-    let c = |ack, effects, claim| Commit {
-        ack,
-        effects,
-        downstream: &[],
-        placed: false,
-        now_ms: 5,
-        summary: None,
-        claim,
-        feed: false,
-        chained: false,
-    };
+    let c = |ack, effects, claim| Commit { ack, claim, ..Commit::of(effects, 5) };
     let verdicts = store
         .commit_batch(&[
             c(Some(&queued), &first, Some(&claim)),
@@ -571,18 +529,7 @@ fn the_feed_is_written_with_its_commit_in_order_and_pruned_by_count_and_age() {
     for n in 0..5 {
         let effects = Effects { messages: vec![msg(n)], aggregates: Vec::new(), bytes: 0 };
         let fed = n % 2 == 0;
-        let c = Commit {
-            ack: None,
-            effects: &effects,
-            downstream: &[],
-            placed: false,
-            now_ms: 1000 + n,
-            summary: None,
-            claim: None,
-            feed: fed,
-            chained: false,
-        };
-        store.commit(c).unwrap();
+        store.commit(Commit { feed: fed, ..Commit::of(&effects, 1000 + n) }).unwrap();
     }
     let all = store.feed(org, 0, u64::MAX, 100).unwrap();
     let ns: Vec<u64> = all.iter().map(|e| e.body["data"]["n"].as_u64().unwrap()).collect();
@@ -636,17 +583,7 @@ fn a_chained_commit_applies_only_if_the_one_before_it_did() {
     let queued: Vec<QueuedEvent> = [one, two, three].iter().map(|e| store.enqueue(e).unwrap()).collect();
     let (first, third, fourth) = (merge_n(1), merge_n(3), merge_n(4));
     let bad_agent = on_unknown_agent();
-    let c = |ack, effects, chained| Commit {
-        ack,
-        effects,
-        downstream: &[],
-        placed: false,
-        now_ms: 5,
-        summary: None,
-        claim: None,
-        feed: false,
-        chained,
-    };
+    let c = |ack, effects, chained| Commit { ack, chained, ..Commit::of(effects, 5) };
     let verdicts = store
         .commit_batch(&[
             c(Some(&queued[0]), &first, false),
@@ -699,17 +636,7 @@ fn a_placed_commit_queues_its_events_at_the_places_it_was_given() {
     let second = QueuedEvent { id: EventId::from(2), ..first.clone() };
     store.place(std::slice::from_mut(&mut first)).unwrap();
     let commit = |downstream: &[QueuedEvent], placed| {
-        store.commit(Commit {
-            ack: None,
-            effects: &Effects::default(),
-            downstream,
-            placed,
-            now_ms: 1,
-            summary: None,
-            claim: None,
-            feed: false,
-            chained: false,
-        })
+        store.commit(Commit { downstream, placed, ..Commit::of(&Effects::default(), 1) })
     };
     commit(std::slice::from_ref(&first), true).unwrap();
     commit(std::slice::from_ref(&second), false).unwrap();
@@ -732,18 +659,7 @@ fn retention_removes_the_oldest_records_and_never_a_key_claimed_again_since_it_w
     };
     let claim = |key: &str, expires_ms| Claim { scope: "wh1".into(), key: key.into(), expires_ms };
     let commit = |effects: &Effects, claim: Option<&Claim>, now_ms| {
-        let c = Commit {
-            ack: None,
-            effects,
-            downstream: &[],
-            placed: false,
-            now_ms,
-            summary: None,
-            claim,
-            feed: false,
-            chained: false,
-        };
-        store.commit(c).unwrap();
+        store.commit(Commit { claim, ..Commit::of(effects, now_ms) }).unwrap();
     };
     for n in 1..=5 {
         let effects = Effects { messages: vec![message(n)], ..Effects::default() };
