@@ -41,9 +41,14 @@ use serde::de::DeserializeOwned;
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled reported an I/O or corruption error.
-    #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
+    /// The storage failed: an I/O error, or damage the database found.
+    #[error("storage error: {reason}")]
+    Storage {
+        /// The I/O error's kind, if it was one.
+        io: Option<std::io::ErrorKind>,
+        /// What the database said.
+        reason: String,
+    },
     /// A stored record could not be decoded.
     #[error("corrupt {what} record: {reason}")]
     Corrupt {
@@ -105,8 +110,8 @@ impl StoreError {
             StoreError::NotWritable(reason) | StoreError::Flush(reason) => {
                 ["No space left on device", "Disk quota exceeded", "StorageFull"].iter().any(|s| reason.contains(s))
             }
-            StoreError::Sled(sled::Error::Io(e)) => {
-                matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+            StoreError::Storage { io: Some(kind), .. } => {
+                matches!(kind, std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
             }
             _ => false,
         }
@@ -120,8 +125,19 @@ impl StoreError {
             StoreError::NotWritable(_)
                 | StoreError::Unavailable
                 | StoreError::Flush(_)
-                | StoreError::Sled(sled::Error::Io(_))
+                | StoreError::Storage { io: Some(_), .. }
         )
+    }
+}
+
+/// sled's errors, as the store's own: no sled type leaves this module.
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        let io = match &e {
+            sled::Error::Io(io) => Some(io.kind()),
+            _ => None,
+        };
+        StoreError::Storage { io, reason: e.to_string() }
     }
 }
 

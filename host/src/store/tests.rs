@@ -758,3 +758,14 @@ fn a_deleted_monitor_is_not_brought_back_by_an_update_read_before_the_delete() {
     assert!(!store.update_monitor(&read, &MonitorState::new(7)).unwrap(), "gone: refused");
     assert!(store.monitor(id).unwrap().is_none() && store.monitor_state(id).unwrap().is_none());
 }
+
+#[test]
+fn a_storage_failure_says_whether_it_was_the_disk_and_whether_it_was_full() {
+    let full = StoreError::from(sled::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull)));
+    assert!(full.is_storage_full() && full.is_unwritable(), "{full}");
+    let failed = StoreError::from(sled::Error::Io(std::io::Error::other("bad sector")));
+    assert!(!failed.is_storage_full() && failed.is_unwritable(), "{failed}");
+    assert!(failed.to_string().contains("bad sector"), "{failed}");
+    let other = StoreError::from(sled::Error::Unsupported("no".into()));
+    assert!(!other.is_storage_full() && !other.is_unwritable(), "not the disk: {other}");
+}
