@@ -512,4 +512,17 @@ fn oauth_pass_through_delivers_the_code_to_the_installation_named_by_a_signed_st
         t.aggregate(&s, &dev, "tag_values").filter(|v| v["counter"]["oauth_code"].is_string())
     });
     assert_eq!(tags["counter"]["oauth_code"], json!("abc123"));
+
+    // The user reloads the page the provider sent them to: the code is
+    // not delivered again (a second exchange of it would fail).
+    let again = s.call("GET", &format!("/v1/oauth/callback?code=abc123&state={state}&scope=read"), None, None);
+    assert_eq!((again.status, again.json()["duplicate"].clone()), (200, json!(true)), "{}", again.text());
+    let summaries = t.call(&s, "GET", &format!("/v1/orgs/{{org}}/installations/{install}/invocations"), None, 200);
+    let callbacks =
+        summaries["invocations"].as_array().unwrap().iter().filter(|i| i["op"] == "on_oauth_callback").count();
+    assert_eq!(callbacks, 1, "{summaries}");
+    // A new code (a new authorization) is delivered.
+    let next = s.call("GET", &format!("/v1/oauth/callback?code=def456&state={state}"), None, None);
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert!(next.json()["event_id"].is_string());
 }
