@@ -291,7 +291,14 @@ fn run(store: &Store, shared: &Shared, max_batch: usize) {
             }
             waiting.take(max_batch)
         };
-        cycle(store, shared, jobs);
+        // A bug in one of the cycle's writes (a panic) must not stop every
+        // later write: its waiters hear "the writer stopped" (their answers
+        // are dropped: whether it was applied is unknown, as after any
+        // failure that is not a refusal), and the writer goes on.
+        let cycled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cycle(store, shared, jobs)));
+        if cycled.is_err() {
+            tracing::error!("a writer cycle panicked; its writes were answered with an error");
+        }
     }
 }
 
@@ -464,6 +471,19 @@ mod tests {
         assert!(!answer.is_finished(), "not accepted before it is durable");
         drop(held);
         tokio::time::timeout(wait, answer).await.unwrap().unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_that_panics_fails_alone_and_the_writer_goes_on() {
+        let store = Store::temporary().unwrap();
+        let feed = Arc::new(Feed::new(store.feed_mark().unwrap()));
+        let writer = Writer::start(store.clone(), 256, feed, Arc::new(tokio::sync::Notify::new())).unwrap();
+        let bug = writer.apply(OrgId::from(1), true, |_| -> Result<(), StoreError> { panic!("a bug in an operation") });
+        let failed = tokio::time::timeout(Duration::from_secs(5), bug).await.expect("answered, not left hanging");
+        assert!(matches!(failed, Err(StoreError::Flush(ref m)) if m.contains("writer stopped")), "{failed:?}");
+        let next = Write::ingress(OrgId::from(1), Effects::default(), vec![queued_event(8)], None);
+        tokio::time::timeout(Duration::from_secs(5), writer.write(next)).await.unwrap().unwrap();
+        assert_eq!(store.queued().unwrap().len(), 1, "the next write applied");
     }
 
     #[test]
