@@ -138,17 +138,24 @@ impl Store {
         })
     }
 
-    /// Remove an installation; false if there was none.
+    /// Remove an installation and its schedules; false if there was none.
     pub fn delete_install(&self, id: InstallId) -> Result<bool, StoreError> {
         let t = self.t()?;
         let key = keys::install(id);
+        // Its schedules, found before the transaction (which cannot scan):
+        // the writer is the only one writing them.
+        let schedules: Vec<sled::IVec> =
+            t.schedules.scan_prefix(id.get().to_be_bytes()).keys().collect::<Result<_, _>>()?;
         self.gated(|| {
-            (&t.installs, &t.app_keys)
-                .transaction(|(installs, app_keys)| {
+            (&t.installs, &t.app_keys, &t.schedules)
+                .transaction(|(installs, app_keys, plans)| {
                     let Some(old) = installs.remove(&key)? else { return Ok(false) };
                     let old: InstallRecord =
                         decode("installation", &old).map_err(ConflictableTransactionError::Abort)?;
                     app_keys.remove(keys::app_key(old.agent_id, &old.app_key))?;
+                    for schedule in &schedules {
+                        plans.remove(schedule)?;
+                    }
                     Ok(true)
                 })
                 .map_err(tx_error)

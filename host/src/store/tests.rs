@@ -769,3 +769,37 @@ fn a_storage_failure_says_whether_it_was_the_disk_and_whether_it_was_full() {
     let other = StoreError::from(sled::Error::Unsupported("no".into()));
     assert!(!other.is_storage_full() && !other.is_unwritable(), "not the disk: {other}");
 }
+
+#[test]
+fn a_deleted_installation_takes_its_schedules_with_it() {
+    let store = Store::temporary().unwrap();
+    let rec = |id: u64, key: &str| InstallRecord {
+        id: id.into(),
+        app: "a".into(),
+        organisation_id: OrgId::from(1),
+        agent_id: AgentId::from(1),
+        app_key: key.into(),
+        display_name: "a".into(),
+        config: json!({}),
+        created_ms: 0,
+    };
+    let plan = |install: u64, name: &str| ScheduleState {
+        id: 1.into(),
+        install_id: install.into(),
+        name: name.into(),
+        expression: "rate(1 minute)".into(),
+        timezone: None,
+        disabled: false,
+        next_fire_ms: Some(60_000),
+    };
+    store.put_install(&rec(7, "a")).unwrap();
+    store.put_install(&rec(8, "b")).unwrap();
+    for s in [plan(7, "tick"), plan(7, "tock"), plan(8, "tick")] {
+        store.put_schedule(&s).unwrap();
+    }
+    assert!(store.delete_install(7.into()).unwrap());
+    let left: Vec<(u64, String)> =
+        store.schedules().unwrap().into_iter().map(|s| (s.install_id.get(), s.name)).collect();
+    assert_eq!(left, [(8, "tick".to_string())], "only the other installation's");
+    assert!(!store.delete_install(7.into()).unwrap(), "gone already");
+}
