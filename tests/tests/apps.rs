@@ -187,6 +187,8 @@ struct Failing {
     inner: paddock::caps::MemoryState,
     serials: bool,
     aggregates: bool,
+    /// The serial lookup panics (a bug in the host's own code).
+    panics: bool,
 }
 
 impl paddock::caps::StateView for Failing {
@@ -203,6 +205,7 @@ impl paddock::caps::StateView for Failing {
         if self.serials {
             return Err(paddock::caps::ReadError("serials: I/O error".into()));
         }
+        assert!(!self.panics, "a bug in the serial lookup");
         self.inner.agent_by_serial(org, serial)
     }
     fn aggregate(&self, ch: &paddock::model::ChannelRef) -> paddock::caps::Read<Option<paddock::model::Aggregate>> {
@@ -234,8 +237,8 @@ async fn a_failed_state_read_stops_the_invocation_as_a_retryable_host_error_neve
     let rt = runtime();
     let app = load(&rt, "webhook").await;
     let body = r#"{"readings": [{"serial": "TANK-001", "distance_mm": 800}]}"#;
-    let invoke = |serials, aggregates| {
-        let view = std::sync::Arc::new(Failing { inner: state(), serials, aggregates });
+    let invoke_with = |serials, aggregates, panics| {
+        let view = std::sync::Arc::new(Failing { inner: state(), serials, aggregates, panics });
         let event = ingestion("application/json", body);
         let inv = paddock::runtime::Invocation {
             event_id: paddock::model::EventId::generate(),
@@ -247,6 +250,7 @@ async fn a_failed_state_read_stops_the_invocation_as_a_retryable_host_error_neve
         let app = &app;
         async move { rt.invoke(app, inv, view).await }
     };
+    let invoke = |serials, aggregates| invoke_with(serials, aggregates, false);
     let healthy = invoke(false, false).await;
     assert_eq!(healthy.outcome, Outcome::Ok, "{:?}", healthy.logs);
 
@@ -264,4 +268,17 @@ async fn a_failed_state_read_stops_the_invocation_as_a_retryable_host_error_neve
     assert!(matches!(&r.outcome, Outcome::HostError { reason } if reason.contains("aggregates")), "{:?}", r.outcome);
     assert!(r.effects.is_empty() && r.fuel_consumed == 0);
     assert!(state().agent_by_serial(OrgId::from(ORG), "TANK-001").unwrap().is_some());
+
+    // A bug in the host's own code (a panic inside a host call) is a
+    // retryable host error of this invocation, not a dead task: the
+    // dispatcher retries the event and its line goes on.
+    let r = invoke_with(false, false, true).await;
+    assert!(
+        matches!(&r.outcome, Outcome::HostError { reason } if reason.contains("the host panicked: a bug in the serial lookup")),
+        "{:?}",
+        r.outcome
+    );
+    assert!(r.outcome.is_retryable() && r.effects.is_empty());
+    // The runtime is none the worse for it.
+    assert_eq!(invoke(false, false).await.outcome, Outcome::Ok);
 }

@@ -2,7 +2,7 @@
 //! deadlines, and the classification of how it ended.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap, WasmBacktrace};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -65,6 +65,26 @@ impl Runtime {
     /// Run one event. Events whose hook the app lacks are skipped without
     /// instantiating anything.
     pub async fn invoke(&self, app: &LoadedApp, inv: Invocation, view: Arc<dyn StateView>) -> Report {
+        let started = Instant::now();
+        let invoked = std::panic::AssertUnwindSafe(self.invoke_unguarded(app, inv, view));
+        match futures_util::FutureExt::catch_unwind(invoked).await {
+            Ok(report) => report,
+            // A bug in the host's own code (a capability, a state read) is
+            // not the event's fault: a host error, retried like any other,
+            // rather than a task that dies with its event's line held.
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                tracing::error!(panic = %what, "the host panicked during an invocation");
+                Report::nothing(Outcome::HostError { reason: format!("the host panicked: {what}") }, started.elapsed())
+            }
+        }
+    }
+
+    async fn invoke_unguarded(&self, app: &LoadedApp, inv: Invocation, view: Arc<dyn StateView>) -> Report {
         let hook = inv.event.hook();
         if !app.hooks.contains(&hook) {
             return Report::skipped(hook);
@@ -218,12 +238,18 @@ impl Prepared {
 
 impl Report {
     fn skipped(hook: crate::model::Hook) -> Report {
+        Report::nothing(Outcome::Skipped { hook }, Duration::ZERO)
+    }
+
+    /// An invocation that ended as `outcome` after `duration` having
+    /// produced nothing: no effects, no logs, no fuel.
+    fn nothing(outcome: Outcome, duration: Duration) -> Report {
         Report {
-            outcome: Outcome::Skipped { hook },
+            outcome,
             effects: Default::default(),
             logs: Default::default(),
             fuel_consumed: 0,
-            duration: Default::default(),
+            duration,
             memory_peak: 0,
         }
     }
