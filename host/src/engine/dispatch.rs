@@ -165,10 +165,8 @@ impl Engine {
             agent = %event.agent_id,
         );
         let run = async move {
-            let (install, agent) = (event.install_id, event.agent_id);
-            let result = engine.process(event).await;
-            engine.dispatcher.slots().free(install, agent);
-            result
+            let _slot = LineSlot { engine: Arc::clone(&engine), install: event.install_id, agent: event.agent_id };
+            engine.process(event).await
         };
         tasks.spawn(tracing::Instrument::instrument(run, span));
     }
@@ -472,6 +470,21 @@ enum Step {
 }
 
 /// Log a finished task's failure; the event stays queued and runs again.
+/// A line's slot, freed when its run ends however it ends: done, failed,
+/// cancelled or panicked (a line whose slot stayed taken would never run
+/// again).
+struct LineSlot {
+    engine: Arc<Engine>,
+    install: crate::model::InstallId,
+    agent: crate::model::AgentId,
+}
+
+impl Drop for LineSlot {
+    fn drop(&mut self) {
+        self.engine.dispatcher.slots().free(self.install, self.agent);
+    }
+}
+
 fn finished(joined: Result<Result<(), EngineError>, tokio::task::JoinError>) -> Result<(), EngineError> {
     match joined {
         Ok(Ok(())) => Ok(()),
