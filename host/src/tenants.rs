@@ -141,7 +141,7 @@ pub fn add_token(
 pub fn add_ingestion(
     store: &Store,
     settings: IngestionSettings,
-    owner: IngestionOwner<'_>,
+    owner: IngestionOwner,
     max_rate: u32,
 ) -> Result<IngestionRecord, AdminError> {
     let rec = settings.record(owner, max_rate)?;
@@ -227,8 +227,9 @@ impl InvalidIngestion {
     }
 }
 
-/// Who an endpoint belongs to and the secrets it is reached with.
-pub struct IngestionOwner<'a> {
+/// Who an endpoint belongs to and the secrets it is reached with (owned:
+/// it is handed to the writer whole).
+pub struct IngestionOwner {
     /// Its id.
     pub id: IngestionId,
     /// The organisation.
@@ -236,14 +237,14 @@ pub struct IngestionOwner<'a> {
     /// The installation it feeds.
     pub install_id: crate::model::InstallId,
     /// Its bearer token (stored hashed).
-    pub token: &'a str,
+    pub token: String,
     /// Its mini-token, if any (stored hashed).
-    pub mini_token: Option<&'a str>,
+    pub mini_token: Option<String>,
 }
 
 impl IngestionSettings {
     /// Validate into the stored record; rates above `max_rate` are refused.
-    pub fn record(self, owner: IngestionOwner<'_>, max_rate: u32) -> Result<IngestionRecord, InvalidIngestion> {
+    pub fn record(self, owner: IngestionOwner, max_rate: u32) -> Result<IngestionRecord, InvalidIngestion> {
         if let Some(c) = self.allow_cidrs.iter().find(|c| c.parse::<ipnet::IpNet>().is_err()) {
             return Err(InvalidIngestion::Cidr(c.clone()));
         }
@@ -264,8 +265,8 @@ impl IngestionSettings {
             id: owner.id,
             organisation_id: owner.organisation_id,
             install_id: owner.install_id,
-            token_sha256: hex::encode(hash_secret(owner.token)),
-            mini_token_sha256: owner.mini_token.map(|m| hex::encode(hash_secret(m))),
+            token_sha256: hex::encode(hash_secret(&owner.token)),
+            mini_token_sha256: owner.mini_token.map(|m| hex::encode(hash_secret(&m))),
             allow_cidrs: self.allow_cidrs,
             hmac_secret: self.hmac_secret,
             webhook_secret: self.webhook_secret,
@@ -300,7 +301,7 @@ mod tests {
             id: IngestionId::from(1),
             organisation_id: 2.into(),
             install_id: 3.into(),
-            token: "pdi_x",
+            token: "pdi_x".into(),
             mini_token: None,
         };
         let bad = |settings: IngestionSettings| settings.record(owner(), MAX_RATE).unwrap_err();

@@ -435,21 +435,15 @@ async fn create_ingestion(api: &Api, req: &Request, org: OrgId) -> Result<Reply,
         rate_per_s: body.rate_per_s,
         max_body_bytes: body.max_body_bytes,
     };
-    let (id, install_id, max_rate) = (IngestionId::generate(), body.install_id, api.config.max_ingest_rate);
-    let (secret, mini_secret) = (token.0.clone(), mini.as_ref().map(|m| m.0.clone()));
-    let rec = api
-        .engine
-        .administer(org, move |store| {
-            let owner = tenants::IngestionOwner {
-                id,
-                organisation_id: org,
-                install_id,
-                token: &secret,
-                mini_token: mini_secret.as_deref(),
-            };
-            tenants::add_ingestion(store, settings, owner, max_rate)
-        })
-        .await?;
+    let owner = tenants::IngestionOwner {
+        id: IngestionId::generate(),
+        organisation_id: org,
+        install_id: body.install_id,
+        token: token.0.clone(),
+        mini_token: mini.as_ref().map(|m| m.0.clone()),
+    };
+    let max_rate = api.config.max_ingest_rate;
+    let rec = api.engine.administer(org, move |store| tenants::add_ingestion(store, settings, owner, max_rate)).await?;
     let mut view = ingestion_view(api, &rec);
     view["token"] = json!(token.0);
     if let Some(m) = mini {

@@ -189,13 +189,16 @@ pub async fn create_ingestion(
         rate_per_s: rate,
         max_body_bytes: None,
     };
-    let (id, max_rate, secret) = (IngestionId::generate(), console.max_ingest_rate, token.0.clone());
-    // On the writer: its token is shown once, so only once it is durable.
-    let add = move |store: &crate::store::Store| {
-        let owner =
-            tenants::IngestionOwner { id, organisation_id: org, install_id: install, token: &secret, mini_token: None };
-        tenants::add_ingestion(store, settings, owner, max_rate)
+    let owner = tenants::IngestionOwner {
+        id: IngestionId::generate(),
+        organisation_id: org,
+        install_id: install,
+        token: token.0.clone(),
+        mini_token: None,
     };
+    let max_rate = console.max_ingest_rate;
+    // On the writer: its token is shown once, so only once it is durable.
+    let add = move |store: &crate::store::Store| tenants::add_ingestion(store, settings, owner, max_rate);
     let rec = console.engine.administer(org, add).await.map_err(|e| match e {
         tenants::AdminError::Store(e) => error_page(console, Some(s), StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         e => refused(e.to_string()),

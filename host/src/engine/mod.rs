@@ -289,7 +289,7 @@ impl Engine {
         org: crate::model::OrgId,
         op: impl FnOnce(&Store) -> Result<T, crate::tenants::AdminError> + Send + 'static,
     ) -> Result<T, crate::tenants::AdminError> {
-        self.writer.apply(org, true, move |store| Ok(op(store))).await?
+        self.write_op(org, true, move |store| Ok(op(store))).await?
     }
 
     /// Run `op`, a write of `org`'s that is not the engine's own (a

@@ -296,14 +296,7 @@ impl Monitors {
         check(&spec)?;
         let (old, _) = self.get(org, id)?;
         let rec = MonitorRecord { id, org, created_ms: old.created_ms, spec };
-        let state = MonitorState::new(self.feed.head().saturating_sub(1));
-        let (live, stored) = (self.live.clone(), rec.clone());
-        let update = move |store: &Store| live.closing(id, || store.update_monitor(&stored, &state));
-        // Deleted since it was read: not brought back.
-        if !self.engine.write_op(org, true, update).await? {
-            return Err(MonitorError::NotFound(id));
-        }
-        http::start(self, rec.clone(), http::Start::Stored);
+        self.rewrite(&rec, MonitorState::new(self.feed.head().saturating_sub(1))).await?;
         Ok(rec)
     }
 
@@ -312,13 +305,21 @@ impl Monitors {
     pub async fn reset(self: &Arc<Self>, org: OrgId, id: u32) -> Result<(MonitorRecord, MonitorState), MonitorError> {
         let (rec, _) = self.get(org, id)?;
         let state = MonitorState::new(self.feed.head().saturating_sub(1));
-        let (live, stored, reset) = (self.live.clone(), rec.clone(), state.clone());
-        let update = move |store: &Store| live.closing(id, || store.update_monitor(&stored, &reset));
-        if !self.engine.write_op(org, true, update).await? {
+        self.rewrite(&rec, state.clone()).await?;
+        Ok((rec, state))
+    }
+
+    /// Store `rec` with `state` (an update or a reset), closing the
+    /// monitor's session, then start delivering again. A monitor deleted
+    /// since it was read is not brought back.
+    async fn rewrite(self: &Arc<Self>, rec: &MonitorRecord, state: MonitorState) -> Result<(), MonitorError> {
+        let (live, stored, id) = (self.live.clone(), rec.clone(), rec.id);
+        let update = move |store: &Store| live.closing(id, || store.update_monitor(&stored, &state));
+        if !self.engine.write_op(rec.org, true, update).await? {
             return Err(MonitorError::NotFound(id));
         }
         http::start(self, rec.clone(), http::Start::Stored);
-        Ok((rec, state))
+        Ok(())
     }
 
     /// Delete a monitor; its live session is closed.

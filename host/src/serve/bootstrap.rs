@@ -221,13 +221,14 @@ async fn apply_org(engine: &Engine, spec: &OrgSpec, max_ingest_rate: u32) -> any
             rate_per_s: g.rate_per_s,
             max_body_bytes: g.max_body_bytes,
         };
-        let (id, install_id, token, mini) =
-            (IngestionId::from(g.id), install.id, g.token.clone(), g.mini_token.clone());
-        let add = move |store: &crate::store::Store| {
-            let owner =
-                IngestionOwner { id, organisation_id: org.id, install_id, token: &token, mini_token: mini.as_deref() };
-            tenants::add_ingestion(store, settings, owner, max_ingest_rate)
+        let owner = IngestionOwner {
+            id: IngestionId::from(g.id),
+            organisation_id: org.id,
+            install_id: install.id,
+            token: g.token.clone(),
+            mini_token: g.mini_token.clone(),
         };
+        let add = move |store: &crate::store::Store| tenants::add_ingestion(store, settings, owner, max_ingest_rate);
         engine.administer(org.id, add).await.with_context(|| format!("ingestion {}", g.id))?;
     }
     Ok(())
