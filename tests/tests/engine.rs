@@ -20,11 +20,16 @@ async fn engine(policy: RetryPolicy) -> Arc<Engine> {
 }
 
 async fn engine_with(config: EngineConfig, app: &str) -> Arc<Engine> {
-    let rt = Arc::new(runtime());
-    let loaded = Arc::new(load(&rt, app).await);
     let store = Store::temporary().unwrap();
     let agent = Agent { id: TANK.into(), name: "tank".into(), serial_number: None, group: None, metadata: json!({}) };
     store.put_agent(OrgId::from(ORG), agent).unwrap();
+    engine_over(store, config, app).await
+}
+
+/// An engine over `store` with `app` installed on the tank.
+async fn engine_over(store: Store, config: EngineConfig, app: &str) -> Arc<Engine> {
+    let rt = Arc::new(runtime());
+    let loaded = Arc::new(load(&rt, app).await);
     let engine = Engine::new(store, rt, config).unwrap();
     let config = loaded.manifest.validate_config(&json!({})).unwrap();
     engine
@@ -547,5 +552,64 @@ async fn agents_created_at_once_with_one_serial_number_are_one_agent_and_one_ref
         assert_eq!((a.is_ok() as usize + b.is_ok() as usize, refused), (1, 1), "round {round}: {a:?} {b:?}");
         let kept = engine.store().agent_by_serial(ORG.into(), &serial).unwrap().expect("indexed");
         assert_eq!(Some(kept.id), [a, b].into_iter().find_map(Result::ok).map(|agent| agent.id));
+    }
+}
+
+#[tokio::test]
+async fn a_queued_event_this_version_cannot_read_is_set_aside_and_the_rest_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let agent = Agent { id: TANK.into(), name: "tank".into(), serial_number: None, group: None, metadata: json!({}) };
+    store.put_agent(OrgId::from(ORG), agent).unwrap();
+    let engine = engine_over(store, EngineConfig { concurrency: 4, ..EngineConfig::default() }, "counter").await;
+    for n in 0..3 {
+        engine.publish_message(ch("ticks"), TANK.into(), json!({ "n": n })).await.unwrap();
+    }
+    drop(engine);
+
+    // The middle event, as a newer version might have written it: JSON
+    // this version cannot decode as a queued event.
+    let foreign = br#"{"id":1,"written_by":"a newer version"}"#;
+    let db = opened(|| sled::open(dir.path()));
+    let queue = db.open_tree("queue").unwrap();
+    let keys: Vec<_> = queue.iter().keys().map(Result::unwrap).collect();
+    assert_eq!(keys.len(), 3, "three events queued");
+    queue.insert(&keys[1], &foreign[..]).unwrap();
+    db.flush().unwrap();
+    drop((queue, db));
+
+    // The engine starts over it (counting the queue reads no event), the
+    // two readable events run in their order, and the third is set aside
+    // with its bytes, listed for its organisation.
+    let store = opened(|| Store::open(dir.path()));
+    let engine = engine_over(store, EngineConfig { concurrency: 4, ..EngineConfig::default() }, "counter").await;
+    let start = Instant::now();
+    while !engine.store().queued_counts().unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the queue did not drain");
+        if engine.run_once().await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    assert_eq!(tags(&engine)["count"], json!(2), "both readable events ran");
+    assert_eq!(tags(&engine)["seen"], json!([0, 2]), "in their order");
+    let set_aside = engine.store().unreadable_events(OrgId::from(ORG), 10).unwrap();
+    let [kept] = set_aside.as_slice() else { panic!("{set_aside:?}") };
+    let stored = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &kept.stored).unwrap();
+    assert_eq!(stored, foreign);
+    assert_eq!((kept.install_id.get(), kept.agent_id.get()), (INSTALL, TANK));
+    assert!(kept.reason.contains("queued event"), "{}", kept.reason);
+    assert_eq!(engine.queue_depth(), 0, "the set-aside event left the queue's count");
+}
+
+/// What `open` opens, once the engine that had the directory open let go
+/// of it (its writer thread drops its handle as it stops).
+fn opened<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> T {
+    let start = Instant::now();
+    loop {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() > Duration::from_secs(10) => panic!("could not open: {e:?}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
     }
 }

@@ -433,6 +433,7 @@ fn replacing_a_component_while_events_flow_fails_nothing_and_new_events_run_the_
     assert!(on_v2 >= published_after_swap, "events published after the swap ran the new version: {tags}");
     let dead = t.call(&s, "GET", "/v1/orgs/{org}/dead-letters", None, 200);
     assert_eq!(dead["dead_letters"], json!([]));
+    assert_eq!(dead["unreadable"], json!([]), "nothing set aside");
     let apps = s.op("GET", "/v1/apps", None, 200);
     assert_eq!(apps["apps"][0]["status"], "ok");
 }

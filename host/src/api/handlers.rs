@@ -173,7 +173,9 @@ pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Re
             let limit = limit(req)?;
             let all = store.dead_letters(usize::MAX)?;
             let mine: Vec<_> = all.into_iter().filter(|d| d.event.organisation_id == org).take(limit).collect();
-            Ok(Reply::ok(json!({ "dead_letters": mine })))
+            // Queued events this build could not read, set aside (bytes kept).
+            let unreadable = store.unreadable_events(org, limit)?;
+            Ok(Reply::ok(json!({ "dead_letters": mine, "unreadable": unreadable })))
         }
         Op::RedriveDeadLetter | Op::DeleteDeadLetter => {
             let id: EventId = req.param("event")?;
@@ -278,6 +280,7 @@ fn metrics(api: &Api) -> Result<Reply, ApiError> {
     let gauges = Gauges {
         queue_depth: api.engine.queue_depth() as u64,
         dead_letters: api.engine.store().dead_letter_count() as u64,
+        unreadable_events: api.engine.store().unreadable_count() as u64,
         queue_by_org: by_org.into_iter().map(|(k, v)| (k, v as u64)).collect(),
     };
     let text = api.engine.metrics().render(&gauges) + &api.monitors().metrics();

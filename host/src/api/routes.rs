@@ -160,7 +160,7 @@ routes! {
     POST "/v1/orgs/{org}/installations/{install}/invoke" => Invoke, Tenant, 202, "Invoke an installation by hand with a JSON payload.";
     GET "/v1/orgs/{org}/installations/{install}/invocations" => ListInvocations, Tenant, 200, "Invocation summaries, newest first.";
     GET "/v1/orgs/{org}/installations/{install}/invocations/{event}" => GetInvocation, Tenant, 200, "Every attempt of one event, with logs.";
-    GET "/v1/orgs/{org}/dead-letters" => ListDeadLetters, Tenant, 200, "Events given up on, with the last outcome.";
+    GET "/v1/orgs/{org}/dead-letters" => ListDeadLetters, Tenant, 200, "Events given up on, with the last outcome; and queued events this version could not read, set aside.";
     POST "/v1/orgs/{org}/dead-letters/{event}/redrive" => RedriveDeadLetter, Tenant, 202, "Queue a dead letter again as a first attempt.";
     DELETE "/v1/orgs/{org}/dead-letters/{event}" => DeleteDeadLetter, Tenant, 204, "Discard a dead letter.";
     GET "/v1/orgs/{org}/ingestions" => ListIngestions, Tenant, 200, "Ingestion endpoints.";

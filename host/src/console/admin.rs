@@ -76,6 +76,24 @@ pub fn dead_letters(console: &Console<'_>, s: &Session, raw_org: &str) -> Result
         );
     }
     body.push_str("</tbody></table>");
+    // Queued events this version could not read, set aside with their bytes.
+    let unreadable = store.unreadable_events(org, MAX_LETTERS).unwrap_or_default();
+    if !unreadable.is_empty() {
+        body.push_str(
+            r#"<h2>Set aside: unreadable by this version</h2><table class="unreadable"><thead><tr><th>Set aside</th><th>Event</th><th>Installation</th><th>Reason</th></tr></thead><tbody>"#,
+        );
+        for u in &unreadable {
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&timestamp(u.set_aside_ms)),
+                u.event_id,
+                u.install_id,
+                esc(&u.reason),
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
     Ok(framed(console, s, org, &name, "Dead letters", "dead-letters", &body))
 }
 

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::EngineError;
 use crate::model::OrgId;
-use crate::store::QueuedEvent;
 
 /// The bounds and the counts.
 pub(super) struct Admission {
@@ -28,13 +27,9 @@ impl Admission {
         Admission { max_queue, max_queue_per_org, queued: AtomicUsize::new(0), per_org: Mutex::default() }
     }
 
-    /// Count again from `queued`, everything the store holds.
-    pub fn recount(&self, queued: &[QueuedEvent]) {
-        let mut per_org: HashMap<OrgId, usize> = HashMap::new();
-        for e in queued {
-            *per_org.entry(e.organisation_id).or_default() += 1;
-        }
-        self.queued.store(queued.len(), Ordering::Relaxed);
+    /// Count again from what the store holds, per organisation.
+    pub fn recount(&self, per_org: HashMap<OrgId, usize>) {
+        self.queued.store(per_org.values().sum(), Ordering::Relaxed);
         *self.per_org.lock().unwrap_or_else(|p| p.into_inner()) = per_org;
     }
 

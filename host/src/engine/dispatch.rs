@@ -11,7 +11,7 @@ use super::{Engine, EngineError, Installation, MAX_DEPTH, RetryPolicy};
 use crate::caps::{Pending, StateView};
 use crate::model::{ChannelName, ChannelRef, Event, Message, MessageId, OrgId, now_ms, well_known};
 use crate::runtime::{Invocation, Outcome, Report};
-use crate::store::{InvocationSummary, QueuedEvent, StoreError};
+use crate::store::{InvocationSummary, QueuedEvent, StoreError, UnreadableHead};
 
 /// Most due events looked at per round.
 const SCAN: usize = 1024;
@@ -61,12 +61,10 @@ impl Engine {
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, EngineError> {
         let now = now_ms();
         let fired = self.fire_schedules(now).await?;
-        let batch = self.pick(now, self.dispatcher.concurrency)?;
-        let ran = batch.len();
+        let picked = self.pick(now, self.dispatcher.concurrency)?;
+        let ran = picked.events.len() + picked.unreadable.len();
         let mut tasks = JoinSet::new();
-        for event in batch {
-            self.start(&mut tasks, event);
-        }
+        self.start_all(&mut tasks, picked);
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
             if let Err(e) = finished(joined) {
@@ -122,11 +120,7 @@ impl Engine {
             let free = self.dispatcher.concurrency.saturating_sub(tasks.len());
             if writable && free > 0 {
                 match self.pick(now, free) {
-                    Ok(batch) => {
-                        for event in batch {
-                            self.start(&mut tasks, event);
-                        }
-                    }
+                    Ok(picked) => self.start_all(&mut tasks, picked),
                     Err(e) => tracing::error!(error = %e, "picking due events failed"),
                 }
             }
@@ -151,6 +145,42 @@ impl Engine {
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final flush failed");
         }
+    }
+
+    /// Start what a pick found: each event's run, and the setting aside of
+    /// each line head that could not be read. Each line is freed when its
+    /// task ends.
+    fn start_all(self: &Arc<Self>, tasks: &mut JoinSet<Result<(), EngineError>>, picked: Picked) {
+        for event in picked.events {
+            self.start(tasks, event);
+        }
+        for head in picked.unreadable {
+            let engine = Arc::clone(self);
+            tasks.spawn(async move {
+                let _slot = LineSlot { engine: Arc::clone(&engine), install: head.install_id, agent: head.agent_id };
+                engine.set_aside(head).await
+            });
+        }
+    }
+
+    /// Set an unreadable line head aside (through the writer), so that its
+    /// line goes on; its bytes are kept, listed with the organisation's
+    /// dead letters.
+    async fn set_aside(&self, head: UnreadableHead) -> Result<(), EngineError> {
+        tracing::error!(
+            organisation = %head.organisation_id,
+            installation = %head.install_id,
+            agent = %head.agent_id,
+            event = %head.event_id,
+            reason = %head.reason,
+            "a queued event cannot be read by this build: setting it aside (listed with the organisation's dead letters)"
+        );
+        let org = head.organisation_id;
+        let moved = self.writer.apply(org, false, move |store| store.set_aside(&head, now_ms())).await?;
+        if moved {
+            self.admission.settled(org, 1, 0);
+        }
+        Ok(())
     }
 
     /// Start one picked event; its line is freed when it ends.
@@ -178,9 +208,14 @@ impl Engine {
     /// one event each per turn, and the one that goes first rotates from
     /// pick to pick. Each organisation's due events are read from its own
     /// queue partition, so one tenant's backlog never hides another's.
-    fn pick(&self, now: u64, slots: usize) -> Result<Vec<QueuedEvent>, EngineError> {
+    ///
+    /// A line head this build cannot decode does not run and does not stop
+    /// the pick: its line is taken, and it comes back in
+    /// [`Picked::unreadable`] to be set aside.
+    fn pick(&self, now: u64, slots: usize) -> Result<Picked, EngineError> {
         let mut held = self.dispatcher.slots();
         let mut turns: Vec<(OrgId, VecDeque<QueuedEvent>)> = Vec::new();
+        let mut unreadable = Vec::new();
         let clock = std::time::Instant::now();
         for org in self.store.queued_orgs()? {
             // A tenant already at its share is not even read.
@@ -189,7 +224,12 @@ impl Engine {
                 continue;
             }
             let busy = |install, agent| held.busy(install, agent);
-            let runnable: VecDeque<QueuedEvent> = self.store.runnable_heads(org, now, want, SCAN, busy)?.into();
+            let found = self.store.runnable_heads(org, now, want, SCAN, busy)?;
+            for head in found.unreadable {
+                held.take(org, head.install_id, head.agent_id);
+                unreadable.push(head);
+            }
+            let runnable: VecDeque<QueuedEvent> = found.events.into();
             if !runnable.is_empty() {
                 turns.push((org, runnable));
             }
@@ -219,7 +259,7 @@ impl Engine {
                 }
             }
         }
-        Ok(batch)
+        Ok(Picked { events: batch, unreadable })
     }
 
     /// Run a line's head, and the events queued right behind it (a run, see
@@ -456,6 +496,14 @@ fn refresh(event: Event, view: &dyn StateView) -> Result<Event, EngineError> {
         }
         other => other,
     })
+}
+
+/// What one pick starts.
+struct Picked {
+    /// Line heads to run.
+    events: Vec<QueuedEvent>,
+    /// Line heads that could not be read, to set aside.
+    unreadable: Vec<UnreadableHead>,
 }
 
 /// What became of one event of a run.

@@ -104,6 +104,13 @@ impl Metrics {
         );
         scalar(&mut out, "paddock_queue_depth", "gauge", "Events queued.", gauges.queue_depth);
         scalar(&mut out, "paddock_dead_letters", "gauge", "Dead letters stored.", gauges.dead_letters);
+        scalar(
+            &mut out,
+            "paddock_unreadable_events",
+            "gauge",
+            "Queued events this build could not read, set aside with their bytes.",
+            gauges.unreadable_events,
+        );
         let _ = writeln!(
             out,
             "# HELP paddock_organisation_queue_depth Events queued, by organisation.\n# TYPE paddock_organisation_queue_depth gauge"
@@ -122,6 +129,8 @@ pub struct Gauges {
     pub queue_depth: u64,
     /// Dead letters stored.
     pub dead_letters: u64,
+    /// Queued events set aside as unreadable.
+    pub unreadable_events: u64,
     /// Events queued per organisation.
     pub queue_by_org: BTreeMap<OrgId, u64>,
 }

@@ -266,10 +266,12 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Count the queue again from the store (after it was reopened at its
-    /// last durable state).
+    /// Count the queue again from the store (at start, and after it was
+    /// reopened at its last durable state): from its keys, decoding
+    /// nothing, so an event this build cannot read does not keep the
+    /// server from starting.
     pub(crate) fn recount(&self) -> Result<(), EngineError> {
-        self.admission.recount(&self.store.queued()?);
+        self.admission.recount(self.store.queued_counts()?);
         Ok(())
     }
 

@@ -23,6 +23,7 @@
 //! | `monitors`    | monitor id (4)                                   | `MonitorRecord` JSON  |
 //! | `monitor_state` | monitor id (4)                                 | `MonitorState` JSON   |
 //! | `monitor_ids` | `next`                                           | last id given (4)     |
+//! | `unreadable`  | its `queue` key (24)                             | `UnreadableEvent` JSON |
 //!
 //! Channel names are at most 128 bytes, so one length byte suffices; the
 //! length prefix keeps `a` and `ab` from sharing a message prefix. Message ids

@@ -20,15 +20,17 @@ mod recovery;
 mod retention;
 mod schedules;
 mod state;
+mod unreadable;
 
 pub use catalog::{IngestionRecord, InstallRecord, OrgRecord, TokenRecord};
 pub use commit::{Claim, Commit};
 pub use feed::{FeedEntry, FeedKind, FeedOp};
 pub use invocations::InvocationSummary;
 pub use monitors::{HttpTarget, MonitorRecord, MonitorSpec, MonitorState, MonitorStatus, Transport};
-pub use queue::{DeadLetter, QueuedEvent};
+pub use queue::{DeadLetter, QueuedEvent, Runnable};
 pub use retention::Stale;
 pub use schedules::ScheduleState;
+pub use unreadable::{UnreadableEvent, UnreadableHead};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -208,6 +210,8 @@ pub(crate) struct Trees {
     monitors: sled::Tree,
     monitor_state: sled::Tree,
     monitor_ids: sled::Tree,
+    /// Queued events that could not be read, set aside (see `unreadable`).
+    unreadable: sled::Tree,
     /// Each queue line's first event (see `heads`): built when the
     /// database opens, kept by every write that queues or removes.
     heads: std::sync::Mutex<heads::Heads>,
@@ -237,6 +241,7 @@ impl Trees {
             monitors: db.open_tree("monitors")?,
             monitor_state: db.open_tree("monitor_state")?,
             monitor_ids: db.open_tree("monitor_ids")?,
+            unreadable: db.open_tree("unreadable")?,
             db,
         })
     }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
+use super::unreadable::UnreadableHead;
 use super::{Store, StoreError, decode, encode, keys};
 use crate::model::{AgentId, EventEnvelope, EventId, InstallId, OrgId};
 
@@ -52,6 +53,15 @@ pub struct DeadLetter {
     pub dead_ms: u64,
 }
 
+/// What a pick found due in one organisation's queue.
+#[derive(Debug, Default)]
+pub struct Runnable {
+    /// Line heads that may run, earliest due first.
+    pub events: Vec<QueuedEvent>,
+    /// Line heads this build could not decode, to be set aside.
+    pub unreadable: Vec<UnreadableHead>,
+}
+
 pub(super) fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
@@ -94,7 +104,8 @@ impl Store {
 
     /// Up to `max` events queued right behind `head` in its (installation,
     /// agent) line, in line order, as long as each is due at `now_ms` (a
-    /// line's run stops at its first event that is not due).
+    /// line's run stops at its first event that is not due, and before one
+    /// it cannot read: that one is set aside once it heads its line).
     pub fn line_after(&self, head: &QueuedEvent, now_ms: u64, max: usize) -> Result<Vec<QueuedEvent>, StoreError> {
         let t = self.t()?;
         let line = keys::line(head.install_id, head.agent_id);
@@ -106,7 +117,7 @@ impl Store {
                 break;
             }
             let Some(value) = t.queue.get(&queue_key)? else { break };
-            let event: QueuedEvent = decode("queued event", &value)?;
+            let Ok(event) = decode::<QueuedEvent>("queued event", &value) else { break };
             if event.due_ms > now_ms {
                 break;
             }
@@ -121,7 +132,9 @@ impl Store {
     /// the backlog behind each head is not looked at. Each head offered is
     /// checked against `keyq` first; one that disagrees (a race between two
     /// writers' index updates) is repaired and left for the next pick. At
-    /// most `scan` heads are looked at.
+    /// most `scan` heads are looked at. A head this build cannot decode is
+    /// not an error for the others: it comes back in `unreadable`, for the
+    /// writer to set aside ([`Store::set_aside`]).
     pub fn runnable_heads(
         &self,
         org: OrgId,
@@ -129,22 +142,52 @@ impl Store {
         want: usize,
         scan: usize,
         busy: impl Fn(InstallId, AgentId) -> bool,
-    ) -> Result<Vec<QueuedEvent>, StoreError> {
+    ) -> Result<Runnable, StoreError> {
         let t = self.t()?;
         let mut heads = t.heads();
-        let mut out = Vec::new();
+        let mut out = Runnable::default();
         for ((install, agent), head) in heads.due(org, now_ms, scan.max(want), |(i, a)| busy(i, a)) {
-            if out.len() >= want {
+            if out.events.len() >= want {
                 break;
             }
             let agrees = super::heads::first(&t.keyq, (install, agent))? == Some(head);
             let value = if agrees { t.queue.get(head.queue_key())? } else { None };
-            match value {
-                Some(value) => out.push(decode("queued event", &value)?),
-                None => heads.reread((install, agent), &t.keyq)?,
+            let Some(value) = value else {
+                heads.reread((install, agent), &t.keyq)?;
+                continue;
+            };
+            match decode("queued event", &value) {
+                Ok(event) => out.events.push(event),
+                Err(e) => out.unreadable.push(UnreadableHead {
+                    organisation_id: head.org,
+                    install_id: install,
+                    agent_id: agent,
+                    event_id: head.id,
+                    due_ms: head.due_ms,
+                    seq: head.seq,
+                    reason: e.to_string(),
+                }),
             }
         }
         Ok(out)
+    }
+
+    /// How many events each organisation has queued, from the queue's keys
+    /// alone (nothing is decoded: an unreadable event is counted until it
+    /// is set aside).
+    pub fn queued_counts(&self) -> Result<std::collections::HashMap<OrgId, usize>, StoreError> {
+        let t = self.t()?;
+        let mut counts = std::collections::HashMap::new();
+        for key in t.queue.iter().keys() {
+            let key = key?;
+            let org = key
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt { what: "queue key", reason: format!("{} bytes", key.len()) })?;
+            *counts.entry(OrgId::from(org)).or_default() += 1;
+        }
+        Ok(counts)
     }
 
     /// Up to `limit` of one organisation's events due at `now_ms`, earliest first.

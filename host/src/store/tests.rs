@@ -173,6 +173,7 @@ fn check(store: &Store, model: &Model) {
         let mut got: Vec<u64> = store
             .runnable_heads(org.into(), u64::MAX - 1, usize::MAX, usize::MAX, |_, _| false)
             .unwrap()
+            .events
             .iter()
             .map(|e| e.id.get())
             .collect();
@@ -558,7 +559,7 @@ fn a_stale_heads_entry_is_repaired_by_the_pick_and_never_runs_out_of_line() {
     };
     let first = store.enqueue(&in_line(1, 5, &mut rng)).unwrap();
     let second = store.enqueue(&in_line(2, 1, &mut rng)).unwrap();
-    let pick = || store.runnable_heads(OrgId::from(1), 10, 8, 64, |_, _| false).unwrap();
+    let pick = || store.runnable_heads(OrgId::from(1), 10, 8, 64, |_, _| false).unwrap().events;
     assert_eq!(pick(), std::slice::from_ref(&first), "the line's first event, though the second is due earlier");
 
     // An update lost to a race: the index believes the second heads it.
@@ -570,7 +571,7 @@ fn a_stale_heads_entry_is_repaired_by_the_pick_and_never_runs_out_of_line() {
     drop(t);
 
     // A busy line offers nothing; once its head is gone, the next event.
-    assert!(store.runnable_heads(OrgId::from(1), 10, 8, 64, |_, _| true).unwrap().is_empty());
+    assert!(store.runnable_heads(OrgId::from(1), 10, 8, 64, |_, _| true).unwrap().events.is_empty());
     store.dead_letter(&first, "test", 6).unwrap();
     assert_eq!(pick(), [second]);
 }
@@ -802,4 +803,64 @@ fn a_deleted_installation_takes_its_schedules_with_it() {
         store.schedules().unwrap().into_iter().map(|s| (s.install_id.get(), s.name)).collect();
     assert_eq!(left, [(8, "tick".to_string())], "only the other installation's");
     assert!(!store.delete_install(7.into()).unwrap(), "gone already");
+}
+
+#[test]
+fn an_unreadable_queued_event_is_set_aside_with_its_bytes_and_its_line_goes_on() {
+    let store = Store::temporary().unwrap();
+    let mut rng = fastrand::Rng::with_seed(8);
+    let on_line = |id: u64, agent: u64, rng: &mut fastrand::Rng| QueuedEvent {
+        organisation_id: 1.into(),
+        install_id: 7.into(),
+        agent_id: agent.into(),
+        due_ms: 5,
+        ..event(rng, id)
+    };
+    let head = store.enqueue(&on_line(1, 1, &mut rng)).unwrap();
+    let behind = store.enqueue(&on_line(2, 1, &mut rng)).unwrap();
+    let third = store.enqueue(&on_line(3, 1, &mut rng)).unwrap();
+    let other = store.enqueue(&on_line(4, 2, &mut rng)).unwrap();
+    // What a newer version might have written: valid JSON this build
+    // cannot decode as a queued event.
+    let foreign = br#"{"id":2,"shape":"from a newer version"}"#;
+    let t = store.t().unwrap();
+    t.queue.insert(keys::queued(behind.organisation_id, behind.due_ms, behind.id), &foreign[..]).unwrap();
+    drop(t);
+
+    // A run stops before it; counting reads keys only.
+    assert!(store.line_after(&head, 10, 10).unwrap().is_empty(), "the run stops before what it cannot read");
+    assert_eq!(store.queued_counts().unwrap()[&OrgId::from(1)], 4);
+    store.dead_letter(&head, "test", 6).unwrap();
+
+    // The pick offers the other line and reports this one's head, instead
+    // of failing for the whole organisation.
+    let found = store.runnable_heads(OrgId::from(1), 10, 8, 64, |_, _| false).unwrap();
+    assert_eq!(found.events, std::slice::from_ref(&other));
+    let [unreadable] = found.unreadable.as_slice() else { panic!("{:?}", found.unreadable) };
+    assert_eq!((unreadable.event_id, unreadable.seq, unreadable.agent_id), (behind.id, behind.seq, behind.agent_id));
+    assert!(unreadable.reason.contains("queued event"), "{}", unreadable.reason);
+
+    // Set aside: its bytes kept, its line goes on with the event behind it.
+    assert!(store.set_aside(unreadable, 9).unwrap());
+    let kept = store.unreadable_events(OrgId::from(1), 10).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &kept[0].stored).unwrap(), foreign);
+    assert_eq!((kept[0].event_id, kept[0].install_id, kept[0].set_aside_ms), (behind.id, behind.install_id, 9));
+    assert!(store.unreadable_events(OrgId::from(2), 10).unwrap().is_empty(), "listed for its organisation only");
+    assert_eq!(store.unreadable_count(), 1);
+    let found = store.runnable_heads(OrgId::from(1), 10, 8, 64, |_, _| false).unwrap();
+    assert!(found.unreadable.is_empty());
+    let mut ids: Vec<u64> = found.events.iter().map(|e| e.id.get()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [third.id.get(), other.id.get()]);
+    assert_eq!(store.queued_counts().unwrap()[&OrgId::from(1)], 2);
+    let t = store.t().unwrap();
+    assert_eq!(*t.heads(), super::heads::Heads::build(&t.keyq).unwrap(), "heads index");
+    drop(t);
+
+    // Twice is once; a head that reads well is never set aside.
+    assert!(!store.set_aside(unreadable, 10).unwrap());
+    let readable = UnreadableHead { event_id: third.id, seq: third.seq, ..unreadable.clone() };
+    assert!(!store.set_aside(&readable, 10).unwrap());
+    assert_eq!((store.unreadable_count(), store.queued().unwrap().len()), (1, 2));
 }
