@@ -156,10 +156,8 @@ impl Engine {
         }
         for head in picked.unreadable {
             let engine = Arc::clone(self);
-            tasks.spawn(async move {
-                let _slot = LineSlot { engine: Arc::clone(&engine), install: head.install_id, agent: head.agent_id };
-                engine.set_aside(head).await
-            });
+            let (install, agent) = (head.install_id, head.agent_id);
+            tasks.spawn(holding_line(Arc::clone(&engine), install, agent, async move { engine.set_aside(head).await }));
         }
     }
 
@@ -194,10 +192,8 @@ impl Engine {
             installation = %event.install_id,
             agent = %event.agent_id,
         );
-        let run = async move {
-            let _slot = LineSlot { engine: Arc::clone(&engine), install: event.install_id, agent: event.agent_id };
-            engine.process(event).await
-        };
+        let (install, agent) = (event.install_id, event.agent_id);
+        let run = holding_line(Arc::clone(&engine), install, agent, async move { engine.process(event).await });
         tasks.spawn(tracing::Instrument::instrument(run, span));
     }
 
@@ -223,7 +219,7 @@ impl Engine {
             if want == 0 {
                 continue;
             }
-            let busy = |install, agent| held.busy(install, agent);
+            let busy = |install, agent| held.busy(install, agent, clock);
             let found = self.store.runnable_heads(org, now, want, SCAN, busy)?;
             for head in found.unreadable {
                 held.take(org, head.install_id, head.agent_id);
@@ -351,11 +347,23 @@ impl Engine {
             return bury(format!("max event age exceeded ({age:?})"));
         }
         let event = match Event::from_envelope(queued.event.clone()) {
-            Ok(event) => refresh(event, view.as_ref())?,
+            Ok(event) => event,
             Err(e) => return bury(format!("unreadable event: {e}")),
         };
-        let inv = Invocation { event_id: queued.id, attempt: queued.attempt, event, grant: self.grant(inst) };
-        let report = self.runtime.invoke(&inst.app, inv, view).await;
+        let report = match refresh(event, view.as_ref()) {
+            Ok(event) => {
+                let inv = Invocation { event_id: queued.id, attempt: queued.attempt, event, grant: self.grant(inst) };
+                self.runtime.invoke(&inst.app, inv, view).await
+            }
+            // The app never runs on an aggregate that could not be read (an
+            // I/O error, a record this build cannot decode): a host error,
+            // retried and then dead-lettered like any other, as a failed
+            // read inside the invocation is.
+            Err(e) => {
+                let reason = format!("reading the event's aggregate failed: {e}");
+                Report::nothing(Outcome::HostError { reason }, Duration::ZERO)
+            }
+        };
         let summary = summary(queued, &report);
         self.metrics.invocation(
             inst.organisation_id,
@@ -409,8 +417,14 @@ impl Engine {
                 Err(StoreError::NotQueued(_)) => {}
                 // Behind a refused commit: not applied, still queued.
                 Err(StoreError::RunBroken) => stands = false,
-                // The same effects would fail the same way on a retry.
-                Err(e @ (StoreError::UnknownAgent(_) | StoreError::AggregateTooLarge { .. })) => {
+                // The same effects would fail the same way on a retry (a
+                // stored record this build cannot read included: redrive
+                // once a build that reads it runs).
+                Err(
+                    e @ (StoreError::UnknownAgent(_)
+                    | StoreError::AggregateTooLarge { .. }
+                    | StoreError::Corrupt { .. }),
+                ) => {
                     stands = false;
                     self.bury(queued, &e.to_string()).await?;
                 }
@@ -486,9 +500,8 @@ fn joined(task: Result<Result<bool, EngineError>, tokio::task::JoinError>) -> Re
     task.map_err(|e| StoreError::Flush(format!("a run's commit failed: {e}")))?
 }
 
-/// An aggregate-update event carries the aggregate as it is now in `view`
-/// (a failed read leaves the event queued, to run again).
-fn refresh(event: Event, view: &dyn StateView) -> Result<Event, EngineError> {
+/// An aggregate-update event carries the aggregate as it is now in `view`.
+fn refresh(event: Event, view: &dyn StateView) -> Result<Event, crate::caps::ReadError> {
     Ok(match event {
         Event::AggregateUpdate { organisation_id, author_id, channel, request_data, aggregate } => {
             let aggregate = view.aggregate(&channel)?.unwrap_or(aggregate);
@@ -517,22 +530,45 @@ enum Step {
     Bury { reason: String, summary: Option<InvocationSummary> },
 }
 
-/// Log a finished task's failure; the event stays queued and runs again.
+/// Run `work` (a line's run, or the setting aside of its head) holding the
+/// line: freed when the work ends however it ends.
+async fn holding_line(
+    engine: Arc<Engine>,
+    install: crate::model::InstallId,
+    agent: crate::model::AgentId,
+    work: impl std::future::Future<Output = Result<(), EngineError>>,
+) -> Result<(), EngineError> {
+    let mut slot = LineSlot { engine, install, agent, ended_well: false };
+    let result = work.await;
+    slot.ended_well = result.is_ok();
+    result
+}
+
 /// A line's slot, freed when its run ends however it ends: done, failed,
 /// cancelled or panicked (a line whose slot stayed taken would never run
-/// again).
+/// again). A run that did not end well (an engine error, a panic) leaves
+/// its line cooling down ([`slots`](super::slots)): the event stays queued,
+/// and a failure that repeats must not be retried at every pick.
 struct LineSlot {
     engine: Arc<Engine>,
     install: crate::model::InstallId,
     agent: crate::model::AgentId,
+    ended_well: bool,
 }
 
 impl Drop for LineSlot {
     fn drop(&mut self) {
-        self.engine.dispatcher.slots().free(self.install, self.agent);
+        let mut slots = self.engine.dispatcher.slots();
+        if self.ended_well {
+            slots.free(self.install, self.agent);
+        } else {
+            slots.failed(self.install, self.agent, std::time::Instant::now());
+        }
     }
 }
 
+/// Log a finished task's failure; the event stays queued and runs again
+/// once its line has cooled down.
 fn finished(joined: Result<Result<(), EngineError>, tokio::task::JoinError>) -> Result<(), EngineError> {
     match joined {
         Ok(Ok(())) => Ok(()),
@@ -547,7 +583,7 @@ fn finished(joined: Result<Result<(), EngineError>, tokio::task::JoinError>) -> 
             Ok(())
         }
         Err(e) => {
-            tracing::error!(error = %e, "event task panicked; the event stays queued");
+            tracing::error!(error = %e, "event task panicked; the event stays queued, its line cooling down");
             Ok(())
         }
     }

@@ -12,6 +12,13 @@
 //! idle for long), at the price of leaving those slots unused by others for
 //! up to a second after it goes quiet.
 
+//!
+//! A line whose run failed in the engine itself (a store error, a panic:
+//! not an app's outcome, which has its own retries) cools down before it
+//! is offered again, for [`COOL_DOWN`] doubled with each failure in a row
+//! up to [`MAX_COOL_DOWN`]: a failure that repeats costs a few attempts a
+//! second at most, instead of every pick.
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -20,18 +27,32 @@ use crate::model::{AgentId, InstallId, OrgId};
 /// How long an organisation keeps its share after its last ready event.
 pub const ACTIVE_WINDOW: Duration = Duration::from_secs(1);
 
+/// How long a line waits after its run failed in the engine, the first time.
+pub const COOL_DOWN: Duration = Duration::from_millis(100);
+
+/// The longest a line waits after failures in a row.
+pub const MAX_COOL_DOWN: Duration = Duration::from_secs(10);
+
+/// An (installation, agent) line.
+type Line = (InstallId, AgentId);
+
 /// The in-flight lines and the activity that decides shares.
 #[derive(Debug, Default)]
 pub(super) struct Slots {
-    lines: HashMap<(InstallId, AgentId), OrgId>,
+    lines: HashMap<Line, OrgId>,
     held: HashMap<OrgId, usize>,
     last_ready: HashMap<OrgId, Instant>,
+    /// Lines whose last run failed in the engine: until when they wait,
+    /// and how many of their runs failed in a row.
+    cooling: HashMap<Line, (Instant, u32)>,
 }
 
 impl Slots {
-    /// Whether the line has an event in flight.
-    pub fn busy(&self, install: InstallId, agent: AgentId) -> bool {
-        self.lines.contains_key(&(install, agent))
+    /// Whether the line may not start now: it has an event in flight, or
+    /// it is cooling down after a failed run.
+    pub fn busy(&self, install: InstallId, agent: AgentId, now: Instant) -> bool {
+        let line = (install, agent);
+        self.lines.contains_key(&line) || self.cooling.get(&line).is_some_and(|(until, _)| now < *until)
     }
 
     /// The line starts an event of `org`.
@@ -41,9 +62,28 @@ impl Slots {
         }
     }
 
-    /// The line's event ended.
+    /// The line's run ended well (its failures in a row are forgotten).
     pub fn free(&mut self, install: InstallId, agent: AgentId) {
-        let Some(org) = self.lines.remove(&(install, agent)) else { return };
+        self.cooling.remove(&(install, agent));
+        self.release((install, agent));
+    }
+
+    /// The line's run failed in the engine (an error, a panic) at `now`:
+    /// free it, and offer it again only after its cool-down.
+    pub fn failed(&mut self, install: InstallId, agent: AgentId, now: Instant) {
+        self.release((install, agent));
+        // Lines that have not failed for a while start again from the
+        // shortest wait (and are not kept for ever).
+        self.cooling.retain(|_, (until, _)| now.saturating_duration_since(*until) < MAX_COOL_DOWN);
+        let (until, failures) = self.cooling.entry((install, agent)).or_insert((now, 0));
+        *failures = failures.saturating_add(1);
+        let wait = COOL_DOWN.saturating_mul(1 << (*failures - 1).min(16)).min(MAX_COOL_DOWN);
+        *until = now + wait;
+    }
+
+    /// Take the line out of flight.
+    fn release(&mut self, line: Line) {
+        let Some(org) = self.lines.remove(&line) else { return };
         if let Some(n) = self.held.get_mut(&org) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -126,10 +166,42 @@ mod tests {
         let mut s = Slots::default();
         s.take(org(1), InstallId::from(1), AgentId::from(1));
         s.take(org(1), InstallId::from(1), AgentId::from(1));
-        assert!(s.busy(InstallId::from(1), AgentId::from(1)));
+        let now = Instant::now();
+        assert!(s.busy(InstallId::from(1), AgentId::from(1), now));
         s.free(InstallId::from(9), AgentId::from(9));
         s.free(InstallId::from(1), AgentId::from(1));
-        assert!(!s.busy(InstallId::from(1), AgentId::from(1)));
+        assert!(!s.busy(InstallId::from(1), AgentId::from(1), now));
         assert_eq!(s.allowance(2, &[org(1)], Instant::now())[&org(1)], 2);
+    }
+
+    #[test]
+    fn a_line_whose_run_failed_waits_longer_after_each_failure_in_a_row_and_not_after_a_success() {
+        let mut s = Slots::default();
+        let (install, agent, other) = (InstallId::from(1), AgentId::from(1), AgentId::from(2));
+        let t0 = Instant::now();
+        let ms = |n: u64| Duration::from_millis(n);
+        let mut at = t0;
+        // Fail, wait, fail again: 100, 200, 400 ms ... up to the bound.
+        for wait in [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000] {
+            s.take(org(1), install, agent);
+            s.failed(install, agent, at);
+            assert!(s.busy(install, agent, at + ms(wait - 1)), "cooling {wait} ms");
+            assert!(!s.busy(install, agent, at + ms(wait)), "free after {wait} ms");
+            assert!(!s.busy(install, other, at), "another line never waits for it");
+            at += ms(wait);
+        }
+        assert_eq!(s.allowance(2, &[org(1)], at)[&org(1)], 2, "a cooling line holds no slot");
+        // A run that ends well forgets the failures.
+        s.take(org(1), install, agent);
+        s.free(install, agent);
+        s.take(org(1), install, agent);
+        s.failed(install, agent, at);
+        assert!(!s.busy(install, agent, at + ms(100)), "back to the shortest wait");
+        // So does a long quiet spell after a failure.
+        s.take(org(1), install, agent);
+        s.failed(install, agent, at + ms(100));
+        s.take(org(1), install, agent);
+        s.failed(install, agent, at + ms(300) + MAX_COOL_DOWN);
+        assert!(!s.busy(install, agent, at + ms(400) + MAX_COOL_DOWN), "back to the shortest wait");
     }
 }

@@ -242,8 +242,9 @@ impl Report {
     }
 
     /// An invocation that ended as `outcome` after `duration` having
-    /// produced nothing: no effects, no logs, no fuel.
-    fn nothing(outcome: Outcome, duration: Duration) -> Report {
+    /// produced nothing: no effects, no logs, no fuel (also what the
+    /// engine reports for an attempt the host failed before the app ran).
+    pub fn nothing(outcome: Outcome, duration: Duration) -> Report {
         Report {
             outcome,
             effects: Default::default(),

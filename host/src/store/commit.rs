@@ -191,14 +191,21 @@ type Stored = Vec<(Vec<u8>, Vec<u8>, Aggregate)>;
 
 impl Tx<'_> {
     /// Every rule of the commit, before any of its writes: the refusal, or
-    /// the aggregates it would store.
+    /// the aggregates it would store. A stored record this build cannot
+    /// read (an aggregate, a claim, an agent) refuses this commit alone as
+    /// [`StoreError::Corrupt`]: it must not abort the transaction, which
+    /// holds other commits (other tenants' among them).
     fn check(&self, c: &Commit<'_>) -> Step<Result<Stored, StoreError>> {
-        let abort = ConflictableTransactionError::Abort;
         if let Some(claim) = c.claim
             && let Some(held) = self.seen.get(keys::seen(&claim.scope, &claim.key))?
-            && decode::<u64>("idempotency key", &held).map_err(abort)? > c.now_ms
         {
-            return Ok(Err(StoreError::Duplicate { key: claim.key.clone() }));
+            match decode::<u64>("idempotency key", &held) {
+                Ok(expires) if expires > c.now_ms => {
+                    return Ok(Err(StoreError::Duplicate { key: claim.key.clone() }));
+                }
+                Ok(_) => {}
+                Err(unreadable) => return Ok(Err(unreadable)),
+            }
         }
         if let Some(ack) = c.ack
             && self.queue.get(keys::queued(ack.organisation_id, ack.due_ms, ack.id))?.is_none()
@@ -207,8 +214,14 @@ impl Tx<'_> {
         }
         let agents = c.effects.messages.iter().map(|m| m.channel.agent_id);
         for agent in agents.chain(c.effects.aggregates.iter().map(|w| w.channel.agent_id)) {
-            if self.agents.get(keys::agent(agent))?.is_none() {
+            let Some(bytes) = self.agents.get(keys::agent(agent))? else {
                 return Ok(Err(StoreError::UnknownAgent(agent)));
+            };
+            // The feed names each agent's organisation and group.
+            if c.feed
+                && let Err(unreadable) = decode::<AgentRecord>("agent", &bytes)
+            {
+                return Ok(Err(unreadable));
             }
         }
         // Writes to one aggregate apply in order, each on the one before.
@@ -218,7 +231,10 @@ impl Tx<'_> {
             let mut data = match merged.iter().rposition(|(k, _)| *k == key) {
                 Some(i) => merged[i].1.data.clone(),
                 None => match self.aggregates.get(&key)? {
-                    Some(bytes) => decode::<Aggregate>("aggregate", &bytes).map_err(abort)?.data,
+                    Some(bytes) => match decode::<Aggregate>("aggregate", &bytes) {
+                        Ok(stored) => stored.data,
+                        Err(unreadable) => return Ok(Err(unreadable)),
+                    },
                     None => serde_json::Value::Object(Default::default()),
                 },
             };

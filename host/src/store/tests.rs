@@ -864,3 +864,36 @@ fn an_unreadable_queued_event_is_set_aside_with_its_bytes_and_its_line_goes_on()
     assert!(!store.set_aside(&readable, 10).unwrap());
     assert_eq!((store.unreadable_count(), store.queued().unwrap().len()), (1, 2));
 }
+
+#[test]
+fn a_stored_record_this_build_cannot_read_refuses_its_commit_alone_never_the_batch() {
+    let store = store_with_agent_1();
+    let agent = Agent { id: 2.into(), name: "b".into(), serial_number: None, group: None, metadata: json!({}) };
+    store.put_agent(1.into(), agent).unwrap();
+    let t = store.t().unwrap();
+    // An aggregate, a claim and an agent as a newer version might store them.
+    t.aggregates.insert(keys::aggregate(&ch(1, "a")), &br#"{"shape":"newer"}"#[..]).unwrap();
+    t.seen.insert(keys::seen("wh1", "k"), &br#""soon""#[..]).unwrap();
+    t.agents.insert(keys::agent(2.into()), &br#"{"shape":"newer"}"#[..]).unwrap();
+    drop(t);
+    let on = |agent: u64, name: &str| Effects {
+        aggregates: vec![AggregateWrite { channel: ch(agent, name), data: json!({ "n": 1 }), mode: WriteMode::Merge }],
+        ..Effects::default()
+    };
+    let (unreadable_aggregate, fine, on_agent_2) = (on(1, "a"), on(1, "b"), on(2, "a"));
+    let claim = Claim { scope: "wh1".into(), key: "k".into(), expires_ms: 100 };
+    let verdicts = store
+        .commit_batch(&[
+            Commit::of(&unreadable_aggregate, 5),
+            Commit { claim: Some(&claim), ..Commit::of(&fine, 5) },
+            Commit { feed: true, ..Commit::of(&on_agent_2, 5) },
+            Commit::of(&fine, 6),
+        ])
+        .unwrap();
+    let shown: Vec<String> = verdicts.iter().map(|v| format!("{v:?}")).collect();
+    assert!(matches!(&verdicts[0], Err(StoreError::Corrupt { what: "aggregate", .. })), "{shown:?}");
+    assert!(matches!(&verdicts[1], Err(StoreError::Corrupt { what: "idempotency key", .. })), "{shown:?}");
+    assert!(matches!(&verdicts[2], Err(StoreError::Corrupt { what: "agent", .. })), "on the feed: {shown:?}");
+    assert!(verdicts[3].is_ok(), "the batch's other commit applied: {shown:?}");
+    assert_eq!(store.get_aggregate(&ch(1, "b")).unwrap().unwrap().last_updated, Some(6));
+}
