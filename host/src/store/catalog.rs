@@ -104,10 +104,10 @@ impl Store {
         t.orgs.get(id.get().to_be_bytes())?.map(|v| decode("organisation", &v)).transpose()
     }
 
-    /// Every organisation, oldest first.
+    /// Every organisation this build can read, oldest first (one it
+    /// cannot is skipped and logged).
     pub fn orgs(&self) -> Result<Vec<OrgRecord>, StoreError> {
-        let t = self.t()?;
-        t.orgs.iter().map(|e| decode("organisation", &e?.1)).collect()
+        super::readable("organisation", &self.t()?.orgs)
     }
 
     /// Create or replace an installation. Its `app_key` must be unique on
@@ -168,10 +168,10 @@ impl Store {
         t.installs.get(keys::install(id))?.map(|v| decode("installation", &v)).transpose()
     }
 
-    /// Every installation.
+    /// Every installation this build can read (one it cannot is skipped
+    /// and logged: the others are restored at start).
     pub fn installs(&self) -> Result<Vec<InstallRecord>, StoreError> {
-        let t = self.t()?;
-        t.installs.iter().map(|e| decode("installation", &e?.1)).collect()
+        super::readable("installation", &self.t()?.installs)
     }
 
     /// Store a token under the hash of its secret.
@@ -221,10 +221,10 @@ impl Store {
         t.ingestions.get(id.get().to_be_bytes())?.map(|v| decode("ingestion", &v)).transpose()
     }
 
-    /// Every ingestion endpoint.
+    /// Every ingestion endpoint this build can read (one it cannot is
+    /// skipped and logged).
     pub fn ingestions(&self) -> Result<Vec<IngestionRecord>, StoreError> {
-        let t = self.t()?;
-        t.ingestions.iter().map(|e| decode("ingestion", &e?.1)).collect()
+        super::readable("ingestion", &self.t()?.ingestions)
     }
 
     /// Remove an ingestion endpoint; false if there was none.

@@ -408,6 +408,39 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// Every record of `tree` this build can read, in key order. One it cannot
+/// (written by a newer version, or damaged) is skipped and reported once
+/// per process: a scan that every tenant depends on (the schedules to
+/// fire, the installations restored at start, the organisations retention
+/// walks) must not fail for all of them because of one record. A storage
+/// error still fails the scan.
+fn readable<T: DeserializeOwned>(what: &'static str, tree: &sled::Tree) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for entry in tree.iter() {
+        let (key, value) = entry?;
+        match decode(what, &value) {
+            Ok(record) => out.push(record),
+            Err(e) => report_unreadable(what, &key, &e),
+        }
+    }
+    Ok(out)
+}
+
+/// Log a record a scan skipped, once per record and process (a scan may
+/// run every 250 ms), at most for the first [`REPORTED_MAX`] records.
+fn report_unreadable(what: &'static str, key: &[u8], error: &StoreError) {
+    static REPORTED: std::sync::Mutex<Vec<(&'static str, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
+    let mut reported = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    if reported.len() >= REPORTED_MAX || reported.iter().any(|(w, k)| *w == what && k == key) {
+        return;
+    }
+    reported.push((what, key.to_vec()));
+    tracing::error!(record = what, key = %hex::encode(key), %error, "skipping a stored record this build cannot read");
+}
+
+/// Most skipped records [`report_unreadable`] remembers (and logs).
+const REPORTED_MAX: usize = 1024;
+
 fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { what, reason: e.to_string() })
 }

@@ -43,10 +43,10 @@ impl Store {
         t.schedules.get(keys::schedule(install, name))?.map(|v| decode("schedule", &v)).transpose()
     }
 
-    /// Every schedule.
+    /// Every schedule this build can read (one it cannot is skipped and
+    /// logged: the others still fire).
     pub fn schedules(&self) -> Result<Vec<ScheduleState>, StoreError> {
-        let t = self.t()?;
-        t.schedules.iter().map(|e| decode("schedule", &e?.1)).collect()
+        super::readable("schedule", &self.t()?.schedules)
     }
 
     /// Fire `s`: enqueue `event` (if any: an app without the schedule hook

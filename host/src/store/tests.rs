@@ -897,3 +897,26 @@ fn a_stored_record_this_build_cannot_read_refuses_its_commit_alone_never_the_bat
     assert!(verdicts[3].is_ok(), "the batch's other commit applied: {shown:?}");
     assert_eq!(store.get_aggregate(&ch(1, "b")).unwrap().unwrap().last_updated, Some(6));
 }
+
+#[test]
+fn a_scan_every_tenant_depends_on_skips_a_record_this_build_cannot_read() {
+    let store = Store::temporary().unwrap();
+    let org =
+        |id: u64| OrgRecord { id: id.into(), name: format!("o{id}"), agent_id: (id + 100).into(), created_ms: id };
+    store.put_org(&org(1)).unwrap();
+    store.put_org(&org(3)).unwrap();
+    let newer = &br#"{"shape":"newer"}"#[..];
+    let t = store.t().unwrap();
+    t.orgs.insert(2u64.to_be_bytes(), newer).unwrap();
+    t.schedules.insert(keys::schedule(7.into(), "daily"), newer).unwrap();
+    t.installs.insert(keys::install(7.into()), newer).unwrap();
+    t.ingestions.insert(9u64.to_be_bytes(), newer).unwrap();
+    drop(t);
+    let names: Vec<String> = store.orgs().unwrap().into_iter().map(|o| o.name).collect();
+    assert_eq!(names, ["o1", "o3"], "the readable ones, in order");
+    assert!(store.schedules().unwrap().is_empty());
+    assert!(store.installs().unwrap().is_empty());
+    assert!(store.ingestions().unwrap().is_empty());
+    // Read by its key, the record is still an error, not "absent".
+    assert!(matches!(store.org(2.into()), Err(StoreError::Corrupt { what: "organisation", .. })));
+}
