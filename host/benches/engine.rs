@@ -716,7 +716,7 @@ async fn monitors_row(rt: &Arc<Runtime>, app: &Arc<LoadedApp>) {
         let mut reader: Option<std::thread::JoinHandle<Vec<u64>>> = None;
         if watched {
             paddock::tenants::add_token(s.engine.store(), Some(OrgId::from(1)), "b".into(), "b", "pdk_bench").unwrap();
-            let monitors = Monitors::new(Arc::clone(&s.engine), MonitorConfig::default()).unwrap();
+            let monitors = Monitors::new(Arc::clone(&s.engine), MonitorConfig::default()).await.unwrap();
             let spec = MonitorSpec {
                 batch_size: 100,
                 batch_duration_s: 0,

@@ -602,7 +602,7 @@ fn an_http_monitor_whose_runner_starts_late_misses_nothing_committed_after_its_c
     // test's future yields.
     let local = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     local.block_on(async {
-        let monitors = Monitors::new(Arc::clone(&engine), config).unwrap();
+        let monitors = Monitors::new(Arc::clone(&engine), config).await.unwrap();
         monitors.create(org, spec).await.unwrap();
         // Committed and durable on another thread before the runner ever
         // runs (this thread does not yield meanwhile).
@@ -637,7 +637,7 @@ async fn monitors_created_at_once_stop_at_the_organisations_bound() {
     let org = OrgId::from(4343);
     paddock::tenants::provision_org(&store, org, "Acme").unwrap();
     let engine = Arc::new(Engine::new(store, Arc::new(paddock_tests::runtime()), EngineConfig::default()).unwrap());
-    let monitors = Monitors::new(engine, MonitorConfig { max_per_org: 3, ..MonitorConfig::default() }).unwrap();
+    let monitors = Monitors::new(engine, MonitorConfig { max_per_org: 3, ..MonitorConfig::default() }).await.unwrap();
     let mut creating = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let monitors = Arc::clone(&monitors);

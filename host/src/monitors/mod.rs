@@ -195,8 +195,9 @@ impl Monitors {
     /// commits written to the engine's feed from now on, monitors left
     /// ACTIVE by a crash are disconnected (SUSPENDED if persistent, else
     /// INACTIVE), and HTTP monitors start delivering.
-    pub fn new(engine: Arc<Engine>, config: MonitorConfig) -> Result<Arc<Monitors>, StoreError> {
+    pub async fn new(engine: Arc<Engine>, config: MonitorConfig) -> Result<Arc<Monitors>, StoreError> {
         let (store, feed) = (engine.store().clone(), Arc::clone(engine.feed()));
+        let mut left_live = Vec::new();
         for rec in store.monitors(None)? {
             feed.watch_org(rec.org);
             if let Some(mut state) = store.monitor_state(rec.id)?
@@ -204,8 +205,16 @@ impl Monitors {
                 && matches!(rec.spec.transport, Transport::Tcp | Transport::Websocket)
             {
                 state.status = disconnected(&rec);
-                store.put_monitor_state(rec.id, &state)?;
+                left_live.push((rec.id, state));
             }
+        }
+        if !left_live.is_empty() {
+            // One write through the writer, as every other (nothing else
+            // writes monitors before this returns).
+            let mark = move |store: &Store| {
+                left_live.iter().try_for_each(|(id, state)| store.put_monitor_state(*id, state).map(drop))
+            };
+            engine.write_op(OrgId::default(), true, mark).await?;
         }
         let monitors = Arc::new(Monitors {
             engine,

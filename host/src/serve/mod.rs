@@ -360,14 +360,6 @@ pub async fn run(
     let reserve = config.store.reserve_mb.saturating_mul(1 << 20);
     let cache = config.store.cache_mb.max(1).saturating_mul(1 << 20);
     let store = Store::open_with(&config.data.join("store"), reserve, cache).context("opening the store")?;
-    let generated = ensure_operator_token(&store, config.operator_token.clone())?;
-    // Durable before it is shown, or used: a token shown once and lost in
-    // a crash could never be used, and a replaced one must stay replaced.
-    store.flush().await.context("making the operator token durable")?;
-    if let Some(secret) = generated {
-        eprintln!("paddock: generated the operator token (shown once; set {OPERATOR_TOKEN_ENV} to choose your own):");
-        eprintln!("    {secret}");
-    }
     let signer = Arc::new(StateSigner::new(host_secret(&config.data)?));
     let runtime = Arc::new(Runtime::new(runtime_config).context("starting the runtime")?);
     // Bound before anything serves, so the public URL (and with it the
@@ -388,9 +380,21 @@ pub async fn run(
     };
     let engine = Engine::new(store.clone(), runtime, engine_config)?;
     let engine = Arc::new(engine);
+    // Through the writer, durable before it is shown or used: a token shown
+    // once and lost in a crash could never be used, and a replaced one
+    // must stay replaced.
+    let configured = config.operator_token.clone();
+    let generated = engine
+        .administer(crate::model::OrgId::default(), move |store| ensure_operator_token(store, configured))
+        .await
+        .context("storing the operator token")?;
+    if let Some(secret) = generated {
+        eprintln!("paddock: generated the operator token (shown once; set {OPERATOR_TOKEN_ENV} to choose your own):");
+        eprintln!("    {secret}");
+    }
     // Before anything is written: organisations with monitors are on the
     // feed from the first write (the bootstrap file's agents included).
-    let monitors = Monitors::new(Arc::clone(&engine), config.monitors.to_config(runtime_allow_private))?;
+    let monitors = Monitors::new(Arc::clone(&engine), config.monitors.to_config(runtime_allow_private)).await?;
 
     let plugins = Plugins::new(Arc::clone(&engine), config.plugins.clone());
     if config.plugins.is_dir() {
@@ -494,7 +498,7 @@ async fn shutdown_signal(stop: impl std::future::Future<Output = ()>) {
 /// Make sure an operator token exists: the configured one (stored by hash;
 /// it replaces any other), or — on first start with none — a generated
 /// one, returned to be shown once (after the caller's flush).
-fn ensure_operator_token(store: &Store, configured: Option<String>) -> anyhow::Result<Option<String>> {
+fn ensure_operator_token(store: &Store, configured: Option<String>) -> Result<Option<String>, tenants::AdminError> {
     let configured = configured.or_else(|| std::env::var(OPERATOR_TOKEN_ENV).ok()).filter(|t| !t.is_empty());
     if let Some(token) = configured {
         // The configured token is the only operator token: a replaced one
