@@ -530,6 +530,11 @@ async fn retention_keeps_the_newest_messages_and_summaries_through_the_writer() 
     let left: Vec<i64> =
         store.list_messages(&bulk, None, 10).unwrap().iter().map(|m| m.data["i"].as_i64().unwrap()).collect();
     assert_eq!(left, [4_999, 4_998]);
+
+    // A deleted installation's summaries go with the next sweep.
+    assert!(engine.delete_installation(INSTALL.into()).await.unwrap());
+    assert_eq!(engine.prune(2, 3).await.unwrap(), 3, "its three summaries");
+    assert!(store.invocations(INSTALL.into(), 10).unwrap().is_empty());
 }
 
 #[tokio::test]

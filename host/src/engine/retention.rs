@@ -17,7 +17,8 @@ const FOUND_AT_ONCE: usize = 4096;
 
 impl Engine {
     /// Retention: keep the newest `messages` per channel and `invocations`
-    /// summaries per installation; drop expired idempotency keys. Each
+    /// summaries per installation; drop a deleted installation's summaries
+    /// and expired idempotency keys. Each
     /// organisation's stale records are read, then removed through the
     /// writer in its turn. Returns how many records were removed.
     pub async fn prune(&self, messages: usize, invocations: usize) -> Result<usize, StoreError> {
@@ -37,6 +38,9 @@ impl Engine {
                 removed += self.sweep(org.id, |most| self.store.stale_summaries(rec.id, invocations, most)).await?;
             }
         }
+        // A deleted installation's summaries (no organisation sweeps them).
+        let live = installs.iter().map(|rec| rec.id).collect();
+        removed += self.sweep(OrgId::from(0), |most| self.store.orphaned_summaries(&live, most)).await?;
         let now = now_ms();
         removed += self.sweep(OrgId::from(0), |most| self.store.expired_claims(now, most)).await?;
         Ok(removed)

@@ -23,6 +23,8 @@ pub struct Stale {
 enum Kind {
     Messages,
     Summaries,
+    /// Summaries of installations that were deleted.
+    Orphaned,
     Feed,
     /// Idempotency keys that had expired at `now_ms`.
     Claims {
@@ -65,6 +67,30 @@ impl Store {
         Ok(Stale { kind: Kind::Summaries, keys: found.collect::<Result<_, _>>()? })
     }
 
+    /// Summaries of installations that no longer exist (not in `live`),
+    /// at most `most`: one seek per installation with summaries.
+    pub fn orphaned_summaries(
+        &self,
+        live: &std::collections::HashSet<InstallId>,
+        most: usize,
+    ) -> Result<Stale, StoreError> {
+        let t = self.t()?;
+        let mut found = Vec::new();
+        let mut from = [0u8; 8];
+        while found.len() < most {
+            let Some(key) = t.invocations.range(from..).keys().next().transpose()? else { break };
+            let Some(install) = key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else { break };
+            let id = u64::from_be_bytes(install);
+            if !live.contains(&InstallId::from(id)) {
+                let keys = t.invocations.scan_prefix(install).keys().take(most - found.len());
+                found.extend(keys.collect::<Result<Vec<_>, _>>()?);
+            }
+            let Some(next) = id.checked_add(1) else { break };
+            from = next.to_be_bytes();
+        }
+        Ok(Stale { kind: Kind::Orphaned, keys: found })
+    }
+
     /// `org`'s monitor feed entries past its newest `keep`, and those
     /// committed before `older_than_ms`, at most `most`.
     pub fn stale_feed(&self, org: OrgId, keep: usize, older_than_ms: u64, most: usize) -> Result<Stale, StoreError> {
@@ -89,7 +115,8 @@ impl Store {
         let mut found = Vec::new();
         for entry in t.seen.iter() {
             let (key, held) = entry?;
-            if decode::<u64>("idempotency key", &held)? <= now_ms {
+            // One this build cannot read is left alone (not every other).
+            if decode::<u64>("idempotency key", &held).is_ok_and(|expires| expires <= now_ms) {
                 found.push(key);
                 if found.len() >= most {
                     break;
@@ -100,12 +127,13 @@ impl Store {
     }
 
     /// Remove `stale` (the writer's operation): an idempotency key only if
-    /// it is still expired. Returns how many records were removed.
+    /// it is still expired, an orphaned summary only if its installation
+    /// still does not exist. Returns how many records were removed.
     pub fn remove_stale(&self, stale: &Stale) -> Result<usize, StoreError> {
         let t = self.t()?;
         let tree = match stale.kind {
             Kind::Messages => &t.messages,
-            Kind::Summaries => &t.invocations,
+            Kind::Summaries | Kind::Orphaned => &t.invocations,
             Kind::Feed => &t.feed,
             Kind::Claims { .. } => &t.seen,
         };
@@ -113,9 +141,14 @@ impl Store {
         for key in &stale.keys {
             if let Kind::Claims { now_ms } = stale.kind {
                 let Some(held) = tree.get(key)? else { continue };
-                if decode::<u64>("idempotency key", &held)? > now_ms {
+                if decode::<u64>("idempotency key", &held).is_ok_and(|expires| expires > now_ms) {
                     continue; // claimed again since it was found
                 }
+            }
+            // An installation made since (ids are not reused, but the
+            // check costs one read) keeps its summaries.
+            if stale.kind == Kind::Orphaned && t.installs.get(key.get(..8).unwrap_or_default())?.is_some() {
+                continue;
             }
             removed += usize::from(tree.remove(key)?.is_some());
         }

@@ -920,3 +920,40 @@ fn a_scan_every_tenant_depends_on_skips_a_record_this_build_cannot_read() {
     // Read by its key, the record is still an error, not "absent".
     assert!(matches!(store.org(2.into()), Err(StoreError::Corrupt { what: "organisation", .. })));
 }
+
+#[test]
+fn a_deleted_installations_summaries_are_swept_and_a_live_ones_never() {
+    let store = Store::temporary().unwrap();
+    let summary = |install: u64, event: u64| InvocationSummary {
+        event_id: event.into(),
+        install_id: install.into(),
+        op: "on_manual_invoke".into(),
+        status: "success".into(),
+        skip_reason: None,
+        outcome: json!({}),
+        duration_ms: 0.0,
+        fuel: 0,
+        attempt: 1,
+        error: None,
+        logs: json!({}),
+        queued_ms: 0,
+        at_ms: event,
+        latency_us: 0,
+    };
+    for install in [6, 7, 8] {
+        for event in 1..=3 {
+            store.put_invocation(&summary(install, event)).unwrap();
+        }
+    }
+    let live: std::collections::HashSet<crate::model::InstallId> = [7.into()].into();
+    let stale = store.orphaned_summaries(&live, 100).unwrap();
+    assert_eq!(stale.len(), 6, "installations 6 and 8, not 7");
+    assert_eq!(store.orphaned_summaries(&live, 4).unwrap().len(), 4, "at most `most`");
+    // Installation 8 is (re)made before the writer removes what was found:
+    // its summaries stay.
+    store.t().unwrap().installs.insert(keys::install(8.into()), &b"{}"[..]).unwrap();
+    assert_eq!(store.remove_stale(&stale).unwrap(), 3);
+    for (install, left) in [(6, 0), (7, 3), (8, 3)] {
+        assert_eq!(store.invocations(install.into(), 10).unwrap().len(), left, "installation {install}");
+    }
+}
