@@ -305,7 +305,8 @@ async fn an_event_failing_every_attempt_is_dead_lettered_and_can_be_redriven() {
 
     // Redrive: a fresh first attempt, which fails 3 more times... unless the
     // policy allows more attempts. With the default it is buried again.
-    assert!(engine.redrive(dead[0].event.id).await.unwrap());
+    assert!(!engine.redrive(FOREIGN_ORG.into(), dead[0].event.id).await.unwrap(), "not another organisation's");
+    assert!(engine.redrive(ORG.into(), dead[0].event.id).await.unwrap());
     assert_eq!(engine.store().queued().unwrap()[0].attempt, 1);
     drain(&engine).await;
     assert_eq!(engine.store().dead_letters(10).unwrap().len(), 1);
@@ -478,6 +479,14 @@ async fn a_message_reaches_its_agents_processors_and_its_organisations_integrati
     assert_eq!([41, 42, 43, 44].map(|id| ran(&engine, id)), [2, 3, 4, 0]);
 }
 
+/// Two messages per channel, three summaries per installation, four dead
+/// letters per organisation.
+const KEEP: paddock::engine::Retention = paddock::engine::Retention {
+    messages_per_channel: 2,
+    summaries_per_installation: 3,
+    dead_letters_per_organisation: 4,
+};
+
 #[tokio::test]
 async fn retention_keeps_the_newest_messages_and_summaries_through_the_writer() {
     let engine = engine(fast_retries()).await;
@@ -499,7 +508,7 @@ async fn retention_keeps_the_newest_messages_and_summaries_through_the_writer() 
     let past: usize = channels.iter().map(|name| count(name).saturating_sub(2)).sum();
     assert!(past >= 8, "ticks and dv-proc-inv have 4 past the bound each: {channels:?}");
 
-    assert_eq!(engine.prune(2, 3).await.unwrap(), past + 3, "the messages past the bound and 3 summaries");
+    assert_eq!(engine.prune(KEEP).await.unwrap(), past + 3, "the messages past the bound and 3 summaries");
     assert!(channels.iter().all(|name| count(name) <= 2), "every channel keeps its newest two");
     let newest: Vec<i64> =
         store.list_messages(&ch("ticks"), None, 10).unwrap().iter().map(|m| m.data["n"].as_i64().unwrap()).collect();
@@ -507,7 +516,7 @@ async fn retention_keeps_the_newest_messages_and_summaries_through_the_writer() 
     assert_eq!(store.list_messages(&inv, None, 10).unwrap().len(), 2);
     assert_eq!(store.invocations(INSTALL.into(), 10).unwrap().len(), 3);
     assert_eq!(tags(&engine)["count"], json!(6), "state is not retention's business");
-    assert_eq!(engine.prune(2, 3).await.unwrap(), 0, "nothing more past the bounds");
+    assert_eq!(engine.prune(KEEP).await.unwrap(), 0, "nothing more past the bounds");
 
     // A channel far past its bound is swept a bounded part at a time, to
     // the end.
@@ -526,14 +535,36 @@ async fn retention_keeps_the_newest_messages_and_summaries_through_the_writer() 
         let effects = paddock::caps::Effects { messages, ..Default::default() };
         store.commit(paddock::store::Commit::of(&effects, 1)).unwrap();
     }
-    assert_eq!(engine.prune(2, 3).await.unwrap(), 4_998);
+    assert_eq!(engine.prune(KEEP).await.unwrap(), 4_998);
     let left: Vec<i64> =
         store.list_messages(&bulk, None, 10).unwrap().iter().map(|m| m.data["i"].as_i64().unwrap()).collect();
     assert_eq!(left, [4_999, 4_998]);
 
+    // An organisation keeps its newest four dead letters.
+    for id in 900..906u64 {
+        let event = paddock::store::QueuedEvent {
+            id: id.into(),
+            organisation_id: ORG.into(),
+            install_id: INSTALL.into(),
+            agent_id: TANK.into(),
+            event: paddock::model::EventEnvelope { op: "on_manual_invoke".into(), d: json!({}) },
+            attempt: 3,
+            depth: 0,
+            enqueued_ms: 1,
+            enqueued_us: 1_000,
+            due_ms: 1,
+            seq: 0,
+        };
+        let queued = store.enqueue(&event).unwrap();
+        store.dead_letter(&queued, "test", 1).unwrap();
+    }
+    assert_eq!(engine.prune(KEEP).await.unwrap(), 2, "the two oldest dead letters");
+    let kept: Vec<u64> = store.dead_letters_of(ORG.into(), 10).unwrap().iter().map(|d| d.event.id.get()).collect();
+    assert_eq!(kept, [902, 903, 904, 905]);
+
     // A deleted installation's summaries go with the next sweep.
     assert!(engine.delete_installation(INSTALL.into()).await.unwrap());
-    assert_eq!(engine.prune(2, 3).await.unwrap(), 3, "its three summaries");
+    assert_eq!(engine.prune(KEEP).await.unwrap(), 3, "its three summaries");
     assert!(store.invocations(INSTALL.into(), 10).unwrap().is_empty());
 }
 

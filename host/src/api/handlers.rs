@@ -171,23 +171,22 @@ pub async fn dispatch(api: &Api, req: &Request, admitted: Admitted) -> Result<Re
         Op::ListDeadLetters => {
             let org = org()?;
             let limit = limit(req)?;
-            let all = store.dead_letters(usize::MAX)?;
-            let mine: Vec<_> = all.into_iter().filter(|d| d.event.organisation_id == org).take(limit).collect();
+            let mine = store.dead_letters_of(org, limit)?;
             // Queued events this build could not read, set aside (bytes kept).
             let unreadable = store.unreadable_events(org, limit)?;
             Ok(Reply::ok(json!({ "dead_letters": mine, "unreadable": unreadable })))
         }
         Op::RedriveDeadLetter | Op::DeleteDeadLetter => {
             let id: EventId = req.param("event")?;
-            let letter = store.dead_letter_by_id(id)?.filter(|d| d.event.organisation_id == org().unwrap_or_default());
-            if letter.is_none() {
+            let org = org()?;
+            if store.dead_letter_of(org, id)?.is_none() {
                 return Err(not_found("dead letter", &id));
             }
             if req.route.op == Op::DeleteDeadLetter {
-                api.engine.administer(org()?, move |store| Ok(store.delete_dead_letter(id)?)).await?;
+                api.engine.administer(org, move |store| Ok(store.delete_dead_letter(org, id)?)).await?;
                 return Ok(Reply::no_content());
             }
-            api.engine.redrive(id).await?;
+            api.engine.redrive(org, id).await?;
             Ok(Reply::json(StatusCode::ACCEPTED, json!({ "event_id": id.to_string() })))
         }
         Op::ListIngestions => {

@@ -42,13 +42,7 @@ pub fn dead_letters(console: &Console<'_>, s: &Session, raw_org: &str) -> Result
     let (org, name) = org_of(console, s, raw_org)?;
     let csrf = s.csrf(console.key);
     let store = console.engine.store();
-    let letters: Vec<_> = store
-        .dead_letters(usize::MAX)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|d| d.event.organisation_id == org)
-        .take(MAX_LETTERS)
-        .collect();
+    let letters = store.dead_letters_of(org, MAX_LETTERS).unwrap_or_default();
     let mut body = String::from(
         r#"<table class="dead-letters"><thead><tr><th>Given up</th><th>Event</th><th>Installation</th><th>Attempt</th><th>Reason</th><th></th></tr></thead><tbody>"#,
     );
@@ -108,16 +102,16 @@ pub async fn dead_letter_action(
     let (org, _) = org_of(console, s, raw_org)?;
     let id: EventId = raw_id.parse().map_err(|_| not_found(console, Some(s)))?;
     let store = console.engine.store();
-    let mine = store.dead_letter_by_id(id).ok().flatten().is_some_and(|d| d.event.organisation_id == org);
-    if !mine {
+    if store.dead_letter_of(org, id).ok().flatten().is_none() {
         return Err(not_found(console, Some(s)));
     }
     let failed =
         |e: &dyn std::fmt::Display| error_page(console, Some(s), StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
     if redrive {
-        console.engine.redrive(id).await.map_err(|e| failed(&e))?;
+        console.engine.redrive(org, id).await.map_err(|e| failed(&e))?;
     } else {
-        console.engine.administer(org, move |store| Ok(store.delete_dead_letter(id)?)).await.map_err(|e| failed(&e))?;
+        let delete = move |store: &crate::store::Store| Ok(store.delete_dead_letter(org, id)?);
+        console.engine.administer(org, delete).await.map_err(|e| failed(&e))?;
     }
     Ok(Page::redirect(&format!("/console/orgs/{org}/dead-letters")))
 }

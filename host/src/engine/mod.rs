@@ -43,6 +43,7 @@ pub use catalog::{AppSlot, AppStatus, new_record};
 pub use feed::Feed;
 pub use installation::Installation;
 pub use metrics::{Gauges, Metrics};
+pub use retention::Retention;
 pub use retry::RetryPolicy;
 pub use slots::ACTIVE_WINDOW;
 
@@ -532,13 +533,14 @@ impl Engine {
         self.deliver_once(install, event, claim).await
     }
 
-    /// Put a dead letter back in the queue as a fresh first attempt.
-    /// Returns false if there is no such dead letter.
-    pub async fn redrive(&self, id: EventId) -> Result<bool, EngineError> {
-        let Some(letter) = self.store.dead_letter_by_id(id)? else { return Ok(false) };
-        let org = letter.event.organisation_id;
+    /// Put one of `org`'s dead letters back in the queue as a fresh first
+    /// attempt. Returns false if there is no such dead letter.
+    pub async fn redrive(&self, org: crate::model::OrgId, id: EventId) -> Result<bool, EngineError> {
+        if self.store.dead_letter_of(org, id)?.is_none() {
+            return Ok(false);
+        }
         let counted = self.counting(org, 1);
-        let redriven = self.writer.apply(org, true, move |store| store.redrive(id, now_ms())).await?;
+        let redriven = self.writer.apply(org, true, move |store| store.redrive(org, id, now_ms())).await?;
         if redriven {
             counted.accepted();
         }

@@ -15,13 +15,24 @@ const REMOVED_PER_OPERATION: usize = 256;
 /// far past its bounds a channel (say) is.
 const FOUND_AT_ONCE: usize = 4096;
 
+/// What retention keeps: the newest of each kind, per owner.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Messages per channel.
+    pub messages_per_channel: usize,
+    /// Invocation summaries per installation.
+    pub summaries_per_installation: usize,
+    /// Dead letters per organisation.
+    pub dead_letters_per_organisation: usize,
+}
+
 impl Engine {
-    /// Retention: keep the newest `messages` per channel and `invocations`
-    /// summaries per installation; drop a deleted installation's summaries
-    /// and expired idempotency keys. Each
+    /// Retention: keep the newest of each kind as `keep` says; drop a
+    /// deleted installation's summaries and expired idempotency keys. Each
     /// organisation's stale records are read, then removed through the
     /// writer in its turn. Returns how many records were removed.
-    pub async fn prune(&self, messages: usize, invocations: usize) -> Result<usize, StoreError> {
+    pub async fn prune(&self, keep: Retention) -> Result<usize, StoreError> {
+        let (messages, invocations) = (keep.messages_per_channel, keep.summaries_per_installation);
         let installs = self.store.installs()?;
         let mut removed = 0;
         for org in self.store.orgs()? {
@@ -37,6 +48,8 @@ impl Engine {
             for rec in installs.iter().filter(|rec| rec.organisation_id == org.id) {
                 removed += self.sweep(org.id, |most| self.store.stale_summaries(rec.id, invocations, most)).await?;
             }
+            let letters = keep.dead_letters_per_organisation;
+            removed += self.sweep(org.id, |most| self.store.stale_dead_letters(org.id, letters, most)).await?;
         }
         // A deleted installation's summaries (no organisation sweeps them).
         let live = installs.iter().map(|rec| rec.id).collect();

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use crate::api::{Api, ApiConfig, ConnectionLimits};
-use crate::engine::{Engine, EngineConfig, OauthSigning};
+use crate::engine::{Engine, EngineConfig, OauthSigning, Retention};
 use crate::model::StateSigner;
 use crate::monitors::{MonitorConfig, Monitors};
 use crate::plugins::Plugins;
@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub messages_per_channel: usize,
     /// Invocation summaries kept per installation (oldest pruned).
     pub invocations_per_installation: usize,
+    /// Dead letters kept per organisation (oldest pruned).
+    pub dead_letters_per_organisation: usize,
     /// Seconds open connections get to finish at shutdown.
     pub shutdown_grace_s: u64,
     /// Where Device Cloud clients connect for TCP monitor pushes (`None`:
@@ -295,6 +297,7 @@ impl Default for ServeConfig {
             ingress_batch: engine.ingress_batch,
             messages_per_channel: 10_000,
             invocations_per_installation: 1_000,
+            dead_letters_per_organisation: 10_000,
             shutdown_grace_s: 10,
             push_listen: Some(SocketAddr::from(([127, 0, 0, 1], 3200))),
             max_ingest_rate: tenants::MAX_RATE,
@@ -566,7 +569,12 @@ async fn maintain(
             () = &mut stop => return,
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
-        let pruned = match engine.prune(config.messages_per_channel, config.invocations_per_installation).await {
+        let keep = Retention {
+            messages_per_channel: config.messages_per_channel,
+            summaries_per_installation: config.invocations_per_installation,
+            dead_letters_per_organisation: config.dead_letters_per_organisation,
+        };
+        let pruned = match engine.prune(keep).await {
             Ok(n) => monitors.prune().await.map(|m| n + m),
             Err(e) => Err(e),
         };

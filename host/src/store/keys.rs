@@ -10,7 +10,7 @@
 //! | `messages`    | agent id (8) · name length (1) · name · msg id (8) | `Message` JSON      |
 //! | `queue`       | org id (8) · due ms (8) · event id (8)           | `QueuedEvent` JSON    |
 //! | `keyq`        | install id (8) · agent id (8) · seq (8)          | its `queue` key (24)  |
-//! | `dead`        | event id (8)                                     | `DeadLetter` JSON     |
+//! | `dead`        | org id (8) · event id (8)                        | `DeadLetter` JSON     |
 //! | `schedules`   | install id (8) · schedule name                   | `ScheduleState` JSON  |
 //! | `invocations` | install id (8) · event id (8) · attempt (4)      | `InvocationSummary` JSON |
 //! | `orgs`        | org id (8)                                       | `OrgRecord` JSON      |
@@ -116,9 +116,13 @@ pub fn invocation(install: InstallId, event: EventId, attempt: u32) -> [u8; 20] 
     k
 }
 
-/// `dead` key.
-pub fn dead(id: EventId) -> [u8; 8] {
-    id.get().to_be_bytes()
+/// `dead` key: the organisation first, so each one's letters are one
+/// prefix (listed and bounded without reading anyone else's).
+pub fn dead(org: OrgId, id: EventId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&org.get().to_be_bytes());
+    k[8..].copy_from_slice(&id.get().to_be_bytes());
+    k
 }
 
 /// `installs` key.

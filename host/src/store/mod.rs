@@ -220,6 +220,11 @@ pub(crate) struct Trees {
 impl Trees {
     fn open(db: sled::Db) -> Result<Trees, StoreError> {
         let keyq = db.open_tree("keyq")?;
+        let dead = db.open_tree("dead")?;
+        let rekeyed = queue::rekey_dead_letters(&dead)?;
+        if rekeyed > 0 {
+            tracing::info!(rekeyed, "dead letters moved to their organisations' keys");
+        }
         Ok(Trees {
             heads: std::sync::Mutex::new(heads::Heads::build(&keyq)?),
             keyq,
@@ -228,7 +233,7 @@ impl Trees {
             aggregates: db.open_tree("aggregates")?,
             messages: db.open_tree("messages")?,
             queue: db.open_tree("queue")?,
-            dead: db.open_tree("dead")?,
+            dead,
             invocations: db.open_tree("invocations")?,
             schedules: db.open_tree("schedules")?,
             orgs: db.open_tree("orgs")?,

@@ -250,7 +250,7 @@ impl Store {
             (&t.queue, &t.keyq, &t.dead)
                 .transaction(|(q, k, d)| {
                     remove_queued(q, k, event)?;
-                    d.insert(&keys::dead(event.id), encode(&letter))?;
+                    d.insert(&keys::dead(event.organisation_id, event.id), encode(&letter))?;
                     Ok(())
                 })
                 .map_err(tx_error)
@@ -259,10 +259,29 @@ impl Store {
         Ok(())
     }
 
-    /// Dead letters, oldest event first, at most `limit`.
+    /// Dead letters of every organisation, by organisation then oldest
+    /// event first, at most `limit` (tests, admin).
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let t = self.t()?;
         t.dead.iter().take(limit).map(|e| decode("dead letter", &e?.1)).collect()
+    }
+
+    /// `org`'s dead letters, oldest event first, at most `limit`: read from
+    /// its own prefix (one this build cannot read is skipped and logged).
+    pub fn dead_letters_of(&self, org: OrgId, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let t = self.t()?;
+        let mut out = Vec::new();
+        for entry in t.dead.scan_prefix(org.get().to_be_bytes()) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = entry?;
+            match decode("dead letter", &value) {
+                Ok(letter) => out.push(letter),
+                Err(e) => super::report_unreadable("dead letter", &key, &e),
+            }
+        }
+        Ok(out)
     }
 
     /// How many dead letters there are (counts keys, decodes nothing; 0
@@ -271,28 +290,28 @@ impl Store {
         self.t().map_or(0, |t| t.dead.len())
     }
 
-    /// One dead letter.
-    pub fn dead_letter_by_id(&self, id: EventId) -> Result<Option<DeadLetter>, StoreError> {
+    /// One of `org`'s dead letters.
+    pub fn dead_letter_of(&self, org: OrgId, id: EventId) -> Result<Option<DeadLetter>, StoreError> {
         let t = self.t()?;
-        t.dead.get(keys::dead(id))?.map(|v| decode("dead letter", &v)).transpose()
+        t.dead.get(keys::dead(org, id))?.map(|v| decode("dead letter", &v)).transpose()
     }
 
-    /// Discard a dead letter; false if there was none.
-    pub fn delete_dead_letter(&self, id: EventId) -> Result<bool, StoreError> {
+    /// Discard one of `org`'s dead letters; false if there was none.
+    pub fn delete_dead_letter(&self, org: OrgId, id: EventId) -> Result<bool, StoreError> {
         let t = self.t()?;
-        Ok(t.dead.remove(keys::dead(id))?.is_some())
+        Ok(t.dead.remove(keys::dead(org, id))?.is_some())
     }
 
-    /// Put a dead letter back in the queue, at the end of its line, as a
-    /// fresh first attempt due at `now_ms`. Returns false if there is no
-    /// such dead letter.
-    pub fn redrive(&self, id: EventId, now_ms: u64) -> Result<bool, StoreError> {
+    /// Put one of `org`'s dead letters back in the queue, at the end of its
+    /// line, as a fresh first attempt due at `now_ms`. Returns false if
+    /// there is no such dead letter.
+    pub fn redrive(&self, org: OrgId, id: EventId, now_ms: u64) -> Result<bool, StoreError> {
         let t = self.t()?;
         let seq = t.db.generate_id()?;
         let queued = self.gated(|| {
             (&t.dead, &t.queue, &t.keyq)
                 .transaction(|(d, q, k)| {
-                    let Some(bytes) = d.remove(&keys::dead(id))? else { return Ok(None) };
+                    let Some(bytes) = d.remove(&keys::dead(org, id))? else { return Ok(None) };
                     let letter: DeadLetter =
                         decode("dead letter", &bytes).map_err(ConflictableTransactionError::Abort)?;
                     let event = QueuedEvent { attempt: 1, due_ms: now_ms, seq, ..letter.event };
@@ -324,4 +343,26 @@ pub(super) fn remove_queued(queue: &TransactionalTree, keyq: &TransactionalTree,
     }
     keyq.remove(&keys::place(e.install_id, e.agent_id, e.seq))?;
     Ok(())
+}
+
+/// Move dead letters stored under the key of earlier versions (the event
+/// id alone) to their organisation's prefix, in one atomic batch: run when
+/// the database opens, before anything else reads or writes it. A letter
+/// this build cannot read goes to organisation 0's prefix, kept as it is.
+pub(super) fn rekey_dead_letters(dead: &sled::Tree) -> Result<usize, StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut moved = 0;
+    for entry in dead.iter() {
+        let (key, value) = entry?;
+        let Ok(id) = <[u8; 8]>::try_from(key.as_ref()) else { continue };
+        let id = EventId::from(u64::from_be_bytes(id));
+        let org = decode::<DeadLetter>("dead letter", &value).map_or(OrgId::from(0), |d| d.event.organisation_id);
+        batch.remove(key);
+        batch.insert(&keys::dead(org, id), value);
+        moved += 1;
+    }
+    if moved > 0 {
+        dead.apply_batch(batch)?;
+    }
+    Ok(moved)
 }

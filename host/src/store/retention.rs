@@ -25,6 +25,7 @@ enum Kind {
     Summaries,
     /// Summaries of installations that were deleted.
     Orphaned,
+    DeadLetters,
     Feed,
     /// Idempotency keys that had expired at `now_ms`.
     Claims {
@@ -65,6 +66,14 @@ impl Store {
         let t = self.t()?;
         let found = t.invocations.scan_prefix(install.get().to_be_bytes()).keys().rev().skip(keep).take(most);
         Ok(Stale { kind: Kind::Summaries, keys: found.collect::<Result<_, _>>()? })
+    }
+
+    /// `org`'s dead letters past its newest `keep` (by event id), at most
+    /// `most`.
+    pub fn stale_dead_letters(&self, org: OrgId, keep: usize, most: usize) -> Result<Stale, StoreError> {
+        let t = self.t()?;
+        let found = t.dead.scan_prefix(org.get().to_be_bytes()).keys().rev().skip(keep).take(most);
+        Ok(Stale { kind: Kind::DeadLetters, keys: found.collect::<Result<_, _>>()? })
     }
 
     /// Summaries of installations that no longer exist (not in `live`),
@@ -136,6 +145,7 @@ impl Store {
             Kind::Summaries | Kind::Orphaned => &t.invocations,
             Kind::Feed => &t.feed,
             Kind::Claims { .. } => &t.seen,
+            Kind::DeadLetters => &t.dead,
         };
         let mut removed = 0;
         for key in &stale.keys {

@@ -187,7 +187,14 @@ fn check(store: &Store, model: &Model) {
         .into_iter()
         .map(|d| DeadLetter { event: QueuedEvent { seq: 0, ..d.event }, ..d })
         .collect();
-    assert_eq!(dead, model.dead.values().cloned().collect::<Vec<_>>(), "dead letters");
+    let mut want: Vec<DeadLetter> = model.dead.values().cloned().collect();
+    want.sort_by_key(|d| (d.event.organisation_id, d.event.id));
+    assert_eq!(dead, want, "dead letters, by organisation");
+    for org in 1..4u64 {
+        let mine = store.dead_letters_of(org.into(), 1000).unwrap();
+        assert!(mine.iter().all(|d| d.event.organisation_id == OrgId::from(org)), "organisation {org}'s only");
+        assert_eq!(mine.len(), want.iter().filter(|d| d.event.organisation_id == OrgId::from(org)).count());
+    }
 }
 
 fn run(seed: u64, steps: usize) {
@@ -267,7 +274,8 @@ fn run(seed: u64, steps: usize) {
             5 => {
                 let ids: Vec<u64> = model.dead.keys().copied().collect();
                 let id = if ids.is_empty() || rng.bool() { 424242 } else { ids[rng.usize(0..ids.len())] };
-                let redriven = store.redrive(id.into(), 50).unwrap();
+                let org = model.dead.get(&id).map_or(OrgId::from(rng.u64(1..4)), |d| d.event.organisation_id);
+                let redriven = store.redrive(org, id.into(), 50).unwrap();
                 assert_eq!(redriven, model.dead.contains_key(&id));
                 if let Some(letter) = model.dead.remove(&id) {
                     model.push(QueuedEvent { attempt: 1, due_ms: 50, ..letter.event });
@@ -956,4 +964,31 @@ fn a_deleted_installations_summaries_are_swept_and_a_live_ones_never() {
     for (install, left) in [(6, 0), (7, 3), (8, 3)] {
         assert_eq!(store.invocations(install.into(), 10).unwrap().len(), left, "installation {install}");
     }
+}
+
+#[test]
+fn dead_letters_of_earlier_versions_move_to_their_organisations_keys_when_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = fastrand::Rng::with_seed(9);
+    let letter = DeadLetter {
+        event: QueuedEvent { organisation_id: 2.into(), ..event(&mut rng, 5) },
+        reason: "old".into(),
+        dead_ms: 1,
+    };
+    {
+        // As an earlier version stored them: the event id alone as key.
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.t().unwrap();
+        t.dead.insert(5u64.to_be_bytes(), encode(&letter)).unwrap();
+        t.dead.insert(6u64.to_be_bytes(), &br#"{"shape":"newer"}"#[..]).unwrap();
+        drop(t);
+        store.flush_blocking().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.dead_letters_of(2.into(), 10).unwrap(), std::slice::from_ref(&letter));
+    assert_eq!(store.dead_letter_of(2.into(), 5.into()).unwrap(), Some(letter));
+    assert_eq!(store.dead_letter_count(), 2, "the unreadable one is kept too");
+    let t = store.t().unwrap();
+    assert!(t.dead.get(keys::dead(0.into(), 6.into())).unwrap().is_some(), "under organisation 0");
+    assert!(t.dead.iter().keys().all(|k| k.unwrap().len() == 16), "no key of the earlier form is left");
 }
