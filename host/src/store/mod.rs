@@ -220,6 +220,11 @@ pub(crate) struct Trees {
 impl Trees {
     fn open(db: sled::Db) -> Result<Trees, StoreError> {
         let keyq = db.open_tree("keyq")?;
+        let (queue, unreadable) = (db.open_tree("queue")?, db.open_tree("unreadable")?);
+        let requeued = unreadable::requeue_readable(&db, &unreadable, &queue, &keyq)?;
+        if requeued > 0 {
+            tracing::info!(requeued, "queued again: events set aside by a build that could not read them");
+        }
         let dead = db.open_tree("dead")?;
         let rekeyed = queue::rekey_dead_letters(&dead)?;
         if rekeyed > 0 {
@@ -232,7 +237,7 @@ impl Trees {
             serials: db.open_tree("serials")?,
             aggregates: db.open_tree("aggregates")?,
             messages: db.open_tree("messages")?,
-            queue: db.open_tree("queue")?,
+            queue,
             dead,
             invocations: db.open_tree("invocations")?,
             schedules: db.open_tree("schedules")?,
@@ -246,7 +251,7 @@ impl Trees {
             monitors: db.open_tree("monitors")?,
             monitor_state: db.open_tree("monitor_state")?,
             monitor_ids: db.open_tree("monitor_ids")?,
-            unreadable: db.open_tree("unreadable")?,
+            unreadable,
             db,
         })
     }

@@ -992,3 +992,34 @@ fn dead_letters_of_earlier_versions_move_to_their_organisations_keys_when_the_st
     assert!(t.dead.get(keys::dead(0.into(), 6.into())).unwrap().is_some(), "under organisation 0");
     assert!(t.dead.iter().keys().all(|k| k.unwrap().len() == 16), "no key of the earlier form is left");
 }
+
+#[test]
+fn an_event_set_aside_is_queued_again_when_a_build_that_reads_it_opens_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = fastrand::Rng::with_seed(10);
+    let readable = QueuedEvent { organisation_id: 1.into(), due_ms: 5, attempt: 2, ..event(&mut rng, 41) };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let queued = store.enqueue(&readable).unwrap();
+        // What an earlier build that could not read it did: set it aside
+        // (here, by overwriting it with foreign bytes, then putting the
+        // readable bytes back in the record, as if set aside by a build
+        // older than the one that wrote it).
+        let t = store.t().unwrap();
+        let key = keys::queued(queued.organisation_id, queued.due_ms, queued.id);
+        t.queue.insert(key, &br#"{"shape":"newer"}"#[..]).unwrap();
+        drop(t);
+        let found = store.runnable_heads(1.into(), 10, 8, 64, |_, _| false).unwrap();
+        assert!(store.set_aside(&found.unreadable[0], 9).unwrap());
+        let t = store.t().unwrap();
+        let mut record: UnreadableEvent = decode("unreadable event", &t.unreadable.get(key).unwrap().unwrap()).unwrap();
+        record.stored = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, encode(&queued));
+        t.unreadable.insert(key, encode(&record)).unwrap();
+        drop(t);
+        store.flush_blocking().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.unreadable_count(), 0);
+    let runnable = store.runnable_heads(1.into(), 10, 8, 64, |_, _| false).unwrap();
+    assert_eq!(unseq(runnable.events), [QueuedEvent { seq: 0, ..readable }], "queued again, with its attempt");
+}

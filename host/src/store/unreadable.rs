@@ -6,7 +6,9 @@
 //! must not be lost: the pick reports it as an [`UnreadableHead`] instead
 //! of failing, the writer moves its exact bytes to the `unreadable` tree
 //! ([`Store::set_aside`]), and its line goes on with the event behind it.
-//! The organisation's dead-letters listing shows what was set aside.
+//! The organisation's dead-letters listing shows what was set aside; once a
+//! build that reads it opens the store, it is queued again, at the end of
+//! its line (`requeue_readable`).
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,35 @@ pub struct UnreadableEvent {
     pub stored: String,
     /// When it was set aside, Unix ms.
     pub set_aside_ms: u64,
+}
+
+/// Put back in the queue every set-aside event this build can read (the
+/// build that wrote it is running again): each at the end of its line,
+/// with the attempt it had, in one transaction each. Run when the database
+/// opens, before the heads index is built from `keyq`. Returns how many.
+pub(super) fn requeue_readable(
+    db: &sled::Db,
+    unreadable: &sled::Tree,
+    queue: &sled::Tree,
+    keyq: &sled::Tree,
+) -> Result<usize, StoreError> {
+    let mut requeued = 0;
+    for entry in unreadable.iter() {
+        let (key, value) = entry?;
+        let Ok(record) = decode::<UnreadableEvent>("unreadable event", &value) else { continue };
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&record.stored) else { continue };
+        let Ok(event) = decode::<QueuedEvent>("queued event", &bytes) else { continue };
+        let event = QueuedEvent { seq: db.generate_id()?, ..event };
+        (unreadable, queue, keyq)
+            .transaction(|(u, q, k)| {
+                u.remove(&key)?;
+                super::queue::insert_queued(q, k, &event)?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        requeued += 1;
+    }
+    Ok(requeued)
 }
 
 impl Store {
