@@ -193,11 +193,13 @@ pub fn find(method: &Method, path: &str) -> Result<(&'static Route, BTreeMap<&'s
     let path = format!("/{}", path.trim_start_matches('/'));
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     let mut path_known = false;
-    for route in ROUTES {
-        let Some(params) = matches(route.path, &segments) else { continue };
+    for (route, template) in ROUTES.iter().zip(templates()) {
+        if !matches(template, &segments) {
+            continue;
+        }
         path_known = true;
         if route.method == *method {
-            return Ok((route, params));
+            return Ok((route, params(template, &segments)));
         }
     }
     if path_known {
@@ -206,23 +208,42 @@ pub fn find(method: &Method, path: &str) -> Result<(&'static Route, BTreeMap<&'s
     Err(ApiError::not_found(format!("no route {path}")))
 }
 
-fn matches(template: &'static str, segments: &[&str]) -> Option<BTreeMap<&'static str, String>> {
-    let parts: Vec<&'static str> = template.split('/').collect();
-    if parts.len() != segments.len() {
-        return None;
-    }
-    let mut params = BTreeMap::new();
-    for (t, s) in parts.iter().zip(segments) {
-        if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
-            if s.is_empty() {
-                return None;
-            }
-            params.insert(name, super::percent_decode(s));
-        } else if t != s {
-            return None;
-        }
-    }
-    Some(params)
+/// One segment of a route's path: a literal, or a `{parameter}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment {
+    Literal(&'static str),
+    Param(&'static str),
+}
+
+/// Each route's path, split into its segments once (in [`ROUTES`]' order):
+/// every request is matched against them.
+fn templates() -> &'static [Vec<Segment>] {
+    static TEMPLATES: std::sync::LazyLock<Vec<Vec<Segment>>> = std::sync::LazyLock::new(|| {
+        let segment = |t: &'static str| match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+            Some(name) => Segment::Param(name),
+            None => Segment::Literal(t),
+        };
+        ROUTES.iter().map(|route| route.path.split('/').map(segment).collect()).collect()
+    });
+    &TEMPLATES
+}
+
+/// Whether `segments` fit `template` (a parameter takes one non-empty segment).
+fn matches(template: &[Segment], segments: &[&str]) -> bool {
+    template.len() == segments.len()
+        && template.iter().zip(segments).all(|(t, s)| match t {
+            Segment::Literal(literal) => literal == s,
+            Segment::Param(_) => !s.is_empty(),
+        })
+}
+
+/// The parameters of `segments`, which fit `template`, percent-decoded.
+fn params(template: &[Segment], segments: &[&str]) -> BTreeMap<&'static str, String> {
+    let named = template.iter().zip(segments).filter_map(|(t, s)| match t {
+        Segment::Param(name) => Some((*name, super::percent_decode(s))),
+        Segment::Literal(_) => None,
+    });
+    named.collect()
 }
 
 /// The OpenAPI 3.1 document for [`ROUTES`].
