@@ -480,6 +480,26 @@ fn merge_n(n: i64) -> Effects {
     Effects { aggregates: vec![write], ..Effects::default() }
 }
 
+/// A successful first attempt's summary of `event` on `install`, at `event` ms.
+fn summary(install: u64, event: u64) -> InvocationSummary {
+    InvocationSummary {
+        event_id: event.into(),
+        install_id: install.into(),
+        op: "on_manual_invoke".into(),
+        status: "success".into(),
+        skip_reason: None,
+        outcome: json!({}),
+        duration_ms: 0.0,
+        fuel: 0,
+        attempt: 1,
+        error: None,
+        logs: json!({}),
+        queued_ms: 0,
+        at_ms: event,
+        latency_us: 0,
+    }
+}
+
 /// Effects writing to agent 9, which no store here has.
 fn on_unknown_agent() -> Effects {
     let write = AggregateWrite { channel: ch(9, "a"), data: json!({"x": 1}), mode: WriteMode::Merge };
@@ -675,24 +695,8 @@ fn retention_removes_the_oldest_records_and_never_a_key_claimed_again_since_it_w
         let key = format!("k{n}");
         commit(&effects, Some(&claim(&key, 100 * n)), n);
     }
-    let summary = |event: u64| InvocationSummary {
-        event_id: event.into(),
-        install_id: 7.into(),
-        op: "on_manual_invoke".into(),
-        status: "success".into(),
-        skip_reason: None,
-        outcome: json!({}),
-        duration_ms: 0.0,
-        fuel: 0,
-        attempt: 1,
-        error: None,
-        logs: json!({}),
-        queued_ms: 0,
-        at_ms: event,
-        latency_us: 0,
-    };
     for event in 1..=4 {
-        store.put_invocation(&summary(event)).unwrap();
+        store.put_invocation(&summary(7, event)).unwrap();
     }
 
     assert_eq!(store.stale_messages(&ch(1, "a"), 2, 1).unwrap().len(), 1, "at most as many as asked");
@@ -932,22 +936,6 @@ fn a_scan_every_tenant_depends_on_skips_a_record_this_build_cannot_read() {
 #[test]
 fn a_deleted_installations_summaries_are_swept_and_a_live_ones_never() {
     let store = Store::temporary().unwrap();
-    let summary = |install: u64, event: u64| InvocationSummary {
-        event_id: event.into(),
-        install_id: install.into(),
-        op: "on_manual_invoke".into(),
-        status: "success".into(),
-        skip_reason: None,
-        outcome: json!({}),
-        duration_ms: 0.0,
-        fuel: 0,
-        attempt: 1,
-        error: None,
-        logs: json!({}),
-        queued_ms: 0,
-        at_ms: event,
-        latency_us: 0,
-    };
     for install in [6, 7, 8] {
         for event in 1..=3 {
             store.put_invocation(&summary(install, event)).unwrap();
