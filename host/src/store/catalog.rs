@@ -212,13 +212,27 @@ impl Store {
     pub fn put_ingestion(&self, rec: &IngestionRecord) -> Result<(), StoreError> {
         let t = self.t()?;
         t.ingestions.insert(rec.id.get().to_be_bytes(), encode(rec))?;
+        t.endpoints().changed(rec.id);
         Ok(())
     }
 
-    /// An ingestion endpoint.
+    /// An ingestion endpoint: every ingestion request reads its own, so
+    /// what was read is kept in memory until the endpoint changes.
     pub fn ingestion(&self, id: IngestionId) -> Result<Option<IngestionRecord>, StoreError> {
         let t = self.t()?;
-        t.ingestions.get(id.get().to_be_bytes())?.map(|v| decode("ingestion", &v)).transpose()
+        let changes = {
+            let endpoints = t.endpoints();
+            if let Some(rec) = endpoints.records.get(&id) {
+                return Ok(Some(rec.clone()));
+            }
+            endpoints.changes
+        };
+        let rec: Option<IngestionRecord> =
+            t.ingestions.get(id.get().to_be_bytes())?.map(|v| decode("ingestion", &v)).transpose()?;
+        if let Some(rec) = &rec {
+            t.endpoints().keep(changes, rec);
+        }
+        Ok(rec)
     }
 
     /// Every ingestion endpoint this build can read (one it cannot is
@@ -230,7 +244,9 @@ impl Store {
     /// Remove an ingestion endpoint; false if there was none.
     pub fn delete_ingestion(&self, id: IngestionId) -> Result<bool, StoreError> {
         let t = self.t()?;
-        Ok(t.ingestions.remove(id.get().to_be_bytes())?.is_some())
+        let removed = t.ingestions.remove(id.get().to_be_bytes())?.is_some();
+        t.endpoints().changed(id);
+        Ok(removed)
     }
 
     /// Whether `key` in `scope` is held by an unexpired claim (see
@@ -241,6 +257,34 @@ impl Store {
         match t.seen.get(keys::seen(scope, key))? {
             Some(held) => Ok(decode::<u64>("idempotency key", &held)? > now_ms),
             None => Ok(false),
+        }
+    }
+}
+
+/// Ingestion endpoints as read, by id (see [`Store::ingestion`]). An
+/// endpoint changes only through [`Store::put_ingestion`] and
+/// [`Store::delete_ingestion`], which drop it here after their write; a
+/// read keeps what it read only if no change came since it looked here
+/// (`changes`), so a read that raced a change (a token rotated, an
+/// endpoint deleted) never keeps the record from before it.
+#[derive(Debug, Default)]
+pub(super) struct Endpoints {
+    pub(super) changes: u64,
+    pub(super) records: std::collections::HashMap<IngestionId, IngestionRecord>,
+}
+
+impl Endpoints {
+    /// `id` was written: forget it.
+    pub(super) fn changed(&mut self, id: IngestionId) {
+        self.changes += 1;
+        self.records.remove(&id);
+    }
+
+    /// Keep `rec`, read after this cache showed `changes` changes, if no
+    /// change came since.
+    pub(super) fn keep(&mut self, changes: u64, rec: &IngestionRecord) {
+        if self.changes == changes {
+            self.records.insert(rec.id, rec.clone());
         }
     }
 }

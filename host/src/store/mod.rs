@@ -215,6 +215,8 @@ pub(crate) struct Trees {
     /// Each queue line's first event (see `heads`): built when the
     /// database opens, kept by every write that queues or removes.
     heads: std::sync::Mutex<heads::Heads>,
+    /// Ingestion endpoints as read (see `catalog::Endpoints`).
+    endpoints: std::sync::Mutex<catalog::Endpoints>,
 }
 
 impl Trees {
@@ -232,6 +234,7 @@ impl Trees {
         }
         Ok(Trees {
             heads: std::sync::Mutex::new(heads::Heads::build(&keyq)?),
+            endpoints: std::sync::Mutex::default(),
             keyq,
             agents: db.open_tree("agents")?,
             serials: db.open_tree("serials")?,
@@ -259,6 +262,11 @@ impl Trees {
     /// The heads index, locked.
     fn heads(&self) -> std::sync::MutexGuard<'_, heads::Heads> {
         self.heads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ingestion endpoints read so far, locked.
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, catalog::Endpoints> {
+        self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

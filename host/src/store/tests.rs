@@ -1011,3 +1011,38 @@ fn an_event_set_aside_is_queued_again_when_a_build_that_reads_it_opens_the_store
     let runnable = store.runnable_heads(1.into(), 10, 8, 64, |_, _| false).unwrap();
     assert_eq!(unseq(runnable.events), [QueuedEvent { seq: 0, ..readable }], "queued again, with its attempt");
 }
+
+#[test]
+fn an_ingestion_endpoint_is_read_from_memory_until_it_changes_and_a_read_racing_a_change_keeps_nothing() {
+    let store = Store::temporary().unwrap();
+    let endpoint = |token: &str| IngestionRecord {
+        id: 3.into(),
+        organisation_id: 1.into(),
+        install_id: 7.into(),
+        token_sha256: token.into(),
+        mini_token_sha256: None,
+        allow_cidrs: Vec::new(),
+        hmac_secret: None,
+        webhook_secret: None,
+        rate_per_s: 10,
+        max_body_bytes: 1024,
+        created_ms: 1,
+    };
+    store.put_ingestion(&endpoint("first")).unwrap();
+    assert_eq!(store.ingestion(3.into()).unwrap(), Some(endpoint("first")));
+    // Kept: the stored record changed behind the store's back is not seen.
+    store.t().unwrap().ingestions.insert(3u64.to_be_bytes(), encode(&endpoint("behind"))).unwrap();
+    assert_eq!(store.ingestion(3.into()).unwrap().unwrap().token_sha256, "first", "from memory");
+    // A change through the store is seen at once: rotated, then deleted.
+    store.put_ingestion(&endpoint("rotated")).unwrap();
+    assert_eq!(store.ingestion(3.into()).unwrap().unwrap().token_sha256, "rotated");
+    assert!(store.delete_ingestion(3.into()).unwrap());
+    assert_eq!(store.ingestion(3.into()).unwrap(), None, "deleted means gone");
+    // A read that looked before a change and read the store before it is
+    // not kept after it.
+    let t = store.t().unwrap();
+    let looked = t.endpoints().changes;
+    t.endpoints().changed(3.into());
+    t.endpoints().keep(looked, &endpoint("from before the change"));
+    assert!(t.endpoints().records.is_empty());
+}
