@@ -212,7 +212,7 @@ impl Store {
     pub fn put_ingestion(&self, rec: &IngestionRecord) -> Result<(), StoreError> {
         let t = self.t()?;
         t.ingestions.insert(rec.id.get().to_be_bytes(), encode(rec))?;
-        t.endpoints().changed(rec.id);
+        t.endpoints().changed(&rec.id);
         Ok(())
     }
 
@@ -220,17 +220,14 @@ impl Store {
     /// what was read is kept in memory until the endpoint changes.
     pub fn ingestion(&self, id: IngestionId) -> Result<Option<IngestionRecord>, StoreError> {
         let t = self.t()?;
-        let changes = {
-            let endpoints = t.endpoints();
-            if let Some(rec) = endpoints.records.get(&id) {
-                return Ok(Some(rec.clone()));
-            }
-            endpoints.changes
+        let changes = match t.endpoints().get(&id) {
+            Ok(rec) => return Ok(Some(rec)),
+            Err(changes) => changes,
         };
         let rec: Option<IngestionRecord> =
             t.ingestions.get(id.get().to_be_bytes())?.map(|v| decode("ingestion", &v)).transpose()?;
         if let Some(rec) = &rec {
-            t.endpoints().keep(changes, rec);
+            t.endpoints().keep(changes, id, rec.clone());
         }
         Ok(rec)
     }
@@ -245,7 +242,7 @@ impl Store {
     pub fn delete_ingestion(&self, id: IngestionId) -> Result<bool, StoreError> {
         let t = self.t()?;
         let removed = t.ingestions.remove(id.get().to_be_bytes())?.is_some();
-        t.endpoints().changed(id);
+        t.endpoints().changed(&id);
         Ok(removed)
     }
 
@@ -257,34 +254,6 @@ impl Store {
         match t.seen.get(keys::seen(scope, key))? {
             Some(held) => Ok(decode::<u64>("idempotency key", &held)? > now_ms),
             None => Ok(false),
-        }
-    }
-}
-
-/// Ingestion endpoints as read, by id (see [`Store::ingestion`]). An
-/// endpoint changes only through [`Store::put_ingestion`] and
-/// [`Store::delete_ingestion`], which drop it here after their write; a
-/// read keeps what it read only if no change came since it looked here
-/// (`changes`), so a read that raced a change (a token rotated, an
-/// endpoint deleted) never keeps the record from before it.
-#[derive(Debug, Default)]
-pub(super) struct Endpoints {
-    pub(super) changes: u64,
-    pub(super) records: std::collections::HashMap<IngestionId, IngestionRecord>,
-}
-
-impl Endpoints {
-    /// `id` was written: forget it.
-    pub(super) fn changed(&mut self, id: IngestionId) {
-        self.changes += 1;
-        self.records.remove(&id);
-    }
-
-    /// Keep `rec`, read after this cache showed `changes` changes, if no
-    /// change came since.
-    pub(super) fn keep(&mut self, changes: u64, rec: &IngestionRecord) {
-        if self.changes == changes {
-            self.records.insert(rec.id, rec.clone());
         }
     }
 }

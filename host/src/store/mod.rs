@@ -215,8 +215,60 @@ pub(crate) struct Trees {
     /// Each queue line's first event (see `heads`): built when the
     /// database opens, kept by every write that queues or removes.
     heads: std::sync::Mutex<heads::Heads>,
-    /// Ingestion endpoints as read (see `catalog::Endpoints`).
-    endpoints: std::sync::Mutex<catalog::Endpoints>,
+    /// Ingestion endpoints as read: every ingestion request reads its own.
+    endpoints: std::sync::Mutex<Kept<crate::model::IngestionId, IngestionRecord>>,
+    /// Agents' organisations as read: every ingress write and many
+    /// capability checks read one.
+    agent_orgs: std::sync::Mutex<Kept<crate::model::AgentId, crate::model::OrgId>>,
+}
+
+/// Records kept in memory as read, by key, for reads on hot paths that
+/// must not wait for the writer (every sled read waits while a transaction
+/// holds sled's process-wide lock). A record changes only through the
+/// store's own writes, which drop it here after writing ([`Kept::changed`]);
+/// a read keeps what it read only if no change came since it looked here,
+/// so a read that raced a change (a token rotated, an endpoint deleted)
+/// never keeps the record from before it. At most [`Kept::MOST`] records
+/// (past it, the cache starts again empty).
+#[derive(Debug)]
+pub(crate) struct Kept<K, V> {
+    changes: u64,
+    records: std::collections::HashMap<K, V>,
+}
+
+impl<K, V> Default for Kept<K, V> {
+    fn default() -> Self {
+        Kept { changes: 0, records: std::collections::HashMap::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Kept<K, V> {
+    /// Most records kept.
+    const MOST: usize = 1 << 20;
+
+    /// The record kept for `key`, or how many changes there have been (to
+    /// hand to [`Kept::keep`] after reading the store).
+    fn get(&self, key: &K) -> Result<V, u64> {
+        self.records.get(key).cloned().ok_or(self.changes)
+    }
+
+    /// `key` was written: forget it.
+    fn changed(&mut self, key: &K) {
+        self.changes += 1;
+        self.records.remove(key);
+    }
+
+    /// Keep `value`, read from the store after [`Kept::get`] saw `changes`
+    /// changes, if no change came since.
+    fn keep(&mut self, changes: u64, key: K, value: V) {
+        if self.changes != changes {
+            return;
+        }
+        if self.records.len() >= Self::MOST {
+            self.records.clear();
+        }
+        self.records.insert(key, value);
+    }
 }
 
 impl Trees {
@@ -235,6 +287,7 @@ impl Trees {
         Ok(Trees {
             heads: std::sync::Mutex::new(heads::Heads::build(&keyq)?),
             endpoints: std::sync::Mutex::default(),
+            agent_orgs: std::sync::Mutex::default(),
             keyq,
             agents: db.open_tree("agents")?,
             serials: db.open_tree("serials")?,
@@ -265,8 +318,13 @@ impl Trees {
     }
 
     /// The ingestion endpoints read so far, locked.
-    fn endpoints(&self) -> std::sync::MutexGuard<'_, catalog::Endpoints> {
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, Kept<crate::model::IngestionId, IngestionRecord>> {
         self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agents' organisations read so far, locked.
+    fn agent_orgs(&self) -> std::sync::MutexGuard<'_, Kept<crate::model::AgentId, crate::model::OrgId>> {
+        self.agent_orgs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

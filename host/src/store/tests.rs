@@ -1041,8 +1041,22 @@ fn an_ingestion_endpoint_is_read_from_memory_until_it_changes_and_a_read_racing_
     // A read that looked before a change and read the store before it is
     // not kept after it.
     let t = store.t().unwrap();
-    let looked = t.endpoints().changes;
-    t.endpoints().changed(3.into());
-    t.endpoints().keep(looked, &endpoint("from before the change"));
-    assert!(t.endpoints().records.is_empty());
+    let Err(looked) = t.endpoints().get(&3.into()) else { panic!("nothing kept") };
+    t.endpoints().changed(&3.into());
+    t.endpoints().keep(looked, 3.into(), endpoint("from before the change"));
+    assert!(t.endpoints().get(&3.into()).is_err());
+}
+
+#[test]
+fn an_agents_organisation_is_read_from_memory_until_the_agent_is_written_again() {
+    let store = store_with_agent_1();
+    assert_eq!(store.agent_org(1.into()).unwrap(), Some(1.into()));
+    assert_eq!(store.agent_org(2.into()).unwrap(), None, "absent is not kept");
+    let agent =
+        |id: u64| Agent { id: id.into(), name: "a".into(), serial_number: None, group: None, metadata: json!({}) };
+    store.put_agent(5.into(), agent(2)).unwrap();
+    assert_eq!(store.agent_org(2.into()).unwrap(), Some(5.into()), "created since");
+    // Written again into another organisation: seen at once.
+    store.put_agent(6.into(), agent(1)).unwrap();
+    assert_eq!(store.agent_org(1.into()).unwrap(), Some(6.into()));
 }
