@@ -280,7 +280,7 @@ impl Trees {
             tracing::info!(requeued, "queued again: events set aside by a build that could not read them");
         }
         let dead = db.open_tree("dead")?;
-        let rekeyed = queue::rekey_dead_letters(&dead)?;
+        let rekeyed = queue::rekey_dead_letters(&db, &dead)?;
         if rekeyed > 0 {
             tracing::info!(rekeyed, "dead letters moved to their organisations' keys");
         }

@@ -345,11 +345,19 @@ pub(super) fn remove_queued(queue: &TransactionalTree, keyq: &TransactionalTree,
     Ok(())
 }
 
+/// Set in the database's default tree once its dead letters are keyed by
+/// organisation: later opens skip the scan.
+pub(super) const DEAD_REKEYED: &[u8] = b"paddock-dead-letters-keyed-by-organisation";
+
 /// Move dead letters stored under the key of earlier versions (the event
 /// id alone) to their organisation's prefix, in one atomic batch: run when
-/// the database opens, before anything else reads or writes it. A letter
-/// this build cannot read goes to organisation 0's prefix, kept as it is.
-pub(super) fn rekey_dead_letters(dead: &sled::Tree) -> Result<usize, StoreError> {
+/// the database opens, before anything else reads or writes it, once per
+/// database. A letter this build cannot read goes to organisation 0's
+/// prefix, kept as it is.
+pub(super) fn rekey_dead_letters(db: &sled::Db, dead: &sled::Tree) -> Result<usize, StoreError> {
+    if db.get(DEAD_REKEYED)?.is_some() {
+        return Ok(0);
+    }
     let mut batch = sled::Batch::default();
     let mut moved = 0;
     for entry in dead.iter() {
@@ -364,5 +372,7 @@ pub(super) fn rekey_dead_letters(dead: &sled::Tree) -> Result<usize, StoreError>
     if moved > 0 {
         dead.apply_batch(batch)?;
     }
+    // After the batch: a crash before the mark only means scanning again.
+    db.insert(DEAD_REKEYED, &[1u8][..])?;
     Ok(moved)
 }

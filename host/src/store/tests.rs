@@ -964,9 +964,12 @@ fn dead_letters_of_earlier_versions_move_to_their_organisations_keys_when_the_st
         dead_ms: 1,
     };
     {
-        // As an earlier version stored them: the event id alone as key.
+        // As an earlier version stored them: the event id alone as key
+        // (and no mark that they were moved, which this version sets on
+        // a new database at once).
         let store = Store::open(dir.path()).unwrap();
         let t = store.t().unwrap();
+        t.db.remove(super::queue::DEAD_REKEYED).unwrap();
         t.dead.insert(5u64.to_be_bytes(), encode(&letter)).unwrap();
         t.dead.insert(6u64.to_be_bytes(), &br#"{"shape":"newer"}"#[..]).unwrap();
         drop(t);
@@ -974,11 +977,19 @@ fn dead_letters_of_earlier_versions_move_to_their_organisations_keys_when_the_st
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.dead_letters_of(2.into(), 10).unwrap(), std::slice::from_ref(&letter));
-    assert_eq!(store.dead_letter_of(2.into(), 5.into()).unwrap(), Some(letter));
+    assert_eq!(store.dead_letter_of(2.into(), 5.into()).unwrap(), Some(letter.clone()));
     assert_eq!(store.dead_letter_count(), 2, "the unreadable one is kept too");
     let t = store.t().unwrap();
     assert!(t.dead.get(keys::dead(0.into(), 6.into())).unwrap().is_some(), "under organisation 0");
     assert!(t.dead.iter().keys().all(|k| k.unwrap().len() == 16), "no key of the earlier form is left");
+    // Once moved, later opens do not scan again: a key of the earlier form
+    // written now (no version writes one) stays where it is.
+    t.dead.insert(7u64.to_be_bytes(), encode(&letter)).unwrap();
+    drop(t);
+    store.flush_blocking().unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.t().unwrap().dead.get(7u64.to_be_bytes()).unwrap().is_some(), "not scanned again");
 }
 
 #[test]
