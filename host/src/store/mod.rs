@@ -217,9 +217,6 @@ pub(crate) struct Trees {
     heads: std::sync::Mutex<heads::Heads>,
     /// Ingestion endpoints as read: every ingestion request reads its own.
     endpoints: std::sync::Mutex<Kept<crate::model::IngestionId, IngestionRecord>>,
-    /// Agents' organisations as read: every ingress write and many
-    /// capability checks read one.
-    agent_orgs: std::sync::Mutex<Kept<crate::model::AgentId, crate::model::OrgId>>,
 }
 
 /// Records kept in memory as read, by key, for reads on hot paths that
@@ -228,7 +225,9 @@ pub(crate) struct Trees {
 /// store's own writes, which drop it here after writing ([`Kept::changed`]);
 /// a read keeps what it read only if no change came since it looked here,
 /// so a read that raced a change (a token rotated, an endpoint deleted)
-/// never keeps the record from before it. At most [`Kept::MOST`] records
+/// never keeps the record from before it. Used where it was measured to
+/// pay (docs/benchmarks.md): the ingestion endpoint each ingestion
+/// request checks. At most [`Kept::MOST`] records
 /// (past it, the cache starts again empty).
 #[derive(Debug)]
 pub(crate) struct Kept<K, V> {
@@ -287,7 +286,6 @@ impl Trees {
         Ok(Trees {
             heads: std::sync::Mutex::new(heads::Heads::build(&keyq)?),
             endpoints: std::sync::Mutex::default(),
-            agent_orgs: std::sync::Mutex::default(),
             keyq,
             agents: db.open_tree("agents")?,
             serials: db.open_tree("serials")?,
@@ -320,11 +318,6 @@ impl Trees {
     /// The ingestion endpoints read so far, locked.
     fn endpoints(&self) -> std::sync::MutexGuard<'_, Kept<crate::model::IngestionId, IngestionRecord>> {
         self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The agents' organisations read so far, locked.
-    fn agent_orgs(&self) -> std::sync::MutexGuard<'_, Kept<crate::model::AgentId, crate::model::OrgId>> {
-        self.agent_orgs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

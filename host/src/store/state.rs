@@ -51,9 +51,7 @@ impl Store {
                     Ok(())
                 })
                 .map_err(tx_error)
-        })?;
-        t.agent_orgs().changed(&record.agent.id);
-        Ok(())
+        })
     }
 
     fn agent_record(&self, id: AgentId) -> Result<Option<AgentRecord>, StoreError> {
@@ -156,16 +154,7 @@ impl From<StoreError> for crate::caps::ReadError {
 impl Store {
     /// The organisation an agent belongs to, if it exists.
     pub fn agent_org(&self, id: AgentId) -> Result<Option<OrgId>, StoreError> {
-        let t = self.t()?;
-        let changes = match t.agent_orgs().get(&id) {
-            Ok(org) => return Ok(Some(org)),
-            Err(changes) => changes,
-        };
-        let org = self.agent_record(id)?.map(|r| r.organisation_id);
-        if let Some(org) = org {
-            t.agent_orgs().keep(changes, id, org);
-        }
-        Ok(org)
+        Ok(self.agent_record(id)?.map(|r| r.organisation_id))
     }
 
     /// One agent.

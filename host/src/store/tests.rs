@@ -1057,17 +1057,3 @@ fn an_ingestion_endpoint_is_read_from_memory_until_it_changes_and_a_read_racing_
     t.endpoints().keep(looked, 3.into(), endpoint("from before the change"));
     assert!(t.endpoints().get(&3.into()).is_err());
 }
-
-#[test]
-fn an_agents_organisation_is_read_from_memory_until_the_agent_is_written_again() {
-    let store = store_with_agent_1();
-    assert_eq!(store.agent_org(1.into()).unwrap(), Some(1.into()));
-    assert_eq!(store.agent_org(2.into()).unwrap(), None, "absent is not kept");
-    let agent =
-        |id: u64| Agent { id: id.into(), name: "a".into(), serial_number: None, group: None, metadata: json!({}) };
-    store.put_agent(5.into(), agent(2)).unwrap();
-    assert_eq!(store.agent_org(2.into()).unwrap(), Some(5.into()), "created since");
-    // Written again into another organisation: seen at once.
-    store.put_agent(6.into(), agent(1)).unwrap();
-    assert_eq!(store.agent_org(1.into()).unwrap(), Some(6.into()));
-}
