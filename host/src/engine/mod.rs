@@ -536,9 +536,7 @@ impl Engine {
     /// Put one of `org`'s dead letters back in the queue as a fresh first
     /// attempt. Returns false if there is no such dead letter.
     pub async fn redrive(&self, org: crate::model::OrgId, id: EventId) -> Result<bool, EngineError> {
-        if self.store.dead_letter_of(org, id)?.is_none() {
-            return Ok(false);
-        }
+        // Counted now, uncounted if the writer finds no such letter.
         let counted = self.counting(org, 1);
         let redriven = self.writer.apply(org, true, move |store| store.redrive(org, id, now_ms())).await?;
         if redriven {

@@ -32,7 +32,8 @@ impl Engine {
     /// organisation's stale records are read, then removed through the
     /// writer in its turn. Returns how many records were removed.
     pub async fn prune(&self, keep: Retention) -> Result<usize, StoreError> {
-        let (messages, invocations) = (keep.messages_per_channel, keep.summaries_per_installation);
+        let (messages, invocations, letters) =
+            (keep.messages_per_channel, keep.summaries_per_installation, keep.dead_letters_per_organisation);
         let installs = self.store.installs()?;
         let mut removed = 0;
         for org in self.store.orgs()? {
@@ -48,7 +49,6 @@ impl Engine {
             for rec in installs.iter().filter(|rec| rec.organisation_id == org.id) {
                 removed += self.sweep(org.id, |most| self.store.stale_summaries(rec.id, invocations, most)).await?;
             }
-            let letters = keep.dead_letters_per_organisation;
             removed += self.sweep(org.id, |most| self.store.stale_dead_letters(org.id, letters, most)).await?;
         }
         // A deleted installation's summaries (no organisation sweeps them).

@@ -227,8 +227,8 @@ pub(crate) struct Trees {
 /// so a read that raced a change (a token rotated, an endpoint deleted)
 /// never keeps the record from before it. Used where it was measured to
 /// pay (docs/benchmarks.md): the ingestion endpoint each ingestion
-/// request checks. At most [`Kept::MOST`] records
-/// (past it, the cache starts again empty).
+/// request checks. At most [`Kept::MOST`] records (past it, the cache
+/// starts again empty).
 #[derive(Debug)]
 pub(crate) struct Kept<K, V> {
     changes: u64,
@@ -477,15 +477,28 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// Every record of `tree` this build can read, in key order. One it cannot
-/// (written by a newer version, or damaged) is skipped and reported once
-/// per process: a scan that every tenant depends on (the schedules to
-/// fire, the installations restored at start, the organisations retention
-/// walks) must not fail for all of them because of one record. A storage
-/// error still fails the scan.
+/// Every record of `tree` this build can read, in key order (see
+/// [`readable_of`]).
 fn readable<T: DeserializeOwned>(what: &'static str, tree: &sled::Tree) -> Result<Vec<T>, StoreError> {
+    readable_of(what, tree.iter(), usize::MAX)
+}
+
+/// The first `limit` records of `entries` this build can read. One it
+/// cannot (written by a newer version, or damaged) is skipped and reported
+/// once per process: a scan that every tenant depends on (the schedules to
+/// fire, the installations restored at start, the organisations retention
+/// walks, a tenant's dead letters) must not fail for all of them because
+/// of one record. A storage error still fails the scan.
+fn readable_of<T: DeserializeOwned>(
+    what: &'static str,
+    entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
-    for entry in tree.iter() {
+    for entry in entries {
+        if out.len() >= limit {
+            break;
+        }
         let (key, value) = entry?;
         match decode(what, &value) {
             Ok(record) => out.push(record),

@@ -269,19 +269,7 @@ impl Store {
     /// `org`'s dead letters, oldest event first, at most `limit`: read from
     /// its own prefix (one this build cannot read is skipped and logged).
     pub fn dead_letters_of(&self, org: OrgId, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let t = self.t()?;
-        let mut out = Vec::new();
-        for entry in t.dead.scan_prefix(org.get().to_be_bytes()) {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, value) = entry?;
-            match decode("dead letter", &value) {
-                Ok(letter) => out.push(letter),
-                Err(e) => super::report_unreadable("dead letter", &key, &e),
-            }
-        }
-        Ok(out)
+        super::readable_of("dead letter", self.t()?.dead.scan_prefix(org.get().to_be_bytes()), limit)
     }
 
     /// How many dead letters there are (counts keys, decodes nothing; 0
