@@ -46,6 +46,10 @@
 //! ceiling's writes made atomic by a transaction or by a redo record, 1,
 //! 10 or 256 events per atomic write, flushed after each or every 5 ms.
 //!
+//! sled against fjall (`PADDOCK_BENCH_ONLY=stores`, not in the default
+//! run): the ceiling's writes, 1 to 256 events per atomic write, durable
+//! each or never flushed, and point reads, in both stores.
+//!
 //! Run: `cargo bench -p paddock --bench engine`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmark code")]
 
@@ -80,7 +84,7 @@ fn engine_threads() -> usize {
 /// Ceiling (a): sled's durable rate for one event's writes, 256 events per
 /// atomic write and flush.
 fn sled_ceiling(events: usize) -> f64 {
-    sled_rate(events, 256, WriteStyle::Transaction, false)
+    sled_rate(events, 256, WriteStyle::Transaction, Flush::Each)
 }
 
 /// How a batch of events' writes is made atomic in [`sled_rate`].
@@ -95,41 +99,52 @@ enum WriteStyle {
     Redo,
 }
 
-/// Durable events/s of sled alone doing exactly one event's writes,
-/// `per` events per atomic write; a flush after every write, or (`lazy`)
-/// at most every 5 ms.
-fn sled_rate(events: usize, per: usize, style: WriteStyle, lazy: bool) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new().path(dir.path()).open().unwrap();
-    let trees: Vec<sled::Tree> = ["messages", "queue", "keyq", "aggregates", "invocations", "redo"]
-        .iter()
-        .map(|t| db.open_tree(t).unwrap())
-        .collect();
+/// When [`sled_rate`] and [`fjall_rate`] make their writes durable.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Flush {
+    /// After every atomic write.
+    Each,
+    /// At most every 5 ms, and at the end.
+    Every5ms,
+    /// Never: what applying the writes costs alone.
+    Never,
+}
+
+/// The trees (fjall: keyspaces) one event's writes go to.
+const TREES: [&str; 5] = ["messages", "queue", "keyq", "aggregates", "invocations"];
+
+/// One event's writes, as (index into [`TREES`], key, value or removal):
+/// its ingress (the message, its queued event and place in line), then its
+/// commit (their removal, the tag aggregate, the summary, two messages).
+fn event_writes(e: u64) -> Vec<(usize, Vec<u8>, Option<Vec<u8>>)> {
     let (message, queued, summary) = (vec![b'm'; 160], vec![b'q'; 380], vec![b's'; 420]);
     let aggregate = br#"{"data":{"counter":{"count":123456}},"last_updated":1764400000000}"#.to_vec();
-    // One event's writes: (tree, key, value or removal).
-    let writes = |e: u64| -> Vec<(usize, Vec<u8>, Option<Vec<u8>>)> {
-        let key = e.to_be_bytes().to_vec();
-        vec![
-            // Ingress: the message, its queued event and place in line.
-            (0, [&key[..], b"in"].concat(), Some(message.clone())),
-            (1, key.clone(), Some(queued.clone())),
-            (2, key.clone(), Some(key.clone())),
-            // The commit: acknowledgement, tags, summary, two messages.
-            (1, key.clone(), None),
-            (2, key.clone(), None),
-            (3, (e % 100).to_be_bytes().to_vec(), Some(aggregate.clone())),
-            (4, key.clone(), Some(summary.clone())),
-            (0, [&key[..], b"sum"].concat(), Some(summary.clone())),
-            (0, [&key[..], b"out"].concat(), Some(message.clone())),
-        ]
-    };
+    let key = e.to_be_bytes().to_vec();
+    vec![
+        (0, [&key[..], b"in"].concat(), Some(message.clone())),
+        (1, key.clone(), Some(queued)),
+        (2, key.clone(), Some(key.clone())),
+        (1, key.clone(), None),
+        (2, key.clone(), None),
+        (3, (e % 100).to_be_bytes().to_vec(), Some(aggregate)),
+        (4, key.clone(), Some(summary.clone())),
+        (0, [&key[..], b"sum"].concat(), Some(summary)),
+        (0, [&key[..], b"out"].concat(), Some(message)),
+    ]
+}
+
+/// Durable events/s of sled alone doing exactly one event's writes,
+/// `per` events per atomic write, made durable as `flush` says.
+fn sled_rate(events: usize, per: usize, style: WriteStyle, flush: Flush) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let trees: Vec<sled::Tree> = TREES.iter().chain(&["redo"]).map(|t| db.open_tree(t).unwrap()).collect();
     let start = Instant::now();
     let mut flushed = Instant::now();
     let batches = events.div_ceil(per);
     for batch in 0..batches {
         let first = (batch * per) as u64;
-        let batch_writes: Vec<_> = (first..first + per as u64).flat_map(writes).collect();
+        let batch_writes: Vec<_> = (first..first + per as u64).flat_map(event_writes).collect();
         match style {
             WriteStyle::Transaction => {
                 let written = (&trees[0], &trees[1], &trees[2], &trees[3], &trees[4]).transaction(|(m, q, k, a, i)| {
@@ -157,7 +172,12 @@ fn sled_rate(events: usize, per: usize, style: WriteStyle, lazy: bool) -> f64 {
                 trees[5].remove(first.to_be_bytes()).unwrap();
             }
         }
-        if !lazy || flushed.elapsed() >= Duration::from_millis(5) || batch + 1 == batches {
+        let due = match flush {
+            Flush::Each => true,
+            Flush::Every5ms => flushed.elapsed() >= Duration::from_millis(5) || batch + 1 == batches,
+            Flush::Never => false,
+        };
+        if due {
             db.flush().unwrap();
             flushed = Instant::now();
         }
@@ -165,18 +185,104 @@ fn sled_rate(events: usize, per: usize, style: WriteStyle, lazy: bool) -> f64 {
     (batches * per) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The same as [`sled_rate`] on fjall 3 (an LSM store whose atomic write
+/// is a batch across keyspaces, no transaction): what another embedded
+/// backend behind the store's interface would pay (`PADDOCK_BENCH_ONLY=stores`).
+/// A durable write is the batch committed with `PersistMode::SyncData`.
+fn fjall_rate(events: usize, per: usize, flush: Flush) -> f64 {
+    assert_ne!(flush, Flush::Every5ms, "not measured on fjall");
+    let dir = tempfile::tempdir().unwrap();
+    let db = fjall::Database::builder(dir.path()).open().unwrap();
+    let keyspaces: Vec<fjall::Keyspace> =
+        TREES.iter().map(|t| db.keyspace(t, fjall::KeyspaceCreateOptions::default).unwrap()).collect();
+    let start = Instant::now();
+    let batches = events.div_ceil(per);
+    for batch in 0..batches {
+        let first = (batch * per) as u64;
+        let mut write = db.batch();
+        if flush == Flush::Each {
+            write = write.durability(Some(fjall::PersistMode::SyncData));
+        }
+        for (keyspace, key, value) in (first..first + per as u64).flat_map(event_writes) {
+            match value {
+                Some(v) => write.insert(&keyspaces[keyspace], key, v),
+                None => write.remove(&keyspaces[keyspace], key),
+            }
+        }
+        write.commit().unwrap();
+    }
+    (batches * per) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Point reads per second of one aggregate-sized record among `keys`, in
+/// sled and in fjall: the reads the engine makes beside its writes (an
+/// LSM store's weaker side).
+fn read_rates(keys: u64, gets: u64) -> (f64, f64) {
+    let value = br#"{"data":{"counter":{"count":123456}},"last_updated":1764400000000}"#;
+    // Spread over the key space as agent ids are, not in insertion order.
+    let key = |i: u64| [i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes(), i.to_be_bytes()].concat();
+    let probe = |g: u64| key(g.wrapping_mul(7919) % keys);
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let tree = db.open_tree("aggregates").unwrap();
+    (0..keys).for_each(|i| drop(tree.insert(key(i), &value[..]).unwrap()));
+    db.flush().unwrap();
+    let start = Instant::now();
+    let found = (0..gets).filter(|g| tree.get(probe(*g)).unwrap().is_some()).count();
+    let sled = gets as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(found as u64, gets);
+    let dir = tempfile::tempdir().unwrap();
+    let db = fjall::Database::builder(dir.path()).open().unwrap();
+    let keyspace = db.keyspace("aggregates", fjall::KeyspaceCreateOptions::default).unwrap();
+    (0..keys).for_each(|i| keyspace.insert(key(i), &value[..]).unwrap());
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
+    let start = Instant::now();
+    let found = (0..gets).filter(|g| keyspace.get(probe(*g)).unwrap().is_some()).count();
+    let fjall = gets as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(found as u64, gets);
+    (sled, fjall)
+}
+
+/// sled against fjall for the same writes and reads, two interleaved
+/// rounds (`PADDOCK_BENCH_ONLY=stores`): what a second embedded backend
+/// would change in the writer's cycle (docs/benchmarks.md).
+fn stores_row() {
+    for round in 1..=2 {
+        for (per, flush) in [(1, Flush::Each), (10, Flush::Each), (64, Flush::Each), (256, Flush::Each)]
+            .into_iter()
+            .chain([(1, Flush::Never), (10, Flush::Never), (64, Flush::Never)])
+        {
+            let events = if flush == Flush::Each && per == 1 { 3_000 } else { 30_000 };
+            let sled = sled_rate(events, per, WriteStyle::Transaction, flush);
+            let fjall = fjall_rate(events, per, flush);
+            println!(
+                "stores, round {round}: {per:>3} events per atomic write, {}: sled {sled:.0} events/s, fjall {fjall:.0} ({:.2}x)",
+                if flush == Flush::Each { "durable each" } else { "never flushed" },
+                fjall / sled
+            );
+        }
+        for keys in [1_000, 100_000, 1_000_000] {
+            let (sled, fjall) = read_rates(keys, 300_000);
+            println!(
+                "stores, round {round}: point reads among {keys} keys: sled {sled:.0}/s, fjall {fjall:.0}/s ({:.2}x)",
+                fjall / sled
+            );
+        }
+    }
+}
+
 /// sled's rate by how an atomic write is made and how often it is
 /// flushed (`PADDOCK_BENCH_ONLY=sled`): the measurements behind the write
 /// path's next step (docs/benchmarks.md).
 fn sled_styles_row() {
     for per in [1, 10, 256] {
-        for lazy in [false, true] {
-            let events = if per == 1 && !lazy { 5_000 } else { 20_000 };
-            let tx = sled_rate(events, per, WriteStyle::Transaction, lazy);
-            let redo = sled_rate(events, per, WriteStyle::Redo, lazy);
+        for flush in [Flush::Each, Flush::Every5ms] {
+            let events = if per == 1 && flush == Flush::Each { 5_000 } else { 20_000 };
+            let tx = sled_rate(events, per, WriteStyle::Transaction, flush);
+            let redo = sled_rate(events, per, WriteStyle::Redo, flush);
             println!(
                 "sled, {per} events per atomic write, flush {}: transaction {tx:.0} events/s, redo record {redo:.0} ({:.2}x)",
-                if lazy { "every 5 ms" } else { "after each" },
+                if flush == Flush::Each { "after each" } else { "every 5 ms" },
                 redo / tx
             );
         }
@@ -571,6 +677,9 @@ fn main() {
         }
         if only == "sled" {
             sled_styles_row();
+        }
+        if only == "stores" {
+            stores_row();
         }
         // Minutes long: only when asked for.
         if only == "memory" {
