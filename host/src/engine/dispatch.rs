@@ -1,7 +1,9 @@
 //! The dispatcher: run due events, commit or retry or bury each.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -37,6 +39,9 @@ pub(super) struct Dispatcher {
     /// together, and for how long it may take more (see
     /// [`EngineConfig::run_events`](super::EngineConfig)).
     pub run: (usize, Duration),
+    /// Picks still to panic (tests of the loop's recovery only).
+    #[cfg(test)]
+    pub panics: AtomicUsize,
 }
 
 impl Dispatcher {
@@ -44,7 +49,15 @@ impl Dispatcher {
     /// a run of at most `run.0` events that takes no more after `run.1`.
     pub fn new(concurrency: usize, policy: RetryPolicy, run: (usize, Duration)) -> Self {
         let (concurrency, run) = (concurrency.max(1), (run.0.max(1), run.1));
-        Self { slots: Mutex::default(), concurrency, round: AtomicUsize::new(0), policy, run }
+        Self {
+            slots: Mutex::default(),
+            concurrency,
+            round: AtomicUsize::new(0),
+            policy,
+            run,
+            #[cfg(test)]
+            panics: AtomicUsize::new(0),
+        }
     }
 
     /// The slots in use.
@@ -110,18 +123,24 @@ impl Engine {
             }
             // While the store cannot write, nothing could be committed:
             // run nothing (and burn no CPU) until it recovers.
+            // A panic here (a bug) must not stop dispatching for good
+            // while ingress goes on accepting: it is logged like an error,
+            // and the loop goes on (its in-flight runs with it).
             let writable = self.store.write_failure().is_none();
             if writable && now.saturating_sub(last_schedules) >= SCHEDULE_EVERY_MS {
                 last_schedules = now;
-                if let Err(e) = self.fire_schedules(now).await {
-                    tracing::error!(error = %e, "firing schedules failed");
+                match futures_util::FutureExt::catch_unwind(AssertUnwindSafe(self.fire_schedules(now))).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "firing schedules failed"),
+                    Err(_) => tracing::error!("firing schedules panicked"),
                 }
             }
             let free = self.dispatcher.concurrency.saturating_sub(tasks.len());
             if writable && free > 0 {
-                match self.pick(now, free) {
-                    Ok(picked) => self.start_all(&mut tasks, picked),
-                    Err(e) => tracing::error!(error = %e, "picking due events failed"),
+                match std::panic::catch_unwind(AssertUnwindSafe(|| self.pick(now, free))) {
+                    Ok(Ok(picked)) => self.start_all(&mut tasks, picked),
+                    Ok(Err(e)) => tracing::error!(error = %e, "picking due events failed"),
+                    Err(_) => tracing::error!("picking due events panicked; the lines it took cool down"),
                 }
             }
             tokio::select! {
@@ -209,17 +228,17 @@ impl Engine {
     /// the pick: its line is taken, and it comes back in
     /// [`Picked::unreadable`] to be set aside.
     fn pick(&self, now: u64, slots: usize) -> Result<Picked, EngineError> {
-        let mut held = self.dispatcher.slots();
+        let mut held = Taking { slots: self.dispatcher.slots(), taken: Vec::new() };
         let mut turns: Vec<(OrgId, VecDeque<QueuedEvent>)> = Vec::new();
         let mut unreadable = Vec::new();
         let clock = std::time::Instant::now();
         for org in self.store.queued_orgs()? {
             // A tenant already at its share is not even read.
-            let want = held.at_most(self.dispatcher.concurrency, org, clock).min(slots);
+            let want = held.slots.at_most(self.dispatcher.concurrency, org, clock).min(slots);
             if want == 0 {
                 continue;
             }
-            let busy = |install, agent| held.busy(install, agent, clock);
+            let busy = |install, agent| held.slots.busy(install, agent, clock);
             let found = self.store.runnable_heads(org, now, want, SCAN, busy)?;
             for head in found.unreadable {
                 held.take(org, head.install_id, head.agent_id);
@@ -231,12 +250,12 @@ impl Engine {
             }
         }
         let ready: Vec<OrgId> = turns.iter().map(|(org, _)| *org).collect();
-        let allowance = held.allowance(self.dispatcher.concurrency, &ready, clock);
+        let allowance = held.slots.allowance(self.dispatcher.concurrency, &ready, clock);
         // Each organisation's turn: how many it may still start, and what.
         let mut turns: Vec<(OrgId, usize, VecDeque<QueuedEvent>)> =
             turns.into_iter().map(|(org, q)| (org, allowance.get(&org).copied().unwrap_or(0), q)).collect();
         if !turns.is_empty() {
-            let first = self.dispatcher.round.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % turns.len();
+            let first = self.dispatcher.round.fetch_add(1, Relaxed) % turns.len();
             turns.rotate_left(first);
         }
         let mut batch = Vec::new();
@@ -250,11 +269,16 @@ impl Engine {
                 }
                 if let Some(event) = turn.pop_front() {
                     held.take(*org, event.install_id, event.agent_id);
+                    #[cfg(test)]
+                    if self.dispatcher.panics.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok() {
+                        panic!("a pick panics (injected)");
+                    }
                     *left -= 1;
                     batch.push(event);
                 }
             }
         }
+        held.taken.clear(); // handed over: each line is freed by its task
         Ok(Picked { events: batch, unreadable })
     }
 
@@ -531,17 +555,46 @@ enum Step {
 }
 
 /// Run `work` (a line's run, or the setting aside of its head) holding the
-/// line: freed when the work ends however it ends.
-async fn holding_line(
+/// line: freed when the work ends however it ends, also when its task is
+/// dropped before it first ran (the slot exists before the future does).
+fn holding_line(
     engine: Arc<Engine>,
     install: crate::model::InstallId,
     agent: crate::model::AgentId,
     work: impl std::future::Future<Output = Result<(), EngineError>>,
-) -> Result<(), EngineError> {
-    let mut slot = LineSlot { engine, install, agent, ended_well: false };
-    let result = work.await;
-    slot.ended_well = result.is_ok();
-    result
+) -> impl std::future::Future<Output = Result<(), EngineError>> {
+    let slot = LineSlot { engine, install, agent, ended_well: false };
+    async move {
+        let mut slot = slot; // the whole slot moves in, not just its flag
+        let result = work.await;
+        slot.ended_well = result.is_ok();
+        result
+    }
+}
+
+/// The slots a pick holds and the lines it has taken so far. A pick that
+/// does not finish (a store error, a panic) lets those lines go again,
+/// cooling down as after any failed run: no task would ever free them.
+struct Taking<'a> {
+    slots: MutexGuard<'a, super::slots::Slots>,
+    taken: Vec<(crate::model::InstallId, crate::model::AgentId)>,
+}
+
+impl Taking<'_> {
+    /// The line starts an event of `org`.
+    fn take(&mut self, org: OrgId, install: crate::model::InstallId, agent: crate::model::AgentId) {
+        self.slots.take(org, install, agent);
+        self.taken.push((install, agent));
+    }
+}
+
+impl Drop for Taking<'_> {
+    fn drop(&mut self) {
+        let now = std::time::Instant::now();
+        for (install, agent) in self.taken.drain(..) {
+            self.slots.failed(install, agent, now);
+        }
+    }
 }
 
 /// A line's slot, freed when its run ends however it ends: done, failed,
@@ -651,4 +704,78 @@ fn summary_message(inst: &Installation, s: &InvocationSummary) -> Option<Message
 /// The last outcome, as a dead letter's reason.
 fn describe(outcome: &Outcome) -> String {
     serde_json::to_string(outcome).unwrap_or_else(|_| format!("{outcome:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::model::{EventEnvelope, EventId};
+    use crate::runtime::{Runtime, RuntimeConfig};
+    use crate::store::Store;
+
+    /// An event queued for installation `install` of organisation 1.
+    fn queued(id: u64, install: u64) -> QueuedEvent {
+        QueuedEvent {
+            id: EventId::from(id),
+            organisation_id: OrgId::from(1),
+            install_id: install.into(),
+            agent_id: 5.into(),
+            event: EventEnvelope { op: "on_manual_invoke".into(), d: json!({"organisation_id": 1, "payload": {}}) },
+            attempt: 1,
+            depth: 0,
+            enqueued_ms: now_ms(),
+            enqueued_us: now_ms() * 1000,
+            due_ms: 0,
+            seq: 0,
+        }
+    }
+
+    /// The dispatcher, running until the returned sender is dropped.
+    fn dispatching(engine: &Arc<Engine>) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(Arc::clone(engine).run(async move {
+            let _ = stopped.await;
+        }));
+        (stop, running)
+    }
+
+    #[tokio::test]
+    async fn a_pick_that_panics_neither_stops_the_dispatcher_nor_keeps_the_lines_it_took() {
+        let store = Store::temporary().unwrap();
+        // Installation 7 does not exist: its event is buried when it runs,
+        // which is what shows it ran.
+        store.enqueue(&queued(1, 7)).unwrap();
+        let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+        let engine = Arc::new(Engine::new(store.clone(), runtime, EngineConfig::default()).unwrap());
+        engine.dispatcher.panics.store(1, Relaxed);
+        let (stop, running) = dispatching(&engine);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.dead_letters_of(OrgId::from(1), 10).unwrap().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(engine.dispatcher.panics.load(Relaxed), 0, "the pick did not panic");
+        let buried = store.dead_letters_of(OrgId::from(1), 10).unwrap();
+        assert_eq!(buried.len(), 1, "the event's line never ran again after the pick panicked");
+        drop(stop);
+        running.await.expect("the dispatcher itself did not panic");
+    }
+
+    #[tokio::test]
+    async fn a_line_whose_task_is_dropped_before_it_first_ran_is_freed() {
+        let store = Store::temporary().unwrap();
+        let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
+        let engine = Arc::new(Engine::new(store, runtime, EngineConfig::default()).unwrap());
+        engine.dispatcher.slots().take(OrgId::from(1), 7.into(), 5.into());
+        let never_polled = holding_line(Arc::clone(&engine), 7.into(), 5.into(), async { Ok(()) });
+        let later = std::time::Instant::now() + super::super::slots::MAX_COOL_DOWN;
+        assert!(engine.dispatcher.slots().busy(7.into(), 5.into(), later), "held while its work exists");
+        drop(never_polled);
+        // Freed as a failed run is: cooling down, then free.
+        assert!(!engine.dispatcher.slots().busy(7.into(), 5.into(), later));
+    }
 }
