@@ -123,10 +123,11 @@ impl Engine {
             }
             // While the store cannot write, nothing could be committed:
             // run nothing (and burn no CPU) until it recovers.
-            // A panic here (a bug) must not stop dispatching for good
-            // while ingress goes on accepting: it is logged like an error,
-            // and the loop goes on (its in-flight runs with it).
             let writable = self.store.write_failure().is_none();
+            // A panic firing schedules or picking (a bug) must not stop
+            // dispatching for good while ingress goes on accepting: it is
+            // logged like an error, and the loop goes on (its in-flight
+            // runs with it).
             if writable && now.saturating_sub(last_schedules) >= SCHEDULE_EVERY_MS {
                 last_schedules = now;
                 match futures_util::FutureExt::catch_unwind(AssertUnwindSafe(self.fire_schedules(now))).await {
@@ -735,15 +736,6 @@ mod tests {
         }
     }
 
-    /// The dispatcher, running until the returned sender is dropped.
-    fn dispatching(engine: &Arc<Engine>) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(Arc::clone(engine).run(async move {
-            let _ = stopped.await;
-        }));
-        (stop, running)
-    }
-
     #[tokio::test]
     async fn a_pick_that_panics_neither_stops_the_dispatcher_nor_keeps_the_lines_it_took() {
         let store = Store::temporary().unwrap();
@@ -753,7 +745,10 @@ mod tests {
         let runtime = Arc::new(Runtime::new(RuntimeConfig::default()).unwrap());
         let engine = Arc::new(Engine::new(store.clone(), runtime, EngineConfig::default()).unwrap());
         engine.dispatcher.panics.store(1, Relaxed);
-        let (stop, running) = dispatching(&engine);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(Arc::clone(&engine).run(async move {
+            let _ = stopped.await;
+        }));
         let deadline = Instant::now() + Duration::from_secs(10);
         while store.dead_letters_of(OrgId::from(1), 10).unwrap().is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -772,7 +767,7 @@ mod tests {
         let engine = Arc::new(Engine::new(store, runtime, EngineConfig::default()).unwrap());
         engine.dispatcher.slots().take(OrgId::from(1), 7.into(), 5.into());
         let never_polled = holding_line(Arc::clone(&engine), 7.into(), 5.into(), async { Ok(()) });
-        let later = std::time::Instant::now() + super::super::slots::MAX_COOL_DOWN;
+        let later = Instant::now() + super::super::slots::MAX_COOL_DOWN;
         assert!(engine.dispatcher.slots().busy(7.into(), 5.into(), later), "held while its work exists");
         drop(never_polled);
         // Freed as a failed run is: cooling down, then free.
