@@ -113,12 +113,15 @@ enum Flush {
 /// The trees (fjall: keyspaces) one event's writes go to.
 const TREES: [&str; 5] = ["messages", "queue", "keyq", "aggregates", "invocations"];
 
+/// The counter's tag aggregate as stored: the value of one event's
+/// aggregate write, and of each record [`read_rates`] reads.
+const AGGREGATE: &[u8] = br#"{"data":{"counter":{"count":123456}},"last_updated":1764400000000}"#;
+
 /// One event's writes, as (index into [`TREES`], key, value or removal):
 /// its ingress (the message, its queued event and place in line), then its
 /// commit (their removal, the tag aggregate, the summary, two messages).
 fn event_writes(e: u64) -> Vec<(usize, Vec<u8>, Option<Vec<u8>>)> {
     let (message, queued, summary) = (vec![b'm'; 160], vec![b'q'; 380], vec![b's'; 420]);
-    let aggregate = br#"{"data":{"counter":{"count":123456}},"last_updated":1764400000000}"#.to_vec();
     let key = e.to_be_bytes().to_vec();
     vec![
         (0, [&key[..], b"in"].concat(), Some(message.clone())),
@@ -126,7 +129,7 @@ fn event_writes(e: u64) -> Vec<(usize, Vec<u8>, Option<Vec<u8>>)> {
         (2, key.clone(), Some(key.clone())),
         (1, key.clone(), None),
         (2, key.clone(), None),
-        (3, (e % 100).to_be_bytes().to_vec(), Some(aggregate)),
+        (3, (e % 100).to_be_bytes().to_vec(), Some(AGGREGATE.to_vec())),
         (4, key.clone(), Some(summary.clone())),
         (0, [&key[..], b"sum"].concat(), Some(summary)),
         (0, [&key[..], b"out"].concat(), Some(message)),
@@ -218,14 +221,13 @@ fn fjall_rate(events: usize, per: usize, flush: Flush) -> f64 {
 /// sled and in fjall: the reads the engine makes beside its writes (an
 /// LSM store's weaker side).
 fn read_rates(keys: u64, gets: u64) -> (f64, f64) {
-    let value = br#"{"data":{"counter":{"count":123456}},"last_updated":1764400000000}"#;
     // Spread over the key space as agent ids are, not in insertion order.
     let key = |i: u64| [i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes(), i.to_be_bytes()].concat();
     let probe = |g: u64| key(g.wrapping_mul(7919) % keys);
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(dir.path()).open().unwrap();
     let tree = db.open_tree("aggregates").unwrap();
-    (0..keys).for_each(|i| drop(tree.insert(key(i), &value[..]).unwrap()));
+    (0..keys).for_each(|i| drop(tree.insert(key(i), AGGREGATE).unwrap()));
     db.flush().unwrap();
     let start = Instant::now();
     let found = (0..gets).filter(|g| tree.get(probe(*g)).unwrap().is_some()).count();
@@ -234,7 +236,7 @@ fn read_rates(keys: u64, gets: u64) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let db = fjall::Database::builder(dir.path()).open().unwrap();
     let keyspace = db.keyspace("aggregates", fjall::KeyspaceCreateOptions::default).unwrap();
-    (0..keys).for_each(|i| keyspace.insert(key(i), &value[..]).unwrap());
+    (0..keys).for_each(|i| keyspace.insert(key(i), AGGREGATE).unwrap());
     db.persist(fjall::PersistMode::SyncAll).unwrap();
     let start = Instant::now();
     let found = (0..gets).filter(|g| keyspace.get(probe(*g)).unwrap().is_some()).count();
